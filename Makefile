@@ -1,0 +1,46 @@
+# static-ingress-lab. Every target is a thin call into `lab` (see README.md).
+#   make up      engine (installs docker.io as root on Debian when missing), image, certs, the chain
+#   make test    the whole test suite: unit, render and integration (brings the lab up as needed)
+#   make down / status / logs
+
+PYTHON ?= python3
+VENV   := .venv
+LAB    := $(VENV)/bin/lab
+PYTEST := $(VENV)/bin/pytest
+TOPOLOGY ?= default
+
+.PHONY: up down test status logs render venv unit
+
+$(VENV)/.installed: pyproject.toml
+	@echo "lab: creating $(VENV) and installing the lab's Python packages ..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(VENV)/bin/pip install --quiet --disable-pip-version-check -e '.[test]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+up: venv
+	@$(LAB) engine
+	@$(LAB) build
+	@$(LAB) up --topology $(TOPOLOGY)
+
+down: venv
+	@$(LAB) down
+
+status: venv
+	@$(LAB) status
+
+logs: venv
+	@$(LAB) logs
+
+render: venv
+	@$(LAB) render
+
+# Unit and render tests need no engine; integration tests start the engine and build the image.
+test: venv
+	@$(LAB) engine
+	@$(LAB) build
+	@$(PYTEST) -q tests
+
+unit: venv
+	@$(PYTEST) -q tests/unit tests/render

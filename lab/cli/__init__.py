@@ -1,0 +1,35 @@
+"""`lab`: the lab's command line. One module per verb; only this package prints and exits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from lab.errors import LabError
+
+VERBS = ("up", "down", "status", "render", "curl", "trace", "logs", "build", "engine")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from lab.cli import build, curl, down, engine, logs, render, status, trace, up
+
+    parser = argparse.ArgumentParser(
+        prog="lab", description="static-ingress-lab: the AWS NLB -> HAProxy -> ALB chain, offline.")
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+    for module in (up, down, status, render, curl, trace, logs, build, engine):
+        module.register(verbs)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        code = args.run(args)
+    except LabError as exc:
+        print(f"lab {args.verb}: error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print(f"lab {args.verb}: interrupted", file=sys.stderr)
+        sys.exit(130)
+    sys.exit(code or 0)

@@ -1,0 +1,16 @@
+"""`lab engine`: make sure a Docker engine and Compose are there (installing them as root on Debian)."""
+
+from __future__ import annotations
+
+from lab.runtime import compose_command, ensure_engine
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("engine", help="ensure a running Docker engine and Compose")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    ensure_engine()
+    print(f"lab: Docker engine running; compose: {' '.join(compose_command() or ['?'])}")
+    return 0

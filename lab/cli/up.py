@@ -1,0 +1,103 @@
+"""`lab up`: certificates, configs, image, containers; waits until every target is healthy."""
+
+from __future__ import annotations
+
+import time
+
+from lab import model as m
+from lab.certs import ensure_certificates
+from lab.cli._common import (add_topology_option, clear_state, compose_file_in_use, running_state, save_state,
+                             target_health)
+from lab.errors import EngineError, LabError
+from lab.load import load_topology
+from lab.render import ROOT, compose_path, render_all
+from lab.runtime import Compose, build_image, docker_client, ensure_engine, wait_healthy
+
+
+def say(message: str) -> None:
+    print(f"lab: {message}", flush=True)
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("up", help="bring the whole chain up and wait until it is healthy")
+    add_topology_option(parser)
+    parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for health (default 180)")
+    parser.set_defaults(run=run)
+
+
+def wait_targets_healthy(client, topology: m.Topology, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    last = 0.0
+    while True:
+        try:
+            health = target_health(client, topology)
+            pending = [f"{lb}/{tg}/{d['Target']['Id']}={d['TargetHealth']['State']}"
+                       for (lb, tg), descriptions in health.items() for d in descriptions
+                       if d["TargetHealth"]["State"] != "healthy"]
+        except LabError as exc:
+            pending = [str(exc)]
+        if not pending:
+            return
+        if time.monotonic() > deadline:
+            raise EngineError(f"targets not healthy after {timeout:.0f} s: {', '.join(pending)} (see `lab status`)")
+        if time.monotonic() - last > 5:
+            say(f"waiting for target health: {', '.join(pending[:4])}{' ...' if len(pending) > 4 else ''}")
+            last = time.monotonic()
+        time.sleep(0.5)
+
+
+def summary(topology: m.Topology) -> str:
+    nlb, alb = topology.nlb, topology.alb
+    tg = nlb.target_group(nlb.listeners[0].target_group)
+    if tg.proxy_protocol_v2:
+        how = "NLB ip targets + PROXY v2 header -> HAProxy accept-proxy -> X-Forwarded-For"
+    elif tg.preserve_client_ip:
+        how = f"NLB {tg.target_type} targets keep the client address at TCP level -> HAProxy -> X-Forwarded-For"
+    else:
+        how = "client IP NOT preserved: HAProxy sees the NLB's private address"
+    eips = ", ".join(str(n.elastic_ip) for n in nlb.nodes)
+    lines = [
+        f"The chain is up (topology {topology.name}, {topology.source}):",
+        f"  client {topology.client.address} (may send from {topology.client.source_first}-{topology.client.source_last})",
+        f"  -> nlb {nlb.name}: Elastic IPs {eips}; listeners "
+        + ", ".join(f"{ls.protocol}:{ls.port}" for ls in nlb.listeners),
+        f"  -> " + ", ".join(f"{h.name} {h.address}" for h in topology.haproxy.instances)
+        + f" (accept-proxy {'on' if topology.haproxy.accept_proxy else 'off'})",
+        f"  -> alb {alb.name} at {alb.dns_name} (now " + ", ".join(str(n.address) for n in alb.nodes) + ")",
+        f"  -> " + ", ".join(f"{w.name} {w.address}" for w in topology.web),
+        f"  client IP: {how}",
+        "",
+        "Try:",
+        f"  .venv/bin/lab curl --from 198.51.100.123 https://{topology.site}/api/hello",
+        f"  .venv/bin/lab trace --from 198.51.100.150 https://{topology.site}/",
+        f"  .venv/bin/lab curl -i http://{topology.site}/some/path?q=1",
+        "  .venv/bin/lab status            (make status)     .venv/bin/lab down   (make down)",
+    ]
+    return "\n".join(lines)
+
+
+def run(args) -> int:
+    spec = args.topology or "default"
+    topology = load_topology(spec)
+    ensure_engine(say)
+    build_image(say)
+    client = docker_client()
+    written = ensure_certificates(topology, ROOT / "certs")
+    if written:
+        say(f"certificates generated in certs/: {', '.join(written)}")
+    state = running_state()
+    if state and state["compose_file"] != str(compose_path(topology)):
+        say(f"stopping the running topology ({state['topology']}) first")
+        Compose(compose_file_in_use()).run("down", "--remove-orphans", "--timeout", "5")
+        clear_state()
+    render_all(topology)
+    say(f"rendered {compose_path(topology).relative_to(ROOT)} and .lab/config/ from {topology.source}")
+    compose = Compose(compose_path(topology))
+    save_state(topology, spec)
+    say("starting containers ...")
+    compose.run("up", "-d", "--force-recreate", "--remove-orphans")
+    wait_healthy(client, topology.services(), args.timeout, say)
+    say("containers healthy; waiting for NLB and ALB health checks to pass ...")
+    wait_targets_healthy(client, topology, args.timeout)
+    print(summary(topology), flush=True)
+    return 0

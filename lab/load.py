@@ -1,0 +1,577 @@
+"""Topology YAML -> lab.model.Topology. All validation lives here (and in the simulators' own
+config loaders, which this module runs on the rendered configs so a bad rule fails at load time).
+
+Every error names the key path, the offending value, the file and what is allowed:
+    nlb.listeners[1].port: 70000 is not a valid port (1-65535) in topologies/default.yaml
+"""
+
+from __future__ import annotations
+
+from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, Callable, Iterator, Mapping
+
+import yaml
+
+from lab import model as m
+from lab.errors import TopologyError
+
+TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
+ELB_SECURITY_POLICY_PREFIX = "ELBSecurityPolicy-"
+
+
+def resolve_topology_path(name_or_file: str) -> Path:
+    """`default` -> topologies/default.yaml; a path to a file is taken as it is."""
+    candidate = Path(name_or_file)
+    if candidate.suffix in (".yaml", ".yml") or candidate.parent != Path("."):
+        if candidate.is_file():
+            return candidate
+        raise TopologyError(f"topology file {name_or_file} does not exist")
+    named = TOPOLOGY_DIR / f"{name_or_file}.yaml"
+    if named.is_file():
+        return named
+    known = ", ".join(sorted(p.stem for p in TOPOLOGY_DIR.glob("*.yaml")))
+    raise TopologyError(f"unknown topology {name_or_file!r} (known: {known}; or give a path to a .yaml file)")
+
+
+def _display(path: Path) -> str:
+    """How a topology file is named in messages and rendered headers: relative to the repository
+    when it is inside it (stable wherever `lab` runs from), else as given."""
+    try:
+        return str(path.resolve().relative_to(TOPOLOGY_DIR.parent))
+    except ValueError:
+        return str(path)
+
+
+def _read_yaml(path: Path, shown: str) -> dict:
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise TopologyError(f"{shown}: not valid YAML{where}: {problem}") from None
+    except OSError as exc:
+        raise TopologyError(f"cannot read topology file {shown}: {exc.strerror}") from None
+    if not isinstance(data, dict):
+        raise TopologyError(f"{shown}: the top level must be a mapping, not {type(data).__name__}")
+    return data
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """Deep-merge mappings (override wins); lists and scalars are replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        merged = dict(base)
+        for key, value in override.items():
+            merged[key] = _merge(base[key], value) if key in base else value
+        return merged
+    return override
+
+
+def read_topology_data(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The raw mapping, with `extends:` resolved (relative to the extending file)."""
+    shown = _display(path)
+    if path.resolve() in _seen:
+        raise TopologyError(f"{shown}: `extends` forms a cycle")
+    data = _read_yaml(path, shown)
+    parent = data.pop("extends", None)
+    if parent is None:
+        return data
+    if not isinstance(parent, str):
+        raise TopologyError(f"extends: {parent!r} is not a file name in {shown}")
+    parent_path = path.parent / parent
+    if not parent_path.is_file():
+        raise TopologyError(f"extends: {parent} does not exist (looked for {_display(parent_path)}) in {shown}")
+    return _merge(read_topology_data(parent_path, (*_seen, path.resolve())), data)
+
+
+class _Node:
+    """A value in the YAML with its key path, for precise error messages."""
+
+    def __init__(self, value: Any, path: str, source: str) -> None:
+        self.value, self.path, self.source = value, path, source
+
+    def fail(self, message: str) -> TopologyError:
+        return TopologyError(f"{self.path}: {message} in {self.source}")
+
+    def child(self, key: str | int, value: Any) -> "_Node":
+        path = f"{self.path}[{key}]" if isinstance(key, int) else (f"{self.path}.{key}" if self.path else str(key))
+        return _Node(value, path, self.source)
+
+    # -- containers ---------------------------------------------------------------------------
+    def mapping(self, allowed: tuple[str, ...] | None = None, required: tuple[str, ...] = ()) -> "_Map":
+        if not isinstance(self.value, dict):
+            raise self.fail(f"expected a mapping, got {_shown(self.value)}")
+        if allowed is not None:
+            for key in self.value:
+                if key not in allowed:
+                    raise self.child(str(key), None).fail(f"unknown key (allowed here: {', '.join(allowed)})")
+        for key in required:
+            if key not in self.value:
+                raise self.fail(f"missing required key {key!r}")
+        return _Map(self)
+
+    def items(self) -> Iterator["_Node"]:
+        if not isinstance(self.value, list):
+            raise self.fail(f"expected a list, got {_shown(self.value)}")
+        for index, item in enumerate(self.value):
+            yield self.child(index, item)
+
+    # -- scalars ------------------------------------------------------------------------------
+    def string(self, choices: tuple[str, ...] | None = None) -> str:
+        if not isinstance(self.value, str) or not self.value:
+            raise self.fail(f"{_shown(self.value)} is not a non-empty string")
+        if choices is not None and self.value not in choices:
+            raise self.fail(f"{self.value!r} is not one of {', '.join(choices)}")
+        return self.value
+
+    def integer(self, low: int, high: int, what: str = "") -> int:
+        if isinstance(self.value, bool) or not isinstance(self.value, int):
+            raise self.fail(f"{_shown(self.value)} is not an integer")
+        if not low <= self.value <= high:
+            raise self.fail(f"{self.value} is not a valid {what or 'value'} ({low}-{high})")
+        return self.value
+
+    def port(self) -> int:
+        return self.integer(1, 65535, "port")
+
+    def ipv4(self) -> IPv4Address:
+        try:
+            address = ip_address(str(self.value))
+        except ValueError:
+            raise self.fail(f"{_shown(self.value)} is not an IPv4 address") from None
+        if not isinstance(address, IPv4Address):
+            raise self.fail(f"{self.value} is IPv6; the lab uses IPv4 addresses")
+        return address
+
+    def network(self) -> IPv4Network:
+        try:
+            net = ip_network(str(self.value), strict=True)
+        except ValueError as exc:
+            raise self.fail(f"{_shown(self.value)} is not a valid IPv4 CIDR ({exc})") from None
+        if not isinstance(net, IPv4Network):
+            raise self.fail(f"{self.value} is IPv6; the lab uses IPv4 networks")
+        return net
+
+
+class _Map:
+    def __init__(self, node: _Node) -> None:
+        self.node = node
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.node.value
+
+    def __getitem__(self, key: str) -> _Node:
+        if key not in self.node.value:
+            raise self.node.fail(f"missing required key {key!r}")
+        return self.node.child(key, self.node.value[key])
+
+    def get(self, key: str, default: Any) -> _Node:
+        return self.node.child(key, self.node.value.get(key, default))
+
+    def keys(self) -> list[str]:
+        return [str(k) for k in self.node.value]
+
+
+def _shown(value: Any) -> str:
+    return "nothing" if value is None else repr(value)
+
+
+def _attributes(node: _Node, allowed: Mapping[str, tuple[str, ...] | None], defaults: dict[str, str],
+                numeric: Mapping[str, tuple[int, int]]) -> Mapping[str, str]:
+    """AWS attribute maps: string values; keys and values validated like ModifyTargetGroupAttributes."""
+    values = dict(defaults)
+    for key in node.mapping().keys():
+        item = node.child(key, node.value[key])
+        if key not in allowed:
+            raise item.fail(f"unknown attribute (supported: {', '.join(allowed)})")
+        raw = item.value
+        text = str(raw).lower() if isinstance(raw, bool) else str(raw)
+        choices = allowed[key]
+        if choices is not None and text not in choices:
+            raise item.fail(f"{text!r} is not a valid value ({', '.join(choices)})")
+        if choices is None:
+            low, high = numeric[key]
+            if not text.isdigit() or not low <= int(text) <= high:
+                raise item.fail(f"{text!r} is not a valid value (an integer {low}-{high})")
+        values[key] = text
+    return MappingProxyType(values)
+
+
+def _health_check(node: _Node, defaults: dict[str, Any], protocols: tuple[str, ...]) -> m.HealthCheck:
+    fields = ("protocol", "port", "path", "interval_seconds", "timeout_seconds", "healthy_threshold",
+              "unhealthy_threshold", "matcher")
+    spec = node.mapping(allowed=fields)
+    protocol = spec.get("protocol", defaults["protocol"]).string(protocols)
+    port_node = spec.get("port", "traffic-port")
+    port = "traffic-port" if port_node.value == "traffic-port" else str(port_node.port())
+    path = spec.get("path", "/").string()
+    if not path.startswith("/"):
+        raise spec["path"].fail(f"{path!r} must start with /")
+    default_timeout = defaults["timeout_http"] if protocol == "HTTP" else defaults["timeout_other"]
+    interval = spec.get("interval_seconds", 30).integer(5, 300, "interval")
+    timeout = spec.get("timeout_seconds", default_timeout).integer(2, 120, "timeout")
+    if timeout >= interval and "timeout_seconds" in spec:
+        raise spec["timeout_seconds"].fail(f"{timeout} must be smaller than interval_seconds ({interval})")
+    timeout = min(timeout, interval - 1)
+    return m.HealthCheck(
+        protocol=protocol,
+        port=port,
+        path=path,
+        interval_seconds=interval,
+        timeout_seconds=timeout,
+        healthy_threshold=spec.get("healthy_threshold", defaults["healthy"]).integer(2, 10, "threshold"),
+        unhealthy_threshold=spec.get("unhealthy_threshold", 2).integer(2, 10, "threshold"),
+        matcher=str(spec.get("matcher", defaults["matcher"]).value),
+    )
+
+
+NLB_HC_DEFAULTS = {"protocol": "TCP", "timeout_http": 6, "timeout_other": 10, "healthy": 5, "matcher": "200-399"}
+ALB_HC_DEFAULTS = {"protocol": "HTTPS", "timeout_http": 5, "timeout_other": 5, "healthy": 5, "matcher": "200"}
+# Valid NLB listener -> target group protocol combinations (NLB-TG23, NLB-ALBT23).
+NLB_COMBINATIONS = {("TCP", "instance"): ("TCP",), ("TCP", "ip"): ("TCP",), ("TCP", "alb"): ("TCP",),
+                    ("TLS", "instance"): ("TCP", "TLS"), ("TLS", "ip"): ("TCP", "TLS")}
+
+
+class _Loader:
+    def __init__(self, data: dict, source: str) -> None:
+        self.root = _Node(data, "", source)
+        self.source = source
+        self.names: set[str] = set()
+
+    def load(self) -> m.Topology:
+        top = self.root.mapping(
+            allowed=("name", "account_id", "region", "site", "networks", "dns", "client", "nlb", "haproxy",
+                     "alb", "web"),
+            required=("name", "networks", "dns", "client", "nlb", "haproxy", "alb", "web"),
+        )
+        self.account = str(top.get("account_id", "123456789012").value)
+        if not (self.account.isdigit() and len(self.account) == 12):
+            raise top["account_id"].fail(f"{self.account!r} is not a 12-digit AWS account id")
+        self.region = top.get("region", "eu-west-2").string()
+        name = top["name"].string()
+        site = top.get("site", "www.lab.test").string()
+
+        nets = top["networks"].mapping(allowed=("internet", "vpc"), required=("internet", "vpc"))
+        internet = nets["internet"].mapping(allowed=("subnet",), required=("subnet",))["subnet"].network()
+        vpc_spec = nets["vpc"].mapping(allowed=("cidr", "subnets"), required=("cidr", "subnets"))
+        vpc = vpc_spec["cidr"].network()
+        if vpc.overlaps(internet):
+            raise vpc_spec["cidr"].fail(f"{vpc} overlaps the internet subnet {internet}")
+        subnets: dict[str, IPv4Network] = {}
+        subnets_node = vpc_spec["subnets"]
+        for az in subnets_node.mapping().keys():
+            subnet = subnets_node.child(az, subnets_node.value[az]).network()
+            if not subnet.subnet_of(vpc):
+                raise subnets_node.child(az, None).fail(f"{subnet} is not inside the VPC CIDR {vpc}")
+            subnets[az] = subnet
+        if not subnets:
+            raise subnets_node.fail("at least one availability zone subnet is needed")
+        self.internet, self.vpc, self.subnets = internet, vpc, subnets
+        self.used: dict[IPv4Address, str] = {}
+
+        dns_spec = top["dns"].mapping(allowed=("vpc_address", "internet_address", "public_zone", "private_zone", "ttl"),
+                                      required=("vpc_address", "internet_address"))
+        dns = m.Dns(
+            vpc_address=self._address(dns_spec["vpc_address"], vpc, "dns"),
+            internet_address=self._address(dns_spec["internet_address"], internet, "dns"),
+            public_zone=dns_spec.get("public_zone", "lab.test").string(),
+            private_zone=dns_spec.get("private_zone", "lab.internal").string(),
+            ttl=dns_spec.get("ttl", 60).integer(1, 86400, "TTL"),
+        )
+        if not (site == dns.public_zone or site.endswith("." + dns.public_zone)):
+            raise top["site"].fail(f"{site!r} is not inside the public zone {dns.public_zone!r}")
+        self.site = site
+        client = self._client(top["client"])
+        self.certificates = {"www": m.Certificate(
+            name="www", arn=f"arn:aws:acm:{self.region}:{self.account}:certificate/{m.aws_id('acm', site)}",
+            pem_file="www.pem")}
+
+        haproxy_node = top["haproxy"]
+        haproxy_spec = haproxy_node.mapping(allowed=("instances", "alb_servers", "verify", "accept_proxy"),
+                                            required=("instances",))
+        instances = tuple(self._haproxy_instance(n) for n in haproxy_spec["instances"].items())
+        if not instances:
+            raise haproxy_spec["instances"].fail("at least one HAProxy instance is needed")
+        self.instances = {h.name: h for h in instances}
+        web = tuple(self._web(n) for n in top["web"].items())
+        self.web = {w.name: w for w in web}
+        nlb = self._nlb(top["nlb"], dns)
+        alb = self._alb(top["alb"])
+
+        feeding = [tg for tg in nlb.target_groups if any(t.id in self.instances for t in tg.targets)]
+        accept = haproxy_spec.get("accept_proxy", "auto")
+        if accept.value == "auto":
+            accept_proxy = any(tg.proxy_protocol_v2 for tg in feeding)
+        elif isinstance(accept.value, bool):
+            accept_proxy = accept.value
+        else:
+            raise accept.fail(f"{accept.value!r} is not one of auto, true, false")
+        haproxy = m.Haproxy(
+            instances=instances,
+            alb_servers=haproxy_spec.get("alb_servers", 4).integer(1, 64, "number of servers"),
+            verify=haproxy_spec.get("verify", "required").string(("required", "none")),
+            accept_proxy=accept_proxy,
+            route_internet_via_nlb=any(tg.preserve_client_ip for tg in feeding),
+        )
+        return m.Topology(
+            name=name, source=self.source, account_id=self.account, region=self.region, site=site,
+            internet=internet, vpc=vpc, subnets=MappingProxyType(subnets), dns=dns, client=client,
+            nlb=nlb, haproxy=haproxy, alb=alb, web=web, certificates=tuple(self.certificates.values()),
+        )
+
+    # -- pieces -------------------------------------------------------------------------------
+    def _address(self, node: _Node, net: IPv4Network, owner: str) -> IPv4Address:
+        address = node.ipv4()
+        if address not in net:
+            raise node.fail(f"{address} is not inside {net}")
+        if address in (net.network_address, net.broadcast_address, net.network_address + 1):
+            raise node.fail(f"{address} is reserved in {net} (network, broadcast or the bridge gateway)")
+        if address in self.used:
+            raise node.fail(f"{address} is already used by {self.used[address]}")
+        self.used[address] = owner
+        return address
+
+    def _az(self, node: _Node) -> str:
+        az = node.string()
+        if az not in self.subnets:
+            raise node.fail(f"{az!r} is not an availability zone of this VPC ({', '.join(self.subnets)})")
+        return az
+
+    def _vpc_address(self, node: _Node, az: str, owner: str) -> IPv4Address:
+        address = self._address(node, self.vpc, owner)
+        if address not in self.subnets[az]:
+            raise node.fail(f"{address} is not in the subnet of AZ {az} ({self.subnets[az]})")
+        return address
+
+    def _client(self, node: _Node) -> m.Client:
+        spec = node.mapping(allowed=("address", "source_range"), required=("address",))
+        address = self._address(spec["address"], self.internet, "client")
+        range_node = spec.get("source_range", f"{address}-{address}")
+        first_text, sep, last_text = str(range_node.value).partition("-")
+        try:
+            first, last = IPv4Address(first_text.strip()), IPv4Address(last_text.strip())
+        except ValueError:
+            raise range_node.fail(f"{range_node.value!r} is not a range like 198.51.100.100-198.51.100.199") from None
+        if not sep or first > last or first not in self.internet or last not in self.internet:
+            raise range_node.fail(f"{range_node.value!r} must be FIRST-LAST inside {self.internet}")
+        if not first <= address <= last:
+            raise range_node.fail(f"{range_node.value!r} must include the client address {address}")
+        for ip, owner in self.used.items():
+            if first <= ip <= last and owner != "client":
+                raise range_node.fail(f"{range_node.value!r} includes {ip}, used by {owner}")
+        for offset in range(int(last) - int(first) + 1):
+            self.used.setdefault(first + offset, "client")
+        return m.Client(address=address, source_first=first, source_last=last)
+
+    def _haproxy_instance(self, node: _Node) -> m.HaproxyInstance:
+        spec = node.mapping(allowed=("name", "az", "address"), required=("name", "az", "address"))
+        name = self._service_name(spec["name"])
+        az = self._az(spec["az"])
+        return m.HaproxyInstance(name=name, az=az, address=self._vpc_address(spec["address"], az, name))
+
+    def _web(self, node: _Node) -> m.WebService:
+        spec = node.mapping(allowed=("name", "service", "az", "address"), required=("name", "service", "az", "address"))
+        name = self._service_name(spec["name"])
+        az = self._az(spec["az"])
+        return m.WebService(name=name, service=spec["service"].string(), az=az,
+                            address=self._vpc_address(spec["address"], az, name))
+
+    def _service_name(self, node: _Node) -> str:
+        name = node.string()
+        if not (name.replace("-", "").isalnum() and name[0].isalpha() and name.islower() and len(name) <= 32):
+            raise node.fail(f"{name!r} is not a service name (lower-case letters, digits and '-', <= 32)")
+        if name in (m.NLB_SERVICE, m.ALB_SERVICE, m.DNS_SERVICE, m.CLIENT_SERVICE) or name in self.names:
+            raise node.fail(f"{name!r} is already used by another service")
+        self.names.add(name)
+        return name
+
+    def _certificate(self, node: _Node) -> m.Certificate:
+        name = node.string()
+        if name not in self.certificates:
+            raise node.fail(f"unknown certificate {name!r} (the lab issues: {', '.join(self.certificates)})")
+        return self.certificates[name]
+
+    def _ssl_policy(self, node: _Node) -> str:
+        policy = node.string()
+        if not policy.startswith(ELB_SECURITY_POLICY_PREFIX):
+            raise node.fail(f"{policy!r} is not an ELB security policy name (ELBSecurityPolicy-...)")
+        return policy
+
+    def _targets(self, node: _Node, port: int, known: Mapping[str, Any]) -> tuple[m.Target, ...]:
+        targets = []
+        for item in node.items():
+            name = item.string()
+            if name not in known:
+                raise item.fail(f"unknown target {name!r} (known here: {', '.join(known)})")
+            target = known[name]
+            targets.append(m.Target(id=name, ip=target.address, port=port, az=target.az))
+        return tuple(targets)
+
+    def _nlb(self, node: _Node, dns: m.Dns) -> m.Nlb:
+        spec = node.mapping(allowed=("name", "attributes", "subnet_mappings", "listeners", "target_groups"),
+                            required=("name", "subnet_mappings", "listeners", "target_groups"))
+        name = spec["name"].string()
+        nlb_id = m.aws_id("nlb", name)
+        nodes = []
+        for item in spec["subnet_mappings"].items():
+            mapping = item.mapping(allowed=("az", "elastic_ip", "private_ipv4_address"),
+                                   required=("az", "elastic_ip", "private_ipv4_address"))
+            az = self._az(mapping["az"])
+            if any(n.az == az for n in nodes):
+                raise mapping["az"].fail(f"AZ {az} already has a subnet mapping (one node per AZ)")
+            nodes.append(m.NlbNode(
+                name=f"nlb-{az}", az=az,
+                elastic_ip=self._address(mapping["elastic_ip"], self.internet, f"nlb-{az}"),
+                private_ip=self._vpc_address(mapping["private_ipv4_address"], az, f"nlb-{az}")))
+        attributes = _attributes(spec.get("attributes", {}), m.NLB_LB_ATTRIBUTES,
+                                 {"load_balancing.cross_zone.enabled": "false", "deletion_protection.enabled": "false"}, {})
+        groups = {}
+        tgs_node = spec["target_groups"]
+        for tg_name in tgs_node.mapping().keys():
+            groups[tg_name] = self._nlb_target_group(tgs_node.child(tg_name, tgs_node.value[tg_name]), tg_name)
+        listeners = []
+        for item in spec["listeners"].items():
+            ls = item.mapping(allowed=("protocol", "port", "target_group", "certificate", "ssl_policy", "alpn_policy"),
+                              required=("protocol", "port", "target_group"))
+            protocol = ls["protocol"].string(("TCP", "TLS"))
+            port = ls["port"].port()
+            if any(existing.port == port for existing in listeners):
+                raise ls["port"].fail(f"a listener on port {port} already exists")
+            tg_name = ls["target_group"].string()
+            if tg_name not in groups:
+                raise ls["target_group"].fail(f"unknown target group {tg_name!r} (defined: {', '.join(groups)})")
+            tg = groups[tg_name]
+            if tg.protocol not in NLB_COMBINATIONS[(protocol, tg.target_type)]:
+                raise ls["target_group"].fail(
+                    f"a {protocol} listener cannot forward to a {tg.protocol} target group of target type "
+                    f"{tg.target_type} (allowed: {', '.join(NLB_COMBINATIONS[(protocol, tg.target_type)])})")
+            certificate = ssl_policy = None
+            if protocol == "TLS":
+                certificate = self._certificate(ls["certificate"])
+                ssl_policy = self._ssl_policy(ls.get("ssl_policy", "ELBSecurityPolicy-2016-08"))
+            elif "certificate" in ls:
+                raise ls["certificate"].fail("only TLS listeners take a certificate")
+            alpn = ls.get("alpn_policy", "None").string(("HTTP1Only", "HTTP2Only", "HTTP2Optional", "HTTP2Preferred", "None"))
+            listeners.append(m.NlbListener(protocol=protocol, port=port, target_group=tg_name,
+                                           certificate=certificate, ssl_policy=ssl_policy, alpn_policy=alpn))
+        return m.Nlb(
+            name=name,
+            arn=f"arn:aws:elasticloadbalancing:{self.region}:{self.account}:loadbalancer/net/{name}/{nlb_id}",
+            dns_name=f"{name}-{nlb_id}.elb.{self.region}.amazonaws.com",
+            nodes=tuple(nodes), listeners=tuple(listeners), target_groups=tuple(groups.values()),
+            attributes=attributes)
+
+    def _nlb_target_group(self, node: _Node, name: str) -> m.NlbTargetGroup:
+        spec = node.mapping(allowed=("protocol", "port", "target_type", "targets", "health_check", "attributes"),
+                            required=("protocol", "port", "targets"))
+        protocol = spec["protocol"].string(("TCP", "TLS"))
+        target_type = spec.get("target_type", "instance").string(("instance", "ip", "alb"))
+        if target_type == "alb" and protocol != "TCP":
+            raise spec["protocol"].fail(f"{protocol!r}: target groups of target type alb use TCP")
+        port = spec["port"].port()
+        # AWS defaults (NLB-TGA): instance -> client IP preserved; ip with TCP/TLS -> not; alb -> always.
+        defaults = {
+            "preserve_client_ip.enabled": "false" if target_type == "ip" else "true",
+            "proxy_protocol_v2.enabled": "false",
+            "proxy_protocol_v2.client_to_server.header_placement": "on_first_ack_with_payload",
+            "deregistration_delay.timeout_seconds": "300",
+            "deregistration_delay.connection_termination.enabled": "false",
+            "stickiness.enabled": "false",
+            "stickiness.type": "source_ip",
+            "load_balancing.cross_zone.enabled": "use_load_balancer_configuration",
+        }
+        attr_node = spec.get("attributes", {})
+        if target_type == "alb" and attr_node.value:
+            raise attr_node.fail("the attributes of target groups of target type alb cannot be modified")
+        attributes = _attributes(attr_node, m.NLB_TG_ATTRIBUTES, defaults,
+                                 {"deregistration_delay.timeout_seconds": (0, 3600)})
+        targets = self._targets(spec["targets"], port, self.instances)
+        health_check = _health_check(spec.get("health_check", {}), NLB_HC_DEFAULTS, ("TCP", "HTTP", "HTTPS"))
+        return m.NlbTargetGroup(
+            name=name, arn=self._tg_arn(name), protocol=protocol, port=port, target_type=target_type,
+            targets=targets, health_check=health_check, attributes=attributes)
+
+    def _tg_arn(self, name: str) -> str:
+        return f"arn:aws:elasticloadbalancing:{self.region}:{self.account}:targetgroup/{name}/{m.aws_id('tg', name)}"
+
+    def _alb(self, node: _Node) -> m.Alb:
+        spec = node.mapping(allowed=("name", "dns_name", "nodes", "listeners", "target_groups", "attributes"),
+                            required=("name", "nodes", "listeners", "target_groups"))
+        name = spec["name"].string()
+        alb_id = m.aws_id("alb", name)
+        nodes = []
+        for item in spec["nodes"].items():
+            ns = item.mapping(allowed=("az", "address"), required=("az", "address"))
+            az = self._az(ns["az"])
+            if any(n.az == az for n in nodes):
+                raise ns["az"].fail(f"AZ {az} already has an ALB node")
+            nodes.append(m.AlbNode(name=f"alb-{az}", az=az, address=self._vpc_address(ns["address"], az, f"alb-{az}")))
+        if len(nodes) < 2:
+            raise spec["nodes"].fail("an Application Load Balancer needs nodes in at least two availability zones")
+        groups = {}
+        tgs_node = spec["target_groups"]
+        for tg_name in tgs_node.mapping().keys():
+            tg = tgs_node.child(tg_name, tgs_node.value[tg_name])
+            ts = tg.mapping(allowed=("protocol", "port", "targets", "health_check"), required=("protocol", "port", "targets"))
+            protocol = ts["protocol"].string(("HTTP", "HTTPS"))
+            port = ts["port"].port()
+            groups[tg_name] = m.AlbTargetGroup(
+                name=tg_name, arn=self._tg_arn(tg_name), protocol=protocol, port=port,
+                targets=self._targets(ts["targets"], port, self.web),
+                health_check=_health_check(ts.get("health_check", {}), {**ALB_HC_DEFAULTS, "protocol": protocol},
+                                           ("HTTP", "HTTPS")))
+        listeners = []
+        for item in spec["listeners"].items():
+            ls = item.mapping(allowed=("protocol", "port", "certificate", "ssl_policy", "rules", "default_actions"),
+                              required=("protocol", "port", "default_actions"))
+            protocol = ls["protocol"].string(("HTTP", "HTTPS"))
+            certificate = ssl_policy = None
+            if protocol == "HTTPS":
+                certificate = self._certificate(ls["certificate"])
+                ssl_policy = self._ssl_policy(ls.get("ssl_policy", "ELBSecurityPolicy-2016-08"))
+            rules = ls.get("rules", [])
+            list(rules.items())  # must be a list; rule contents are validated by the ALB's own loader
+            actions = ls["default_actions"]
+            list(actions.items())
+            listeners.append(m.AlbListener(protocol=protocol, port=ls["port"].port(), certificate=certificate,
+                                           ssl_policy=ssl_policy, rules=tuple(rules.value),
+                                           default_actions=tuple(actions.value)))
+        attributes = _attributes(spec.get("attributes", {}), m.ALB_LB_ATTRIBUTES, {
+            "routing.http.xff_header_processing.mode": "append",
+            "routing.http.xff_client_port.enabled": "false",
+            "routing.http.preserve_host_header.enabled": "false",
+            "idle_timeout.timeout_seconds": "60",
+            "routing.http.drop_invalid_header_fields.enabled": "false",
+        }, {"idle_timeout.timeout_seconds": (1, 4000)})
+        return m.Alb(
+            name=name,
+            arn=f"arn:aws:elasticloadbalancing:{self.region}:{self.account}:loadbalancer/app/{name}/{alb_id}",
+            dns_name=spec.get("dns_name", f"alb.{self.root.value['dns'].get('private_zone', 'lab.internal')}").string(),
+            nodes=tuple(nodes), listeners=tuple(listeners), target_groups=tuple(groups.values()),
+            attributes=attributes)
+
+
+Validator = Callable[[m.Topology], None]
+
+
+def load_topology(name_or_file: str = "default", *, validators: tuple[Validator, ...] | None = None) -> m.Topology:
+    """Load, merge `extends`, validate. `validators` run on the finished model (the simulators'
+    own config loaders by default, so rules and attributes fail here, not at container start)."""
+    path = resolve_topology_path(name_or_file)
+    topology = _Loader(read_topology_data(path), _display(path)).load()
+    if validators is None:
+        from lab.render.simulators import validate_simulator_configs
+        validators = (validate_simulator_configs,)
+    for validate in validators:
+        validate(topology)
+    return topology
+
+
+def load_topology_text(text: str, source: str = "<text>") -> m.Topology:
+    """For tests: load a topology from YAML text (no `extends`), without simulator validation."""
+    data = yaml.safe_load(text)
+    if not isinstance(data, dict):
+        raise TopologyError(f"{source}: the top level must be a mapping")
+    return _Loader(data, source).load()

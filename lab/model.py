@@ -1,0 +1,248 @@
+"""The typed topology model: loaded and validated once (lab.load), rendered many times (lab.render).
+
+Everything here is frozen. Names from the topology (`nlb`, `haproxy-a`, `alb`, `web-api-b`) are
+used verbatim as compose service names, log prefixes and `lab trace` hops.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from ipaddress import IPv4Address, IPv4Network
+from types import MappingProxyType
+from typing import Mapping
+
+NLB_SERVICE = "nlb"
+ALB_SERVICE = "alb"
+DNS_SERVICE = "dns"
+CLIENT_SERVICE = "client"
+
+NLB_ADMIN_PORT = 8080
+ALB_ADMIN_PORT = 8081
+DNS_ADMIN_PORT = 8053
+WEB_PORT = 8443
+
+# NLB target group attributes we model, with AWS's allowed values (NLB-TG23, NLB-TGA).
+NLB_TG_ATTRIBUTES: Mapping[str, tuple[str, ...] | None] = MappingProxyType({
+    "preserve_client_ip.enabled": ("true", "false"),
+    "proxy_protocol_v2.enabled": ("true", "false"),
+    "proxy_protocol_v2.client_to_server.header_placement": ("on_first_ack_with_payload", "on_connect"),
+    "deregistration_delay.timeout_seconds": None,  # 0-3600, checked as an integer
+    "deregistration_delay.connection_termination.enabled": ("true", "false"),
+    "stickiness.enabled": ("true", "false"),
+    "stickiness.type": ("source_ip",),
+    "load_balancing.cross_zone.enabled": ("true", "false", "use_load_balancer_configuration"),
+})
+NLB_LB_ATTRIBUTES: Mapping[str, tuple[str, ...] | None] = MappingProxyType({
+    "load_balancing.cross_zone.enabled": ("true", "false"),
+    "deletion_protection.enabled": ("true", "false"),
+})
+ALB_LB_ATTRIBUTES: Mapping[str, tuple[str, ...] | None] = MappingProxyType({
+    "routing.http.xff_header_processing.mode": ("append", "preserve", "remove"),
+    "routing.http.xff_client_port.enabled": ("true", "false"),
+    "routing.http.preserve_host_header.enabled": ("true", "false"),
+    "idle_timeout.timeout_seconds": None,  # 1-4000
+    "routing.http.drop_invalid_header_fields.enabled": ("true", "false"),
+})
+
+
+def aws_id(*parts: str) -> str:
+    """A stable 16-hex-digit resource id, the shape AWS uses in ARNs and DNS names."""
+    return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    protocol: str  # TCP | HTTP | HTTPS
+    port: str  # "traffic-port" or a port number
+    path: str
+    interval_seconds: int
+    timeout_seconds: int
+    healthy_threshold: int
+    unhealthy_threshold: int
+    matcher: str
+
+
+@dataclass(frozen=True)
+class Target:
+    id: str
+    ip: IPv4Address
+    port: int
+    az: str
+
+
+@dataclass(frozen=True)
+class Certificate:
+    """A lab "ACM" certificate: issued by the lab public CA, stored under certs/."""
+
+    name: str
+    arn: str
+    pem_file: str  # file name under certs/
+
+
+@dataclass(frozen=True)
+class NlbNode:
+    name: str
+    az: str
+    elastic_ip: IPv4Address
+    private_ip: IPv4Address
+
+
+@dataclass(frozen=True)
+class NlbListener:
+    protocol: str  # TCP | TLS
+    port: int
+    target_group: str
+    certificate: Certificate | None = None
+    ssl_policy: str | None = None
+    alpn_policy: str = "None"
+
+
+@dataclass(frozen=True)
+class NlbTargetGroup:
+    name: str
+    arn: str
+    protocol: str  # TCP | TLS
+    port: int
+    target_type: str  # instance | ip | alb
+    targets: tuple[Target, ...]
+    health_check: HealthCheck
+    attributes: Mapping[str, str]  # every modelled key, AWS defaults filled in
+
+    @property
+    def preserve_client_ip(self) -> bool:
+        return self.attributes["preserve_client_ip.enabled"] == "true"
+
+    @property
+    def proxy_protocol_v2(self) -> bool:
+        return self.attributes["proxy_protocol_v2.enabled"] == "true"
+
+
+@dataclass(frozen=True)
+class Nlb:
+    name: str
+    arn: str
+    dns_name: str
+    nodes: tuple[NlbNode, ...]
+    listeners: tuple[NlbListener, ...]
+    target_groups: tuple[NlbTargetGroup, ...]
+    attributes: Mapping[str, str]
+
+    def target_group(self, name: str) -> NlbTargetGroup:
+        return next(tg for tg in self.target_groups if tg.name == name)
+
+
+@dataclass(frozen=True)
+class HaproxyInstance:
+    name: str
+    az: str
+    address: IPv4Address
+
+
+@dataclass(frozen=True)
+class Haproxy:
+    instances: tuple[HaproxyInstance, ...]
+    alb_servers: int
+    verify: str  # required | none
+    accept_proxy: bool  # resolved from `auto`
+    route_internet_via_nlb: bool  # instance targets with client IP preserved need the return route
+
+
+@dataclass(frozen=True)
+class AlbNode:
+    name: str
+    az: str
+    address: IPv4Address
+
+
+@dataclass(frozen=True)
+class AlbListener:
+    protocol: str  # HTTP | HTTPS
+    port: int
+    certificate: Certificate | None
+    ssl_policy: str | None
+    rules: tuple[Mapping, ...]  # AWS-shaped rules; validated by services.alb_sim.config
+    default_actions: tuple[Mapping, ...]
+
+
+@dataclass(frozen=True)
+class AlbTargetGroup:
+    name: str
+    arn: str
+    protocol: str  # HTTP | HTTPS
+    port: int
+    targets: tuple[Target, ...]
+    health_check: HealthCheck
+
+
+@dataclass(frozen=True)
+class Alb:
+    name: str
+    arn: str
+    dns_name: str
+    nodes: tuple[AlbNode, ...]
+    listeners: tuple[AlbListener, ...]
+    target_groups: tuple[AlbTargetGroup, ...]
+    attributes: Mapping[str, str]
+
+
+@dataclass(frozen=True)
+class WebService:
+    name: str
+    service: str
+    az: str
+    address: IPv4Address
+    port: int = WEB_PORT
+
+
+@dataclass(frozen=True)
+class Dns:
+    vpc_address: IPv4Address
+    internet_address: IPv4Address
+    public_zone: str
+    private_zone: str
+    ttl: int
+
+
+@dataclass(frozen=True)
+class Client:
+    address: IPv4Address
+    source_first: IPv4Address
+    source_last: IPv4Address
+
+    def may_send_from(self, ip: IPv4Address) -> bool:
+        return self.source_first <= ip <= self.source_last
+
+
+@dataclass(frozen=True)
+class Topology:
+    name: str
+    source: str  # the file it was loaded from, as the user named it
+    account_id: str
+    region: str
+    site: str
+    internet: IPv4Network
+    vpc: IPv4Network
+    subnets: Mapping[str, IPv4Network]
+    dns: Dns
+    client: Client
+    nlb: Nlb
+    haproxy: Haproxy
+    alb: Alb
+    web: tuple[WebService, ...]
+    certificates: tuple[Certificate, ...] = field(default=())
+
+    @property
+    def azs(self) -> tuple[str, ...]:
+        return tuple(self.subnets)
+
+    def services(self) -> tuple[str, ...]:
+        """Every compose service, in start order."""
+        return (
+            DNS_SERVICE,
+            *(w.name for w in self.web),
+            ALB_SERVICE,
+            *(h.name for h in self.haproxy.instances),
+            NLB_SERVICE,
+            CLIENT_SERVICE,
+        )
