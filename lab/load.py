@@ -7,7 +7,7 @@ Every error names the key path, the offending value, the file and what is allowe
 
 from __future__ import annotations
 
-from ipaddress import IPv4Address, IPv4Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any, Callable, Iterator, Mapping
@@ -147,12 +147,9 @@ class _Node:
 
     def network(self) -> IPv4Network:
         try:
-            net = ip_network(str(self.value), strict=True)
+            return IPv4Network(str(self.value), strict=True)
         except ValueError as exc:
             raise self.fail(f"{_shown(self.value)} is not a valid IPv4 CIDR ({exc})") from None
-        if not isinstance(net, IPv4Network):
-            raise self.fail(f"{self.value} is IPv6; the lab uses IPv4 networks")
-        return net
 
 
 class _Map:
@@ -443,6 +440,10 @@ class _Loader:
             if tg_name not in groups:
                 raise ls["target_group"].fail(f"unknown target group {tg_name!r} (defined: {', '.join(groups)})")
             tg = groups[tg_name]
+            if (protocol, tg.target_type) not in NLB_COMBINATIONS:
+                raise ls["target_group"].fail(
+                    f"a {protocol} listener cannot forward to target groups of target type {tg.target_type} "
+                    "(use a TCP listener)")
             if tg.protocol not in NLB_COMBINATIONS[(protocol, tg.target_type)]:
                 raise ls["target_group"].fail(
                     f"a {protocol} listener cannot forward to a {tg.protocol} target group of target type "

@@ -130,7 +130,12 @@ def compose_document(topology: m.Topology, config_dir: str = "./.lab/config") ->
     }
 
 
+class _NoAliases(yaml.SafeDumper):
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
 def compose_yaml(topology: m.Topology, config_dir: str = "./.lab/config") -> str:
     header = (f"# Rendered by `lab render` from {topology.source}. Do not edit: change the topology and run\n"
               f"# `lab render`. Compose project name: {PROJECT} (set by `lab`; use `-p {PROJECT}` by hand).\n")
-    return header + yaml.safe_dump(compose_document(topology, config_dir), sort_keys=False, width=120)
+    return header + yaml.dump(compose_document(topology, config_dir), Dumper=_NoAliases, sort_keys=False, width=120)

@@ -1,0 +1,151 @@
+"""Topology loading: defaults per AWS, derived settings, and exact error messages."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lab.errors import TopologyError
+from lab.load import _Loader, load_topology, read_topology_data, resolve_topology_path
+
+DEFAULT = read_topology_data(Path("topologies/default.yaml"))
+
+
+def load(data: dict):
+    return _Loader(data, "t.yaml").load()
+
+
+def edited(path: str, value) -> dict:
+    """A copy of the default topology with one value replaced (path like 'nlb.listeners.1.port')."""
+    data = copy.deepcopy(DEFAULT)
+    node = data
+    *parents, last = path.split(".")
+    for key in parents:
+        node = node[int(key)] if isinstance(node, list) else node[key]
+    if isinstance(node, list):
+        node[int(last)] = value
+    else:
+        node[last] = value
+    return data
+
+
+def test_default_topology_loads_with_aws_defaults():
+    topology = load_topology("default")
+    https = topology.nlb.target_group("haproxy-https")
+    assert https.target_type == "instance"
+    assert https.preserve_client_ip is True  # instance targets: AWS default enabled
+    assert https.proxy_protocol_v2 is False
+    assert https.attributes["deregistration_delay.timeout_seconds"] == "300"
+    assert topology.haproxy.accept_proxy is False
+    assert topology.haproxy.route_internet_via_nlb is True
+    assert [str(n.elastic_ip) for n in topology.nlb.nodes] == ["198.51.100.10", "198.51.100.11"]
+    assert topology.nlb.arn.startswith("arn:aws:elasticloadbalancing:eu-west-2:123456789012:loadbalancer/net/static-ingress/")
+
+
+def test_ip_proxy_v2_variant_extends_default():
+    topology = load_topology("ip-proxy-v2")
+    https = topology.nlb.target_group("haproxy-https")
+    assert (https.target_type, https.preserve_client_ip, https.proxy_protocol_v2) == ("ip", False, True)
+    assert topology.haproxy.accept_proxy is True  # auto: follows the NLB target group
+    assert topology.haproxy.route_internet_via_nlb is False
+    assert topology.alb == load_topology("default").alb
+
+
+def test_ip_target_without_proxy_protocol_loses_client_ip():
+    data = edited("nlb.target_groups.haproxy-https.target_type", "ip")
+    topology = load(data)
+    https = topology.nlb.target_group("haproxy-https")
+    assert https.preserve_client_ip is False
+    assert topology.haproxy.accept_proxy is False
+
+
+@pytest.mark.parametrize("path, value, message", [
+    ("nlb.listeners.1.port", 70000, "nlb.listeners[1].port: 70000 is not a valid port (1-65535) in t.yaml"),
+    ("nlb.listeners.0.protocol", "UDP", "nlb.listeners[0].protocol: 'UDP' is not one of TCP, TLS in t.yaml"),
+    ("nlb.listeners.0.target_group", "nope",
+     "nlb.listeners[0].target_group: unknown target group 'nope' (defined: haproxy-https, haproxy-http) in t.yaml"),
+    ("nlb.listeners.0.certificate", "other",
+     "nlb.listeners[0].certificate: unknown certificate 'other' (the lab issues: www) in t.yaml"),
+    ("nlb.target_groups.haproxy-https.attributes", {"proxy_protocol_v2.enabled": "yes"},
+     "nlb.target_groups.haproxy-https.attributes.proxy_protocol_v2.enabled: 'yes' is not a valid value (true, false) in t.yaml"),
+    ("nlb.target_groups.haproxy-https.attributes", {"deregistration_delay.timeout_seconds": "4000"},
+     "nlb.target_groups.haproxy-https.attributes.deregistration_delay.timeout_seconds: '4000' is not a valid value "
+     "(an integer 0-3600) in t.yaml"),
+    ("nlb.target_groups.haproxy-https.attributes", {"proxy_protocol.enabled": "true"},
+     "nlb.target_groups.haproxy-https.attributes.proxy_protocol.enabled: unknown attribute (supported: "
+     "preserve_client_ip.enabled, proxy_protocol_v2.enabled, proxy_protocol_v2.client_to_server.header_placement, "
+     "deregistration_delay.timeout_seconds, deregistration_delay.connection_termination.enabled, stickiness.enabled, "
+     "stickiness.type, load_balancing.cross_zone.enabled) in t.yaml"),
+    ("nlb.target_groups.haproxy-https.targets", ["haproxy-c"],
+     "nlb.target_groups.haproxy-https.targets[0]: unknown target 'haproxy-c' (known here: haproxy-a, haproxy-b) in t.yaml"),
+    ("nlb.target_groups.haproxy-https.health_check", {"interval_seconds": 3},
+     "nlb.target_groups.haproxy-https.health_check.interval_seconds: 3 is not a valid interval (5-300) in t.yaml"),
+    ("nlb.target_groups.haproxy-https.health_check", {"healthy_threshold": 11},
+     "nlb.target_groups.haproxy-https.health_check.healthy_threshold: 11 is not a valid threshold (2-10) in t.yaml"),
+    ("networks.vpc.cidr", "10.20.0.0/33",
+     "networks.vpc.cidr: '10.20.0.0/33' is not a valid IPv4 CIDR ('33' is not a valid netmask) in t.yaml"),
+    ("networks.vpc.cidr", "198.51.100.0/24", "networks.vpc.cidr: 198.51.100.0/24 overlaps the internet subnet 198.51.100.0/24 in t.yaml"),
+    ("haproxy.instances.1.address", "10.20.1.20", "haproxy.instances[1].address: 10.20.1.20 is already used by haproxy-a in t.yaml"),
+    ("haproxy.instances.1.address", "10.20.1.21", "haproxy.instances[1].address: 10.20.1.21 is not in the subnet of AZ b (10.20.2.0/24) in t.yaml"),
+    ("haproxy.instances.0.az", "c", "haproxy.instances[0].az: 'c' is not an availability zone of this VPC (a, b) in t.yaml"),
+    ("haproxy.verify", "maybe", "haproxy.verify: 'maybe' is not one of required, none in t.yaml"),
+    ("client.source_range", "198.51.100.100-198.51.100.10",
+     "client.source_range: '198.51.100.100-198.51.100.10' must be FIRST-LAST inside 198.51.100.0/24 in t.yaml"),
+    ("client.source_range", "198.51.100.101-198.51.100.199",
+     "client.source_range: '198.51.100.101-198.51.100.199' must include the client address 198.51.100.100 in t.yaml"),
+    ("client.source_range", "198.51.100.50-198.51.100.199",
+     "client.source_range: '198.51.100.50-198.51.100.199' includes 198.51.100.53, used by dns in t.yaml"),
+    ("alb.nodes", [{"az": "a", "address": "10.20.1.30"}],
+     "alb.nodes: an Application Load Balancer needs nodes in at least two availability zones in t.yaml"),
+    ("nlb.listeners.0.ssl_policy", "Modern", "nlb.listeners[0].ssl_policy: 'Modern' is not an ELB security policy name "
+     "(ELBSecurityPolicy-...) in t.yaml"),
+])
+def test_errors_name_path_value_and_file(path, value, message):
+    with pytest.raises(TopologyError) as caught:
+        load(edited(path, value))
+    assert str(caught.value) == message
+
+
+def test_unknown_key_lists_allowed_keys():
+    data = copy.deepcopy(DEFAULT)
+    data["nlb"]["listners"] = []
+    with pytest.raises(TopologyError) as caught:
+        load(data)
+    assert str(caught.value) == ("nlb.listners: unknown key (allowed here: name, attributes, subnet_mappings, listeners, "
+                                 "target_groups) in t.yaml")
+
+
+def test_tls_listener_cannot_forward_to_alb_target_group():
+    data = edited("nlb.target_groups.haproxy-https.target_type", "alb")
+    data["nlb"]["target_groups"]["haproxy-https"]["protocol"] = "TCP"
+    with pytest.raises(TopologyError) as caught:
+        load(data)
+    assert str(caught.value) == ("nlb.listeners[0].target_group: a TLS listener cannot forward to target groups of "
+                                 "target type alb (use a TCP listener) in t.yaml")
+
+
+def test_invalid_alb_rule_is_rejected_at_load(tmp_path):
+    data = copy.deepcopy(DEFAULT)
+    data["alb"]["listeners"][0]["rules"][0]["priority"] = 0
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(data))
+    with pytest.raises(TopologyError) as caught:
+        load_topology(str(path))
+    assert "priority" in str(caught.value).lower() and str(caught.value).endswith(f"in {path}")
+
+
+def test_unknown_topology_name_lists_known():
+    with pytest.raises(TopologyError) as caught:
+        resolve_topology_path("nope")
+    assert str(caught.value) == ("unknown topology 'nope' (known: default, ip-proxy-v2; or give a path to a .yaml file)")
+
+
+def test_bad_yaml_reports_line(tmp_path):
+    path = tmp_path / "broken.yaml"
+    path.write_text("name: x\nnlb: [\n")
+    with pytest.raises(TopologyError) as caught:
+        load_topology(str(path))
+    assert str(caught.value).startswith(f"{path}: not valid YAML at line 3")
