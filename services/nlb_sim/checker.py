@@ -1,0 +1,135 @@
+"""Active health checks (asyncio shell around ``health.TargetHealth``).
+
+Every node checks every target of every target group from its own private IP, like AWS
+("every node checks every target", NLB-HC23); each node routes on its own view, and the admin
+API reports the nodes' consensus. A check connection is closed after each check.
+With ``proxy_protocol_v2.enabled`` the check connection starts with a PROXY v2 LOCAL header
+(NLB-TGA), before the TLS handshake for HTTPS checks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+from typing import Any
+
+from .config import NlbConfig, Node, Target, TargetGroup
+from .health import State, TargetHealth, consensus, matches, parse_matcher
+from .proxy_v2 import encode_v2_local
+from .upstream import connect_target, describe
+
+log = logging.getLogger("nlb.health")
+
+_MAX_STATUS_LINE = 8192
+
+
+class HealthRegistry:
+    """TargetHealth per (node, target group, target id)."""
+
+    def __init__(self, cfg: NlbConfig) -> None:
+        self.cfg = cfg
+        self._health: dict[tuple[str, str, str], TargetHealth] = {}
+        for node in cfg.nodes:
+            for tg in cfg.target_groups:
+                hc = tg.health_check
+                for t in tg.targets:
+                    self._health[(node.name, tg.name, t.id)] = TargetHealth(
+                        hc.healthy_threshold, hc.unhealthy_threshold)
+
+    def get(self, node: str, tg: str, target_id: str) -> TargetHealth:
+        return self._health[(node, tg, target_id)]
+
+    def describe(self, tg_name: str, node: str | None = None) -> dict[str, Any]:
+        """DescribeTargetHealth-shaped answer; ``node`` picks one node's view (default consensus)."""
+        tg = self.cfg.target_group(tg_name)
+        nodes = [n.name for n in self.cfg.nodes if node is None or n.name == node]
+        out = []
+        for t in tg.targets:
+            views = [self._health[(n, tg.name, t.id)] for n in nodes]
+            state = consensus(v.state for v in views)
+            th: dict[str, Any] = {"State": str(state)}
+            if state is not State.HEALTHY:
+                reason = next((v.reason for v in views if v.state is state and v.reason), None)
+                if reason:
+                    th["Reason"] = reason
+                    th["Description"] = next(v.description for v in views if v.reason == reason)
+            out.append({"Target": {"Id": t.id, "Port": t.port, "AvailabilityZone": t.az},
+                        "HealthCheckPort": str(tg.health_check.port_for(t)),
+                        "TargetHealth": th})
+        return {"TargetHealthDescriptions": out}
+
+
+def health_check_host(cfg: NlbConfig, node: Node, tg: TargetGroup, target: Target) -> str:
+    """Host header of HTTP(S) checks: the node's IP and the listener port (NLB-HC23)."""
+    port = next((x.port for x in cfg.listeners if x.target_group == tg.name), target.port)
+    return f"{node.private_ip}:{port}"
+
+
+def _https_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.maximum_version = ssl.TLSVersion.TLSv1_2  # AWS 2023: HTTPS checks fail on TLS1.3-only targets
+    return ctx
+
+
+async def check_once(cfg: NlbConfig, node: Node, tg: TargetGroup, target: Target,
+                     https_ctx: ssl.SSLContext | None = None) -> tuple[bool, str]:
+    """Run one check; returns (passed, what was seen). Never raises except on cancellation."""
+    hc = tg.health_check
+    port = hc.port_for(target)
+    loop = asyncio.get_running_loop()
+    writer: asyncio.StreamWriter | None = None
+    try:
+        async with asyncio.timeout(hc.timeout_seconds):
+            sock = await connect_target(loop, (target.ip, port), source=(node.private_ip, 0),
+                                        transparent=False, timeout=hc.timeout_seconds)
+            if hc.protocol == "TCP":
+                try:
+                    if tg.proxy_protocol_v2:
+                        await loop.sock_sendall(sock, encode_v2_local())
+                finally:
+                    sock.close()
+                return True, "connected"
+            reader, writer = await asyncio.open_connection(sock=sock)
+            if tg.proxy_protocol_v2:
+                writer.write(encode_v2_local())
+            if hc.protocol == "HTTPS":
+                await writer.start_tls(https_ctx or _https_context())
+            writer.write((f"GET {hc.path} HTTP/1.1\r\n"
+                          f"Host: {health_check_host(cfg, node, tg, target)}\r\n"
+                          "User-Agent: ELB-HealthChecker/2.0\r\n"
+                          "Accept-Encoding: identity\r\nConnection: close\r\n\r\n").encode("ascii"))
+            line = await reader.readuntil(b"\n")
+            parts = line[:_MAX_STATUS_LINE].split(None, 2)
+            if len(parts) < 2 or not parts[0].startswith(b"HTTP/") or not parts[1].isdigit():
+                return False, f"bad status line {line[:80]!r}"
+            status = int(parts[1])
+            if matches(parse_matcher(hc.matcher), status):
+                return True, f"HTTP {status}"
+            return False, f"HTTP {status} (matcher {hc.matcher})"
+    except TimeoutError:
+        return False, "timed out"
+    except (OSError, ssl.SSLError, asyncio.IncompleteReadError, asyncio.LimitOverrunError) as exc:
+        return False, f"{hc.protocol} check {target.ip}:{port}: {describe(exc)}"
+    finally:
+        if writer is not None:
+            writer.transport.abort()
+
+
+async def run_checker(cfg: NlbConfig, node: Node, tg: TargetGroup, target: Target,
+                      health: TargetHealth) -> None:
+    """Check ``target`` forever: first check at once, then every ``interval_seconds``."""
+    hc = tg.health_check
+    loop = asyncio.get_running_loop()
+    ctx = _https_context() if hc.protocol == "HTTPS" else None
+    while True:
+        started = loop.time()
+        ok, detail = await check_once(cfg, node, tg, target, ctx)
+        change = health.record(ok, detail)
+        if change is not None:
+            log.info("%s %s %s: %s -> %s%s (%s)", node.name, tg.name, target.id, change.old,
+                     change.new, f" {change.reason}" if change.reason else "", detail)
+        await asyncio.sleep(max(0.0, started + hc.interval_seconds - loop.time()))

@@ -1,0 +1,404 @@
+"""NLB simulator configuration: the JSON the lab renderer writes, loaded once into frozen dataclasses.
+
+Every validation error is a ``ConfigError`` whose message names the JSON path, the offending
+value, what is allowed and (when loaded from a file) the file:
+``listeners[1].port: 70000 is not a valid port (1-65535) in /lab/config/nlb.json``.
+Attribute keys and values are AWS's own strings (``"true"``/``"false"``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+from dataclasses import dataclass
+from typing import Any, Mapping
+
+from .health import parse_matcher
+from .tlsconf import SSL_POLICIES
+
+LISTENER_PROTOCOLS = ("TCP", "TLS")
+TARGET_GROUP_PROTOCOLS = ("TCP", "TLS")
+TARGET_TYPES = ("instance", "ip", "alb")
+HEALTH_CHECK_PROTOCOLS = ("TCP", "HTTP", "HTTPS")
+HEADER_PLACEMENTS = ("on_first_ack_with_payload", "on_connect")
+ALPN_POLICIES = ("None", "HTTP1Only", "HTTP2Only", "HTTP2Optional", "HTTP2Preferred")
+# Listener protocol -> target group protocols AWS accepts (NLB-TG23; UDP/TCP_UDP not simulated).
+VALID_COMBINATIONS = {"TCP": ("TCP",), "TLS": ("TCP", "TLS")}
+DEFAULT_SSL_POLICY = "ELBSecurityPolicy-2016-08"  # CLI/CloudFormation default (NLB-TLS23)
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message is one line naming path, value and choices."""
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    name: str
+    az: str
+    elastic_ip: str
+    private_ip: str
+
+
+@dataclass(frozen=True, slots=True)
+class Certificate:
+    arn: str
+    pem: str
+    key: str | None  # None: the private key is in ``pem``
+
+
+@dataclass(frozen=True, slots=True)
+class Listener:
+    protocol: str
+    port: int
+    target_group: str
+    certificate: Certificate | None
+    ssl_policy: str | None
+    alpn_policy: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.protocol}:{self.port}"
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    id: str
+    ip: str
+    port: int
+    az: str
+
+
+@dataclass(frozen=True, slots=True)
+class HealthCheck:
+    protocol: str
+    port: int | None  # None: "traffic-port"
+    path: str
+    interval_seconds: float
+    timeout_seconds: float
+    healthy_threshold: int
+    unhealthy_threshold: int
+    matcher: str
+
+    def port_for(self, target: Target) -> int:
+        return target.port if self.port is None else self.port
+
+
+@dataclass(frozen=True, slots=True)
+class TargetGroup:
+    name: str
+    arn: str
+    protocol: str
+    port: int
+    target_type: str
+    preserve_client_ip: bool
+    proxy_protocol_v2: bool
+    header_placement: str
+    deregistration_delay_seconds: int
+    cross_zone: bool | None  # None: use_load_balancer_configuration
+    targets: tuple[Target, ...]
+    health_check: HealthCheck
+    attributes: Mapping[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Admin:
+    address: str
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class NlbConfig:
+    name: str
+    arn: str
+    nodes: tuple[Node, ...]
+    cross_zone: bool
+    attributes: Mapping[str, str]
+    listeners: tuple[Listener, ...]
+    target_groups: tuple[TargetGroup, ...]
+    log_dir: str
+    admin: Admin
+    transparent: bool
+    relaxed_limits: bool
+
+    def target_group(self, name: str) -> TargetGroup:
+        for tg in self.target_groups:
+            if tg.name == name:
+                return tg
+        raise KeyError(name)
+
+    def cross_zone_for(self, tg: TargetGroup) -> bool:
+        """TG attribute wins over the LB attribute (``alb`` TGs always inherit the LB's)."""
+        if tg.cross_zone is None or tg.target_type == "alb":
+            return self.cross_zone
+        return tg.cross_zone
+
+    @property
+    def needs_transparent_routing(self) -> bool:
+        return self.transparent and any(tg.preserve_client_ip for tg in self.target_groups)
+
+
+def load_config(source: str | os.PathLike[str] | Mapping[str, Any]) -> NlbConfig:
+    """Load and validate; ``source`` is a path to the JSON file or an already-parsed dict."""
+    if isinstance(source, Mapping):
+        return _Loader("").config(source)
+    where = f" in {os.fspath(source)}"
+    try:
+        with open(source, encoding="utf-8") as f:
+            raw = json.load(f)
+    except OSError as exc:
+        raise ConfigError(f"cannot read NLB config {os.fspath(source)}: {exc.strerror}") from exc
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{os.fspath(source)}: invalid JSON at line {exc.lineno} column"
+                          f" {exc.colno}: {exc.msg}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"(top level): expected a JSON object, got {type(raw).__name__}{where}")
+    return _Loader(where).config(raw)
+
+
+class _Loader:
+    def __init__(self, where: str) -> None:
+        self.where = where
+
+    def err(self, path: str, msg: str) -> ConfigError:
+        return ConfigError(f"{path}: {msg}{self.where}")
+
+    # --- primitives ---
+    def obj(self, raw: Any, path: str) -> Mapping[str, Any]:
+        if not isinstance(raw, dict):
+            raise self.err(path, f"expected an object, got {json.dumps(raw)}")
+        return raw
+
+    def req(self, raw: Mapping[str, Any], key: str, path: str) -> Any:
+        if key not in raw:
+            raise self.err(f"{path}.{key}" if path else key, "is required")
+        return raw[key]
+
+    def string(self, raw: Mapping[str, Any], key: str, path: str, default: str | None = None) -> str:
+        p = f"{path}.{key}" if path else key
+        value = raw.get(key, default) if default is not None else self.req(raw, key, path)
+        if not isinstance(value, str) or not value:
+            raise self.err(p, f"{json.dumps(value)} is not a non-empty string")
+        return value
+
+    def choice(self, raw: Mapping[str, Any], key: str, path: str, choices: tuple[str, ...],
+               default: str | None = None) -> str:
+        value = self.string(raw, key, path, default)
+        if value not in choices:
+            raise self.err(f"{path}.{key}" if path else key,
+                           f"{json.dumps(value)} is not one of {', '.join(choices)}")
+        return value
+
+    def ipv4(self, raw: Mapping[str, Any], key: str, path: str) -> str:
+        value = self.string(raw, key, path)
+        try:
+            return str(ipaddress.IPv4Address(value))
+        except ValueError:
+            raise self.err(f"{path}.{key}", f"{json.dumps(value)} is not an IPv4 address") from None
+
+    def port(self, value: Any, path: str) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
+            raise self.err(path, f"{json.dumps(value)} is not a valid port (1-65535)")
+        return value
+
+    def list_(self, raw: Mapping[str, Any], key: str, path: str, nonempty: bool = True) -> list[Any]:
+        value = self.req(raw, key, path)
+        p = f"{path}.{key}" if path else key
+        if not isinstance(value, list):
+            raise self.err(p, f"expected a list, got {json.dumps(value)}")
+        if nonempty and not value:
+            raise self.err(p, "must not be empty")
+        return value
+
+    def attrs(self, raw: Mapping[str, Any], path: str) -> dict[str, str]:
+        value = raw.get("attributes", {})
+        p = f"{path}.attributes" if path else "attributes"
+        self.obj(value, p)
+        for k, v in value.items():
+            if not isinstance(v, str):
+                raise self.err(f"{p}.{k}", f"{json.dumps(v)} must be a string (AWS attribute values"
+                                           " are strings, e.g. \"true\")")
+        return dict(value)
+
+    def bool_attr(self, attrs: Mapping[str, str], key: str, path: str, default: bool) -> bool:
+        if key not in attrs:
+            return default
+        value = attrs[key]
+        if value not in ("true", "false"):
+            raise self.err(f"{path}.attributes.{key}" if path else f"attributes.{key}",
+                           f"{json.dumps(value)} must be \"true\" or \"false\"")
+        return value == "true"
+
+    def number(self, raw: Mapping[str, Any], key: str, path: str, default: float, lo: float,
+               hi: float, integer: bool = False) -> float:
+        value = raw.get(key, default)
+        p = f"{path}.{key}"
+        ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+        if isinstance(value, bool) or not ok or not lo <= value <= hi:
+            kind = "an integer" if integer else "a number"
+            raise self.err(p, f"{json.dumps(value)} is not {kind} in {lo:g}-{hi:g}")
+        return value
+
+    # --- sections ---
+    def config(self, raw: Mapping[str, Any]) -> NlbConfig:
+        relaxed = raw.get("relaxed_limits", False)
+        if not isinstance(relaxed, bool):
+            raise self.err("relaxed_limits", f"{json.dumps(relaxed)} must be true or false")
+        self.relaxed = relaxed
+        name = self.string(raw, "name", "")
+        arn = raw.get("arn", "")
+        if not isinstance(arn, str):
+            raise self.err("arn", f"{json.dumps(arn)} is not a string")
+        nodes = tuple(self.node(n, f"nodes[{i}]") for i, n in enumerate(self.list_(raw, "nodes", "")))
+        self.unique([n.name for n in nodes], "nodes", "name")
+        self.unique([n.elastic_ip for n in nodes], "nodes", "elastic_ip")
+        self.unique([n.az for n in nodes], "nodes", "az")
+        attributes = self.attrs(raw, "")
+        cross_zone = self.bool_attr(attributes, "load_balancing.cross_zone.enabled", "", False)
+        azs = tuple(n.az for n in nodes)
+        tgs = tuple(self.target_group(t, f"target_groups[{i}]", azs)
+                    for i, t in enumerate(self.list_(raw, "target_groups", "")))
+        self.unique([t.name for t in tgs], "target_groups", "name")
+        tg_by_name = {t.name: t for t in tgs}
+        listeners = tuple(self.listener(x, f"listeners[{i}]", tg_by_name)
+                          for i, x in enumerate(self.list_(raw, "listeners", "")))
+        self.unique([x.port for x in listeners], "listeners", "port")
+        log_dir = self.string(raw, "log_dir", "", "/var/log/lab/nlb")
+        admin = self.admin(raw.get("admin", {"address": nodes[0].private_ip, "port": 8080}))
+        transparent = raw.get("transparent", True)
+        if not isinstance(transparent, bool):
+            raise self.err("transparent", f"{json.dumps(transparent)} must be true or false")
+        return NlbConfig(name=name, arn=arn, nodes=nodes, cross_zone=cross_zone,
+                         attributes=attributes, listeners=listeners, target_groups=tgs,
+                         log_dir=log_dir, admin=admin, transparent=transparent,
+                         relaxed_limits=relaxed)
+
+    def unique(self, values: list[Any], section: str, key: str) -> None:
+        seen: dict[Any, int] = {}
+        for i, v in enumerate(values):
+            if v in seen:
+                raise self.err(f"{section}[{i}].{key}",
+                               f"{json.dumps(v)} duplicates {section}[{seen[v]}].{key}")
+            seen[v] = i
+
+    def node(self, raw: Any, path: str) -> Node:
+        raw = self.obj(raw, path)
+        return Node(name=self.string(raw, "name", path), az=self.string(raw, "az", path),
+                    elastic_ip=self.ipv4(raw, "elastic_ip", path),
+                    private_ip=self.ipv4(raw, "private_ip", path))
+
+    def admin(self, raw: Any) -> Admin:
+        raw = self.obj(raw, "admin")
+        return Admin(address=self.ipv4(raw, "address", "admin"),
+                     port=self.port(self.req(raw, "port", "admin"), "admin.port"))
+
+    def listener(self, raw: Any, path: str, tgs: Mapping[str, TargetGroup]) -> Listener:
+        raw = self.obj(raw, path)
+        protocol = self.choice(raw, "protocol", path, LISTENER_PROTOCOLS)
+        port = self.port(self.req(raw, "port", path), f"{path}.port")
+        tg_name = self.string(raw, "target_group", path)
+        if tg_name not in tgs:
+            raise self.err(f"{path}.target_group", f"{json.dumps(tg_name)} is not a target group"
+                                                   f" (known: {', '.join(tgs) or 'none'})")
+        tg = tgs[tg_name]
+        if tg.protocol not in VALID_COMBINATIONS[protocol]:
+            raise self.err(f"{path}.target_group",
+                           f"{protocol} listener cannot forward to {tg.protocol} target group"
+                           f" {json.dumps(tg_name)} (allowed: {', '.join(VALID_COMBINATIONS[protocol])})")
+        if tg.target_type == "alb" and protocol != "TCP":
+            raise self.err(f"{path}.protocol",
+                           f"{json.dumps(protocol)}: alb target groups need a TCP listener")
+        cert: Certificate | None = None
+        policy: str | None = None
+        if protocol == "TLS":
+            c = self.obj(self.req(raw, "certificate", path), f"{path}.certificate")
+            key = c.get("key")
+            if key is not None and (not isinstance(key, str) or not key):
+                raise self.err(f"{path}.certificate.key", f"{json.dumps(key)} is not a non-empty string")
+            cert = Certificate(arn=c.get("arn", ""), pem=self.string(c, "pem", f"{path}.certificate"),
+                               key=key)
+            policy = self.choice(raw, "ssl_policy", path, tuple(SSL_POLICIES), DEFAULT_SSL_POLICY)
+        elif "certificate" in raw or "ssl_policy" in raw:
+            raise self.err(f"{path}.certificate" if "certificate" in raw else f"{path}.ssl_policy",
+                           "only TLS listeners take a certificate and ssl_policy")
+        alpn = self.choice(raw, "alpn_policy", path, ALPN_POLICIES, "None")
+        return Listener(protocol=protocol, port=port, target_group=tg_name, certificate=cert,
+                        ssl_policy=policy, alpn_policy=alpn)
+
+    def target_group(self, raw: Any, path: str, azs: tuple[str, ...]) -> TargetGroup:
+        raw = self.obj(raw, path)
+        name = self.string(raw, "name", path)
+        protocol = self.choice(raw, "protocol", path, TARGET_GROUP_PROTOCOLS)
+        port = self.port(self.req(raw, "port", path), f"{path}.port")
+        target_type = self.choice(raw, "target_type", path, TARGET_TYPES, "instance")
+        attrs = self.attrs(raw, path)
+        # AWS defaults (NLB-TGA): instance -> preserved; ip + TCP/TLS -> not; alb -> preserved.
+        preserve = self.bool_attr(attrs, "preserve_client_ip.enabled", path, target_type != "ip")
+        ppv2 = self.bool_attr(attrs, "proxy_protocol_v2.enabled", path, False)
+        placement_key = "proxy_protocol_v2.client_to_server.header_placement"
+        placement = attrs.get(placement_key, "on_first_ack_with_payload")
+        if placement not in HEADER_PLACEMENTS:
+            raise self.err(f"{path}.attributes.{placement_key}",
+                           f"{json.dumps(placement)} is not one of {', '.join(HEADER_PLACEMENTS)}")
+        delay_key = "deregistration_delay.timeout_seconds"
+        delay_raw = attrs.get(delay_key, "300")
+        if not delay_raw.isdigit() or not 0 <= int(delay_raw) <= 3600:
+            raise self.err(f"{path}.attributes.{delay_key}",
+                           f"{json.dumps(delay_raw)} is not an integer in 0-3600")
+        cz_key = "load_balancing.cross_zone.enabled"
+        cz_raw = attrs.get(cz_key, "use_load_balancer_configuration")
+        if cz_raw not in ("true", "false", "use_load_balancer_configuration"):
+            raise self.err(f"{path}.attributes.{cz_key}", f"{json.dumps(cz_raw)} is not one of"
+                                                          " true, false, use_load_balancer_configuration")
+        cross_zone = None if cz_raw == "use_load_balancer_configuration" else cz_raw == "true"
+        targets = tuple(self.target(t, f"{path}.targets[{i}]", port, azs)
+                        for i, t in enumerate(self.list_(raw, "targets", path, nonempty=False)))
+        self.unique([f"{t.ip}:{t.port}" for t in targets], f"{path}.targets", "ip")
+        hc = self.health_check(raw.get("health_check", {}), f"{path}.health_check")
+        return TargetGroup(name=name, arn=raw.get("arn", ""), protocol=protocol, port=port,
+                           target_type=target_type, preserve_client_ip=preserve,
+                           proxy_protocol_v2=ppv2, header_placement=placement,
+                           deregistration_delay_seconds=int(delay_raw), cross_zone=cross_zone,
+                           targets=targets, health_check=hc, attributes=attrs)
+
+    def target(self, raw: Any, path: str, tg_port: int, azs: tuple[str, ...]) -> Target:
+        raw = self.obj(raw, path)
+        az = self.string(raw, "az", path)
+        if az not in azs:
+            raise self.err(f"{path}.az", f"{json.dumps(az)} is not an enabled Availability Zone"
+                                         f" of the load balancer (nodes: {', '.join(azs)})")
+        port = self.port(raw.get("port", tg_port), f"{path}.port")
+        return Target(id=self.string(raw, "id", path), ip=self.ipv4(raw, "ip", path), port=port, az=az)
+
+    def health_check(self, raw: Any, path: str) -> HealthCheck:
+        raw = self.obj(raw, path)
+        protocol = self.choice(raw, "protocol", path, HEALTH_CHECK_PROTOCOLS, "TCP")
+        port_raw = raw.get("port", "traffic-port")
+        if port_raw == "traffic-port":
+            port: int | None = None
+        elif isinstance(port_raw, str) and port_raw.isdigit():
+            port = self.port(int(port_raw), f"{path}.port")
+        else:
+            port = self.port(port_raw, f"{path}.port") if isinstance(port_raw, int) else None
+            if port is None:
+                raise self.err(f"{path}.port", f"{json.dumps(port_raw)} is not \"traffic-port\""
+                                               " or a port (1-65535)")
+        hc_path = self.string(raw, "path", path, "/")
+        if not hc_path.startswith("/"):
+            raise self.err(f"{path}.path", f"{json.dumps(hc_path)} must start with \"/\"")
+        # AWS ranges (NLB-HC23); relaxed_limits (lab/unit tests only) allows sub-second checks.
+        lo_i, lo_t = (0.05, 0.05) if self.relaxed else (5, 2)
+        interval = self.number(raw, "interval_seconds", path, 30, lo_i, 300,
+                               integer=not self.relaxed)
+        timeout = self.number(raw, "timeout_seconds", path, 6 if protocol == "HTTP" else 10,
+                              lo_t, 120, integer=not self.relaxed)
+        healthy = int(self.number(raw, "healthy_threshold", path, 5, 2, 10, integer=True))
+        unhealthy = int(self.number(raw, "unhealthy_threshold", path, 2, 2, 10, integer=True))
+        matcher = self.string(raw, "matcher", path, "200-399")
+        try:
+            parse_matcher(matcher)
+        except ValueError as exc:
+            raise self.err(f"{path}.matcher", str(exc)) from None
+        return HealthCheck(protocol=protocol, port=port, path=hc_path, interval_seconds=interval,
+                           timeout_seconds=timeout, healthy_threshold=healthy,
+                           unhealthy_threshold=unhealthy, matcher=matcher)

@@ -1,0 +1,122 @@
+"""Target health state machine (no I/O): check results in, AWS states and reasons out.
+
+States and reason codes are AWS's (NLB-HC23). Rules as simulated:
+- a registered target starts ``initial`` / ``Elb.InitialHealthChecking``;
+- from ``initial``, ONE passing check makes it ``healthy`` (the first check runs at once);
+  ``unhealthy_threshold`` consecutive failures make it ``unhealthy``;
+- ``healthy`` -> ``unhealthy`` after ``unhealthy_threshold`` consecutive failures;
+- ``unhealthy`` -> ``healthy`` after ``healthy_threshold`` consecutive passes.
+"""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Iterable
+
+
+class State(enum.StrEnum):
+    INITIAL = "initial"
+    HEALTHY = "healthy"
+    UNHEALTHY = "unhealthy"
+    UNUSED = "unused"
+    DRAINING = "draining"
+    UNAVAILABLE = "unavailable"
+
+
+REASON_INITIAL = "Elb.InitialHealthChecking"
+REASON_FAILED = "Target.FailedHealthChecks"
+DESCRIPTIONS = {
+    REASON_INITIAL: "Initial health checks in progress",
+    REASON_FAILED: "Health checks failed",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Transition:
+    old: State
+    new: State
+    reason: str | None
+    detail: str | None  # what the last check saw (for logs), e.g. "connect: Connection refused"
+
+
+class TargetHealth:
+    """Health of one target as seen by one NLB node."""
+
+    __slots__ = ("healthy_threshold", "unhealthy_threshold", "state", "reason", "passes",
+                 "failures", "last_detail")
+
+    def __init__(self, healthy_threshold: int, unhealthy_threshold: int) -> None:
+        self.healthy_threshold = healthy_threshold
+        self.unhealthy_threshold = unhealthy_threshold
+        self.state = State.INITIAL
+        self.reason: str | None = REASON_INITIAL
+        self.passes = 0
+        self.failures = 0
+        self.last_detail: str | None = None
+
+    @property
+    def description(self) -> str | None:
+        return DESCRIPTIONS.get(self.reason) if self.reason else None
+
+    @property
+    def is_healthy(self) -> bool:
+        return self.state is State.HEALTHY
+
+    def record(self, ok: bool, detail: str | None = None) -> Transition | None:
+        """Feed one check result; returns the transition if the state changed."""
+        self.last_detail = detail
+        if ok:
+            self.passes += 1
+            self.failures = 0
+            needed = 1 if self.state is State.INITIAL else self.healthy_threshold
+            if self.state is not State.HEALTHY and self.passes >= needed:
+                return self._move(State.HEALTHY, None, detail)
+        else:
+            self.failures += 1
+            self.passes = 0
+            if self.state is not State.UNHEALTHY and self.failures >= self.unhealthy_threshold:
+                return self._move(State.UNHEALTHY, REASON_FAILED, detail)
+        return None
+
+    def _move(self, new: State, reason: str | None, detail: str | None) -> Transition:
+        old = self.state
+        self.state, self.reason = new, reason
+        return Transition(old, new, reason, detail)
+
+
+_RANK = {State.HEALTHY: 0, State.INITIAL: 1, State.UNHEALTHY: 2}
+
+
+def consensus(states: Iterable[State]) -> State:
+    """One state from several nodes' views: the majority; a tie goes to the less healthy state."""
+    counts: dict[State, int] = {}
+    for s in states:
+        counts[s] = counts.get(s, 0) + 1
+    if not counts:
+        return State.UNUSED
+    return max(counts, key=lambda s: (counts[s], _RANK.get(s, 3)))
+
+
+_MATCHER_PART = re.compile(r"([0-9]{3})(?:-([0-9]{3}))?")
+
+
+def parse_matcher(matcher: str) -> tuple[tuple[int, int], ...]:
+    """``"200-399"`` / ``"200,202"`` -> inclusive ranges. Raises ValueError naming the value.
+
+    NLB allows codes 200-599 (NLB-HC23).
+    """
+    ranges = []
+    for part in matcher.split(","):
+        m = _MATCHER_PART.fullmatch(part.strip())
+        lo, hi = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, 0)
+        if not m or not 200 <= lo <= hi <= 599:
+            raise ValueError(f"{matcher!r} is not a list of HTTP codes or ranges within 200-599"
+                             " (e.g. \"200\", \"200,202\", \"200-399\")")
+        ranges.append((lo, hi))
+    return tuple(ranges)
+
+
+def matches(ranges: tuple[tuple[int, int], ...], status: int) -> bool:
+    return any(lo <= status <= hi for lo, hi in ranges)

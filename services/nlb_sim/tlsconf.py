@@ -1,0 +1,76 @@
+"""TLS contexts for NLB TLS listeners (front) and TLS target groups (back).
+
+Policy mapping (AWS names, NLB-TLS23 / NLB-SP), as simulated:
+
+| listener ssl_policy                         | front TLS versions | back (to TLS target group)      |
+|---------------------------------------------|--------------------|---------------------------------|
+| ELBSecurityPolicy-TLS13-1-3-2021-06         | 1.3 only           | TLS13-1-0-2021-06 -> 1.2..1.3 * |
+| other ELBSecurityPolicy-TLS13-* (1-0/1-1/1-2, Res, Ext, PQ) | 1.2..1.3 * | TLS13-1-0-2021-06 -> 1.2..1.3 * |
+| every other policy (2016-08, FS-*, TLS-1-*) | 1.2 only *         | 2016-08 -> 1.2 only *           |
+
+\\* AWS also allows TLS 1.0/1.1 under these policies; the lab floors at TLS 1.2 (OpenSSL's default
+security level in Debian bookworm refuses 1.0/1.1 anyway). Cipher lists are OpenSSL defaults, not
+AWS's per-policy lists. The back side never verifies the target certificate (AWS does not:
+self-signed or expired target certificates are accepted, NLB-TG23) and sends no SNI.
+"""
+
+from __future__ import annotations
+
+import ssl
+
+SSL_POLICIES: tuple[str, ...] = tuple(f"ELBSecurityPolicy-{p}" for p in (
+    "TLS13-1-2-2021-06", "TLS13-1-2-Res-2021-06", "TLS13-1-2-Ext1-2021-06",
+    "TLS13-1-2-Ext2-2021-06", "TLS13-1-0-2021-06", "TLS13-1-1-2021-06", "TLS13-1-3-2021-06",
+    "TLS13-1-2-Res-PQ-2025-09", "TLS13-1-2-PQ-2025-09", "TLS13-1-3-PQ-2025-09",
+    "FS-1-2-Res-2020-10", "FS-1-2-Res-2019-08", "FS-1-2-2019-08", "FS-1-1-2019-08", "FS-2018-06",
+    "TLS-1-2-Ext-2018-06", "TLS-1-2-2017-01", "TLS-1-1-2017-01", "2016-08", "TLS-1-0-2015-04",
+    "2015-05",
+))
+
+# ALPN policy -> protocols offered, in the LB's preference order (NLB-TLS23).
+ALPN_PROTOCOLS: dict[str, tuple[str, ...]] = {
+    "None": (),
+    "HTTP1Only": ("http/1.1", "http/1.0"),
+    "HTTP2Only": ("h2",),
+    "HTTP2Optional": ("http/1.1", "http/1.0", "h2"),
+    "HTTP2Preferred": ("h2", "http/1.1", "http/1.0"),
+}
+
+
+def front_versions(policy: str) -> tuple[ssl.TLSVersion, ssl.TLSVersion]:
+    """(minimum, maximum) TLS version a listener with ``policy`` negotiates with clients."""
+    if policy.startswith("ELBSecurityPolicy-TLS13-1-3"):
+        return ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_3
+    if policy.startswith("ELBSecurityPolicy-TLS13-"):
+        return ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
+    return ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2
+
+
+def back_policy(front_policy: str) -> str:
+    """The policy AWS uses towards TLS target groups for a listener's front policy."""
+    if front_policy.startswith("ELBSecurityPolicy-TLS13-"):
+        return "ELBSecurityPolicy-TLS13-1-0-2021-06"
+    return "ELBSecurityPolicy-2016-08"
+
+
+def server_context(cert_pem: str, key_pem: str | None, policy: str, alpn_policy: str) -> ssl.SSLContext:
+    """Listener-side context. Raises OSError / ssl.SSLError if the certificate cannot be loaded."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version, ctx.maximum_version = front_versions(policy)
+    ctx.load_cert_chain(cert_pem, key_pem)
+    ctx.options |= ssl.OP_NO_RENEGOTIATION  # AWS: no renegotiation (NLB-TLS23)
+    protocols = ALPN_PROTOCOLS[alpn_policy]
+    if protocols:
+        ctx.set_alpn_protocols(list(protocols))
+    return ctx
+
+
+def target_context(front_policy: str) -> ssl.SSLContext:
+    """Context for connections to TLS target groups: never verifies the target's certificate."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    if back_policy(front_policy) == "ELBSecurityPolicy-2016-08":
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    return ctx

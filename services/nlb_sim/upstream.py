@@ -1,0 +1,77 @@
+"""Sockets towards targets: source-address choice (client IP preservation) and connect.
+
+Client IP preservation (platform.md, "Client IP preservation", verified end to end): the socket
+gets ``IP_TRANSPARENT`` and is bound to the client's own (ip, port) before connecting, so the
+target sees the client. Replies reach this socket only with the policy routing that
+``netsetup`` installs. Without preservation the socket is bound to the node's private IP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import socket
+import ssl
+import struct
+
+SOL_IP = 0
+IP_TRANSPARENT = 19
+_LINGER_RST = struct.pack("ii", 1, 0)
+
+
+async def connect_target(loop: asyncio.AbstractEventLoop, target: tuple[str, int], *,
+                         source: tuple[str, int] | None, transparent: bool,
+                         timeout: float) -> socket.socket:
+    """A connected non-blocking socket to ``target``, bound to ``source`` (None: kernel's choice).
+
+    With ``transparent`` the socket may bind a non-local ``source`` (needs CAP_NET_ADMIN); if the
+    source port is taken (EADDRINUSE) it falls back to an ephemeral port on the same IP.
+    Raises OSError / TimeoutError; the socket is closed on any failure or cancellation.
+    """
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setblocking(False)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        if transparent:
+            sock.setsockopt(SOL_IP, IP_TRANSPARENT, 1)
+        if source is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind(source)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE or source[1] == 0:
+                    raise
+                sock.bind((source[0], 0))
+        async with asyncio.timeout(timeout):
+            await loop.sock_connect(sock, target)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def reset(transport: asyncio.BaseTransport) -> None:
+    """Close ``transport`` with a TCP RST (SO_LINGER 0 + abort), not a FIN."""
+    sock = transport.get_extra_info("socket")
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
+        except OSError:
+            pass
+    transport.abort()
+
+
+def describe(exc: BaseException) -> str:
+    """Short text for a connect/relay error: ``Connection refused``, ``timed out``..."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}"
+    if isinstance(exc, OSError) and exc.errno:
+        return os.strerror(exc.errno)  # uvloop's strerror reads "Connect call failed (...)"
+    return str(exc) or type(exc).__name__
+
+
+def format_addr(addr: tuple[str, int] | None) -> str | None:
+    return None if addr is None else f"{addr[0]}:{addr[1]}"
