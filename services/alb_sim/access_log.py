@@ -1,0 +1,120 @@
+"""ALB access-log entries (pure: no I/O).
+
+Fields 1-30 of the ALB access-log format, in AWS's order, space-separated, quoting exactly as
+AWS's example line (quoted: request, user_agent, trace_id, domain_name, chosen_cert_arn,
+actions_executed, redirect_url, error_reason, target:port_list, target_status_code_list,
+classification, classification_reason; everything else bare). An empty or missing value is `-`.
+Decision: inside quoted fields `"` and `\\` are backslash-escaped and control bytes written as
+`\\xHH`, so one entry is always one line.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from dataclasses import dataclass
+
+FIELD_NAMES: tuple[str, ...] = (
+    "type", "time", "elb", "client:port", "target:port", "request_processing_time",
+    "target_processing_time", "response_processing_time", "elb_status_code", "target_status_code",
+    "received_bytes", "sent_bytes", "request", "user_agent", "ssl_cipher", "ssl_protocol",
+    "target_group_arn", "trace_id", "domain_name", "chosen_cert_arn", "matched_rule_priority",
+    "request_creation_time", "actions_executed", "redirect_url", "error_reason", "target:port_list",
+    "target_status_code_list", "classification", "classification_reason", "conn_trace_id",
+)
+
+
+@dataclass
+class AccessLogEntry:
+    type: str                      # http | https | h2 | ws | wss
+    time: float                    # epoch seconds the response finished
+    elb: str                       # app/<name>/<id>
+    client: str                    # ip:port
+    request_creation_time: float   # epoch seconds the request started
+    elb_status_code: int | None = None
+    target: str | None = None      # ip:port, None if not dispatched
+    request_processing_time: float | None = None   # None -> -1
+    target_processing_time: float | None = None
+    response_processing_time: float | None = None
+    target_status_code: int | None = None
+    received_bytes: int = 0
+    sent_bytes: int = 0
+    request: str = "- - -"
+    user_agent: str | None = None
+    ssl_cipher: str | None = None
+    ssl_protocol: str | None = None
+    target_group_arn: str | None = None
+    trace_id: str | None = None
+    domain_name: str | None = None
+    chosen_cert_arn: str | None = None
+    matched_rule_priority: int | None = None     # 0 = default rule; None -> '-'
+    actions_executed: tuple[str, ...] = ()
+    redirect_url: str | None = None
+    error_reason: str | None = None
+    classification: str | None = None
+    classification_reason: str | None = None
+    conn_trace_id: str | None = None
+
+
+def iso_time(epoch: float) -> str:
+    """`2018-07-02T22:23:00.186641Z`: UTC, microseconds."""
+    t = _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc)
+    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond:06d}Z"
+
+
+def _seconds(value: float | None) -> str:
+    return "-1" if value is None else f"{max(value, 0.0):.3f}"
+
+
+def _bare(value: object | None) -> str:
+    if value is None or value == "":
+        return "-"
+    return str(value).replace(" ", "%20")
+
+
+_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f]')
+
+
+def _escape_char(m: re.Match[str]) -> str:
+    ch = m.group(0)
+    return "\\" + ch if ch in ('"', "\\") else f"\\x{ord(ch):02x}"
+
+
+def _escape(text: str) -> str:
+    return _NEEDS_ESCAPE.sub(_escape_char, text) if _NEEDS_ESCAPE.search(text) else text
+
+
+def _quoted(value: object | None) -> str:
+    if value is None or value == "":
+        return '"-"'
+    return f'"{_escape(str(value))}"'
+
+
+def request_field(method: str, scheme: str, host: str, port: int, uri: str, version: str) -> str:
+    """`GET http://www.example.com:80/ HTTP/1.1`, host without any port of its own."""
+    return f"{method} {scheme}://{host}:{port}{uri} {version}"
+
+
+def malformed_request_field(scheme: str, host: str, port: int) -> str:
+    """What AWS logs when the request could not be parsed: `- http://host:80- -`."""
+    return f"- {scheme}://{host}:{port}- -"
+
+
+def format_entry(e: AccessLogEntry) -> str:
+    target_status = "-" if e.target_status_code is None else str(e.target_status_code)
+    fields = [
+        e.type, iso_time(e.time), _bare(e.elb), _bare(e.client), _bare(e.target),
+        _seconds(e.request_processing_time), _seconds(e.target_processing_time),
+        _seconds(e.response_processing_time),
+        "-" if e.elb_status_code is None else str(e.elb_status_code), target_status,
+        str(e.received_bytes), str(e.sent_bytes),
+        _quoted(e.request), _quoted(e.user_agent[:8192] if e.user_agent else None),
+        _bare(e.ssl_cipher), _bare(e.ssl_protocol), _bare(e.target_group_arn),
+        _quoted(e.trace_id), _quoted(e.domain_name), _quoted(e.chosen_cert_arn),
+        "-" if e.matched_rule_priority is None else str(e.matched_rule_priority),
+        iso_time(e.request_creation_time), _quoted(",".join(e.actions_executed)),
+        _quoted(e.redirect_url), _quoted(e.error_reason), _quoted(e.target),
+        _quoted(None if e.target is None else target_status),
+        _quoted(e.classification), _quoted(e.classification_reason), _bare(e.conn_trace_id),
+    ]
+    return " ".join(fields)

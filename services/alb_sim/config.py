@@ -1,0 +1,494 @@
+"""ALB simulator configuration: JSON -> frozen dataclasses, validated once at load.
+
+Every error is a `ConfigError` whose message names the JSON path, the offending value and,
+where AWS has its own wording for the same mistake, AWS's `ValidationError` text, e.g.
+``listeners[0].rules[1].priority: ValidationError: Priority '0' must be between 1 and 50000``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from .model import (  # noqa: F401  (re-exported: the config API)
+    Action, Admin, AlbConfig, Attributes, Certificate, Condition, ConditionValue, FixedResponseAction,
+    ForwardAction, HealthCheck, Listener, Node, QueryPair, RedirectAction, Rule, Target, TargetGroup,
+    WeightedTargetGroup,
+)
+from .limits import (
+    CONDITION_FIELDS,
+    FIXED_RESPONSE_CONTENT_TYPES,
+    MAX_CONDITION_VALUES,
+    MAX_RULE_VALUES,
+    MAX_RULE_WILDCARDS,
+    SINGULAR_CONDITION_FIELDS,
+)
+
+
+class ConfigError(Exception):
+    """The configuration is invalid; the message is meant for a human, verbatim."""
+
+
+# Attribute keys AWS accepts on an application load balancer; only some have an effect here.
+KNOWN_ATTRIBUTES = frozenset({
+    "access_logs.s3.enabled", "access_logs.s3.bucket", "access_logs.s3.prefix",
+    "connection_logs.s3.enabled", "connection_logs.s3.bucket", "connection_logs.s3.prefix",
+    "client_keep_alive.seconds", "deletion_protection.enabled", "idle_timeout.timeout_seconds",
+    "routing.http.desync_mitigation_mode", "routing.http.drop_invalid_header_fields.enabled",
+    "routing.http.preserve_host_header.enabled", "routing.http.x_amzn_tls_version_and_cipher_suite.enabled",
+    "routing.http.xff_client_port.enabled", "routing.http.xff_header_processing.mode",
+    "routing.http2.enabled", "waf.fail_open.enabled", "zonal_shift.config.enabled",
+})
+
+_TG_NAME = re.compile(r"(?!.*--)(?!^-)(?!.*-$)^[A-Za-z0-9-]{1,32}$")
+_PATH_CHARS = re.compile(r"""^[A-Za-z0-9_\-.$/~"'@:+&*?]+$""")
+_HOST_CHARS = re.compile(r"^[A-Za-z0-9\-.*?]+$")
+_HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_METHOD = re.compile(r"^[A-Z_-]+$")
+_MATCHER = re.compile(r"^\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*$")
+_FIXED_STATUS = re.compile(r"^(2|4|5)\d\d$")
+# Which placeholders each redirect component may use (ALB listener docs).
+_REDIRECT_PLACEHOLDERS = {
+    "protocol": {"protocol"},
+    "host": {"host"},
+    "port": {"port"},
+    "path": {"host", "port", "path"},
+    "query": {"protocol", "host", "port", "path", "query"},
+}
+_PLACEHOLDER = re.compile(r"#\{([a-z]*)\}")
+
+
+class _Ctx:
+    """Carries the source name so every error says where the value came from."""
+
+    def __init__(self, source: str | None) -> None:
+        self.source = source
+
+    def fail(self, path: str, message: str) -> ConfigError:
+        where = f" in {self.source}" if self.source else ""
+        return ConfigError(f"{path}: {message}{where}")
+
+    def obj(self, value: Any, path: str) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.fail(path, f"expected an object, got {value!r}")
+        return value
+
+    def lst(self, value: Any, path: str) -> list[Any]:
+        if not isinstance(value, list):
+            raise self.fail(path, f"expected a list, got {value!r}")
+        return value
+
+    def req(self, d: dict[str, Any], key: str, path: str) -> Any:
+        if key not in d:
+            raise self.fail(f"{path}.{key}" if path else key, "is required")
+        return d[key]
+
+    def string(self, d: dict[str, Any], key: str, path: str, default: str | None = None) -> str:
+        value = d.get(key, default) if default is not None else self.req(d, key, path)
+        p = f"{path}.{key}" if path else key
+        if not isinstance(value, str) or not value:
+            raise self.fail(p, f"{value!r} is not a non-empty string")
+        return value
+
+    def integer(self, value: Any, path: str, lo: int, hi: int, what: str) -> int:
+        if isinstance(value, bool):
+            raise self.fail(path, f"{value!r} is not a valid {what} ({lo}-{hi})")
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            raise self.fail(path, f"{value!r} is not a valid {what} ({lo}-{hi})") from None
+        if str(number) != str(value).strip() or not lo <= number <= hi:
+            raise self.fail(path, f"{value!r} is not a valid {what} ({lo}-{hi})")
+        return number
+
+    def address(self, value: Any, path: str) -> str:
+        try:
+            return str(ipaddress.ip_address(value))
+        except (TypeError, ValueError):
+            raise self.fail(path, f"{value!r} is not a valid IP address") from None
+
+
+def load_config(source: str | Path | Mapping[str, Any]) -> AlbConfig:
+    """Load and validate a config from a JSON file path or an already-parsed mapping."""
+    if isinstance(source, Mapping):
+        return _parse(dict(source), _Ctx(None))
+    path = Path(source)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read ALB config {path}: {exc.strerror or exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    ctx = _Ctx(str(path))
+    return _parse(ctx.obj(data, "$"), ctx)
+
+
+def _parse(d: dict[str, Any], ctx: _Ctx) -> AlbConfig:
+    nodes = tuple(_node(ctx.obj(n, f"nodes[{i}]"), f"nodes[{i}]", ctx)
+                  for i, n in enumerate(ctx.lst(ctx.req(d, "nodes", ""), "nodes")))
+    if not nodes:
+        raise ctx.fail("nodes", "at least one node is required")
+    _unique([n.name for n in nodes], "nodes", "name", ctx)
+    tgs = tuple(_target_group(ctx.obj(t, f"target_groups[{i}]"), f"target_groups[{i}]", ctx)
+                for i, t in enumerate(ctx.lst(d.get("target_groups", []), "target_groups")))
+    _unique([t.name for t in tgs], "target_groups", "name", ctx,
+            "DuplicateTargetGroupName: A target group with the specified name already exists.")
+    tg_names = {t.name for t in tgs}
+    listeners = tuple(_listener(ctx.obj(l, f"listeners[{i}]"), f"listeners[{i}]", tg_names, ctx)
+                      for i, l in enumerate(ctx.lst(ctx.req(d, "listeners", ""), "listeners")))
+    if not listeners:
+        raise ctx.fail("listeners", "ValidationError: Listeners cannot be empty")
+    _unique([l.port for l in listeners], "listeners", "port", ctx,
+            "DuplicateListener: A listener with the specified port already exists.")
+    admin = None
+    if d.get("admin") is not None:
+        a = ctx.obj(d["admin"], "admin")
+        admin = Admin(ctx.address(ctx.req(a, "address", "admin"), "admin.address"),
+                      ctx.integer(ctx.req(a, "port", "admin"), "admin.port", 1, 65535, "port"))
+    return AlbConfig(
+        name=ctx.string(d, "name", ""), arn=ctx.string(d, "arn", ""),
+        dns_name=ctx.string(d, "dns_name", ""), nodes=nodes,
+        attributes=_attributes(ctx.obj(d.get("attributes", {}), "attributes"), ctx),
+        listeners=listeners, target_groups=tgs,
+        log_dir=ctx.string(d, "log_dir", ""), admin=admin,
+    )
+
+
+def _unique(values: list[Any], path: str, key: str, ctx: _Ctx, aws: str | None = None) -> None:
+    seen: set[Any] = set()
+    for i, v in enumerate(values):
+        if v in seen:
+            raise ctx.fail(f"{path}[{i}].{key}", aws or f"{v!r} is used more than once")
+        seen.add(v)
+
+
+def _node(d: dict[str, Any], path: str, ctx: _Ctx) -> Node:
+    return Node(ctx.string(d, "name", path), str(d.get("az", "")),
+                ctx.address(ctx.req(d, "address", path), f"{path}.address"))
+
+
+def _bool_attr(value: str, key: str, ctx: _Ctx) -> bool:
+    if value not in ("true", "false"):
+        raise ctx.fail(f"attributes.{key}",
+                       f"ValidationError: Load balancer attribute value '{value}' is not valid for "
+                       f"'{key}' (allowed: true, false)")
+    return value == "true"
+
+
+def _attributes(d: dict[str, Any], ctx: _Ctx) -> Attributes:
+    raw: dict[str, str] = {}
+    for key, value in d.items():
+        if key not in KNOWN_ATTRIBUTES:
+            raise ctx.fail(f"attributes.{key}",
+                           f"ValidationError: Load balancer attribute key '{key}' is not recognized")
+        raw[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
+    mode = raw.get("routing.http.xff_header_processing.mode", "append")
+    if mode not in ("append", "preserve", "remove"):
+        raise ctx.fail("attributes.routing.http.xff_header_processing.mode",
+                       f"ValidationError: '{mode}' is not a valid value (append, preserve, remove)")
+    idle = ctx.integer(raw.get("idle_timeout.timeout_seconds", "60"),
+                       "attributes.idle_timeout.timeout_seconds", 1, 4000, "idle timeout in seconds")
+    return Attributes(
+        xff_mode=mode,
+        xff_client_port=_bool_attr(raw.get("routing.http.xff_client_port.enabled", "false"),
+                                   "routing.http.xff_client_port.enabled", ctx),
+        idle_timeout=float(idle),
+        preserve_host=_bool_attr(raw.get("routing.http.preserve_host_header.enabled", "false"),
+                                 "routing.http.preserve_host_header.enabled", ctx),
+        raw=raw,
+    )
+
+
+def _target_group(d: dict[str, Any], path: str, ctx: _Ctx) -> TargetGroup:
+    name = ctx.string(d, "name", path)
+    if not _TG_NAME.match(name):
+        raise ctx.fail(f"{path}.name", f"ValidationError: Target group name '{name}' can only contain "
+                       "up to 32 alphanumeric characters or hyphens(-), and cannot begin or end with '-'")
+    protocol = ctx.string(d, "protocol", path, "HTTP")
+    if protocol not in ("HTTP", "HTTPS"):
+        raise ctx.fail(f"{path}.protocol", f"ValidationError: Value '{protocol}' at 'protocol' failed to "
+                       "satisfy constraint: Member must satisfy enum value set: [HTTP, HTTPS]")
+    port = ctx.integer(ctx.req(d, "port", path), f"{path}.port", 1, 65535, "port")
+    targets = []
+    for i, t in enumerate(ctx.lst(d.get("targets", []), f"{path}.targets")):
+        tp = f"{path}.targets[{i}]"
+        t = ctx.obj(t, tp)
+        targets.append(Target(
+            id=ctx.string(t, "id", tp), ip=ctx.address(ctx.req(t, "ip", tp), f"{tp}.ip"),
+            port=ctx.integer(t.get("port", port), f"{tp}.port", 1, 65535, "port"),
+            az=t.get("az"),
+        ))
+    _unique([(t.ip, t.port) for t in targets], f"{path}.targets", "ip",
+            ctx, "ValidationError: Duplicate target (ip, port)")
+    return TargetGroup(name=name, arn=ctx.string(d, "arn", path), protocol=protocol, port=port,
+                       targets=tuple(targets),
+                       health_check=_health_check(ctx.obj(d.get("health_check", {}), f"{path}.health_check"),
+                                                  f"{path}.health_check", ctx))
+
+
+def _health_check(d: dict[str, Any], path: str, ctx: _Ctx) -> HealthCheck:
+    protocol = ctx.string(d, "protocol", path, "HTTP")
+    if protocol not in ("HTTP", "HTTPS"):
+        raise ctx.fail(f"{path}.protocol", f"ValidationError: Value '{protocol}' at 'healthCheckProtocol' "
+                       "failed to satisfy constraint: Member must satisfy enum value set: [HTTP, HTTPS]")
+    port = str(d.get("port", "traffic-port"))
+    if port != "traffic-port" and not (port.isdigit() and 1 <= int(port) <= 65535):
+        raise ctx.fail(f"{path}.port", f"{port!r} is not a valid health check port ('traffic-port' or 1-65535)")
+    hc_path = ctx.string(d, "path", path, "/")
+    if not hc_path.startswith("/") or len(hc_path) > 1024:
+        raise ctx.fail(f"{path}.path", f"ValidationError: Health check path '{hc_path}' must begin with "
+                       "'/' and be at most 1024 characters")
+    interval = ctx.integer(d.get("interval_seconds", 30), f"{path}.interval_seconds", 5, 300,
+                           "health check interval in seconds")
+    timeout = ctx.integer(d.get("timeout_seconds", 5), f"{path}.timeout_seconds", 2, 120,
+                          "health check timeout in seconds")
+    if timeout >= interval:
+        raise ctx.fail(f"{path}.timeout_seconds", f"ValidationError: Health check interval '{interval}' "
+                       f"must be greater than the timeout '{timeout}'")
+    matcher = str(d.get("matcher", "200"))
+    if not _MATCHER.match(matcher) or any(not 200 <= int(c) <= 499 for c in re.findall(r"\d{3}", matcher)):
+        raise ctx.fail(f"{path}.matcher", f"ValidationError: Health check matcher HTTP code '{matcher}' "
+                       "must be like 200 | 200-399 | 200,201 with codes from 200 to 499")
+    return HealthCheck(
+        protocol=protocol, port=port, path=hc_path, interval_seconds=interval, timeout_seconds=timeout,
+        healthy_threshold=ctx.integer(d.get("healthy_threshold", 5), f"{path}.healthy_threshold", 2, 10,
+                                      "healthy threshold count"),
+        unhealthy_threshold=ctx.integer(d.get("unhealthy_threshold", 2), f"{path}.unhealthy_threshold",
+                                        2, 10, "unhealthy threshold count"),
+        matcher=matcher,
+    )
+
+
+def _listener(d: dict[str, Any], path: str, tg_names: set[str], ctx: _Ctx) -> Listener:
+    protocol = ctx.string(d, "protocol", path)
+    if protocol not in ("HTTP", "HTTPS"):
+        raise ctx.fail(f"{path}.protocol",
+                       f"ValidationError: Listener protocol '{protocol}' must be one of 'HTTP, HTTPS'")
+    port = ctx.integer(ctx.req(d, "port", path), f"{path}.port", 1, 65535, "port")
+    cert = None
+    if protocol == "HTTPS":
+        if not isinstance(d.get("certificate"), dict):
+            raise ctx.fail(f"{path}.certificate",
+                           "ValidationError: A certificate must be specified for HTTPS listeners")
+        c = d["certificate"]
+        cert = Certificate(arn=ctx.string(c, "arn", f"{path}.certificate"),
+                           pem=ctx.string(c, "pem", f"{path}.certificate"))
+    ssl_policy = d.get("ssl_policy") or ("ELBSecurityPolicy-2016-08" if protocol == "HTTPS" else None)
+    rules = []
+    for i, r in enumerate(ctx.lst(d.get("rules", []), f"{path}.rules")):
+        rules.append(_rule(ctx.obj(r, f"{path}.rules[{i}]"), f"{path}.rules[{i}]", protocol, tg_names, ctx))
+    seen: set[int] = set()
+    for i, r in enumerate(rules):
+        if r.priority in seen:
+            raise ctx.fail(f"{path}.rules[{i}].priority",
+                           f"ValidationError: Priority '{r.priority}' was provided multiple times")
+        seen.add(r.priority)
+    defaults = _actions(ctx.req(d, "default_actions", path), f"{path}.default_actions", protocol, tg_names, ctx)
+    return Listener(protocol=protocol, port=port, rules=tuple(sorted(rules, key=lambda r: r.priority)),
+                    default_actions=defaults, certificate=cert, ssl_policy=ssl_policy)
+
+
+def _rule(d: dict[str, Any], path: str, protocol: str, tg_names: set[str], ctx: _Ctx) -> Rule:
+    raw_priority = ctx.req(d, "priority", path)
+    try:
+        priority = int(raw_priority)
+        ok = not isinstance(raw_priority, bool) and str(priority) == str(raw_priority) and 1 <= priority <= 50000
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ctx.fail(f"{path}.priority",
+                       f"ValidationError: Priority '{raw_priority}' must be between 1 and 50000")
+    raw_conditions = ctx.lst(ctx.req(d, "conditions", path), f"{path}.conditions")
+    if not raw_conditions:
+        raise ctx.fail(f"{path}.conditions", "ValidationError: A rule must have at least one condition")
+    conditions = tuple(_condition(ctx.obj(c, f"{path}.conditions[{i}]"), f"{path}.conditions[{i}]", ctx)
+                       for i, c in enumerate(raw_conditions))
+    for single in SINGULAR_CONDITION_FIELDS:
+        indexes = [i for i, c in enumerate(conditions) if c.field == single]
+        if len(indexes) > 1:
+            raise ctx.fail(f"{path}.conditions[{indexes[1]}].field",
+                           f"ValidationError: A rule can only have one '{single}' condition")
+    n_values = sum(len(c.values) for c in conditions)
+    if n_values > MAX_RULE_VALUES:
+        raise ctx.fail(f"{path}.conditions", f"ValidationError: The rule has {n_values} condition values; "
+                       f"the limit is '{MAX_RULE_VALUES}'")
+    wildcards = sum(_wildcards(c) for c in conditions)
+    if wildcards > MAX_RULE_WILDCARDS:
+        raise ctx.fail(f"{path}.conditions", f"ValidationError: The rule has {wildcards} wildcards; "
+                       f"the limit is '{MAX_RULE_WILDCARDS}'")
+    return Rule(priority=priority, conditions=conditions,
+                actions=_actions(ctx.req(d, "actions", path), f"{path}.actions", protocol, tg_names, ctx))
+
+
+def _wildcards(c: Condition) -> int:
+    if c.field in ("http-request-method", "source-ip"):
+        return 0
+    total = 0
+    for v in c.values:
+        text = f"{v.key or ''}{v.value}" if isinstance(v, QueryPair) else v
+        total += text.count("*") + text.count("?")
+    return total
+
+
+def _condition(d: dict[str, Any], path: str, ctx: _Ctx) -> Condition:
+    fld = d.get("field")
+    if fld not in CONDITION_FIELDS:
+        raise ctx.fail(f"{path}.field", f"ValidationError: Condition field '{fld}' must be one of "
+                       f"'[{','.join(CONDITION_FIELDS)}]'")
+    raw = ctx.lst(ctx.req(d, "values", path), f"{path}.values")
+    if not raw:
+        raise ctx.fail(f"{path}.values", "ValidationError: A condition value must be specified")
+    if len(raw) > MAX_CONDITION_VALUES:
+        raise ctx.fail(f"{path}.values", f"ValidationError: The '{fld}' field contains too many values; "
+                       f"the limit is '{MAX_CONDITION_VALUES}'")
+    header_name = None
+    if fld == "http-header":
+        header_name = d.get("header_name")
+        if not isinstance(header_name, str) or not _HEADER_NAME.match(header_name) or len(header_name) > 40:
+            raise ctx.fail(f"{path}.header_name", f"ValidationError: HTTP header name {header_name!r} must be "
+                           "1-40 token characters without wildcards")
+    values: list[ConditionValue] = []
+    for i, v in enumerate(raw):
+        vp = f"{path}.values[{i}]"
+        if fld == "query-string":
+            values.append(_query_pair(v, vp, ctx))
+            continue
+        if not isinstance(v, str) or not v:
+            raise ctx.fail(vp, f"{v!r} is not a non-empty string")
+        if len(v) > 128:
+            raise ctx.fail(vp, f"ValidationError: The '{fld}' value is too long; the limit is '128'")
+        _check_value(fld, v, vp, ctx)
+        values.append(v)
+    return Condition(field=fld, values=tuple(values), header_name=header_name)
+
+
+def _check_value(fld: str, v: str, vp: str, ctx: _Ctx) -> None:
+    if fld == "path-pattern" and not _PATH_CHARS.match(v):
+        raise ctx.fail(vp, f"ValidationError: Path pattern '{v}' contains characters that are not allowed "
+                       """(A-Z, a-z, 0-9, _ - . $ / ~ " ' @ : + & * ?)""")
+    if fld == "host-header":
+        tail = v.rsplit(".", 1)
+        if not _HOST_CHARS.match(v) or len(tail) < 2 or not tail[1].isalpha():
+            raise ctx.fail(vp, f"ValidationError: Host header '{v}' must use A-Z, a-z, 0-9, - . * ?, contain "
+                           "a '.', and have only letters after the final '.'")
+    if fld == "http-request-method" and (len(v) > 40 or not _METHOD.match(v)):
+        raise ctx.fail(vp, f"ValidationError: The 'http-request-method' value '{v}' is invalid; the allowed "
+                       "characters are A-Z, hyphen and underscore")
+    if fld == "source-ip":
+        try:
+            if "/" not in v:
+                raise ValueError
+            net = ipaddress.ip_network(v, strict=False)
+        except ValueError:
+            raise ctx.fail(vp, f"ValidationError: The 'source-ip' value '{v}' is not a valid CIDR block") from None
+        if str(net) == "255.255.255.255/32":
+            raise ctx.fail(vp, "ValidationError: The 'source-ip' value '255.255.255.255/32' is not allowed")
+
+
+def _query_pair(v: Any, vp: str, ctx: _Ctx) -> QueryPair:
+    v = ctx.obj(v, vp)
+    if not isinstance(v.get("value"), str) or not v["value"]:
+        raise ctx.fail(f"{vp}.value", "ValidationError: A 'Value' must be specified in 'QueryStringKeyValuePair'")
+    key = v.get("key")
+    if key is not None and (not isinstance(key, str) or not key or len(key) > 128):
+        raise ctx.fail(f"{vp}.key", f"ValidationError: The 'Key' value {key!r} must be 1-128 characters")
+    if len(v["value"]) > 128:
+        raise ctx.fail(f"{vp}.value", "ValidationError: The 'Value' value is too long; the limit is '128'")
+    return QueryPair(key=key, value=v["value"])
+
+
+def _actions(raw: Any, path: str, protocol: str, tg_names: set[str], ctx: _Ctx) -> tuple[Action, ...]:
+    items = ctx.lst(raw, path)
+    if len(items) != 1:
+        raise ctx.fail(path, f"ValidationError: exactly one of forward, redirect or fixed-response is "
+                       f"supported per rule, got {len(items)} actions")
+    d = ctx.obj(items[0], f"{path}[0]")
+    ap = f"{path}[0]"
+    kind = d.get("type")
+    if kind == "forward":
+        return (_forward(d, ap, tg_names, ctx),)
+    if kind == "redirect":
+        return (_redirect(ctx.obj(ctx.req(d, "redirect", ap), f"{ap}.redirect"), f"{ap}.redirect", protocol, ctx),)
+    if kind == "fixed-response":
+        return (_fixed(d, ap, ctx),)
+    raise ctx.fail(f"{ap}.type", f"ValidationError: Value '{kind}' at 'actions.1.member.type' failed to satisfy "
+                   "constraint: Member must satisfy enum value set: [forward, redirect, fixed-response]")
+
+
+def _forward(d: dict[str, Any], ap: str, tg_names: set[str], ctx: _Ctx) -> ForwardAction:
+    if "target_group" in d:
+        groups = [WeightedTargetGroup(ctx.string(d, "target_group", ap))]
+        paths = [f"{ap}.target_group"]
+    else:
+        raw = ctx.lst(ctx.req(d, "target_groups", ap), f"{ap}.target_groups")
+        if not 1 <= len(raw) <= 5:
+            raise ctx.fail(f"{ap}.target_groups", "ValidationError: A forward action needs 1 to 5 target groups")
+        groups, paths = [], []
+        for i, g in enumerate(raw):
+            gp = f"{ap}.target_groups[{i}]"
+            g = ctx.obj(g, gp)
+            groups.append(WeightedTargetGroup(ctx.string(g, "name", gp),
+                                              ctx.integer(g.get("weight", 1), f"{gp}.weight", 0, 999, "weight")))
+            paths.append(f"{gp}.name")
+    for g, p in zip(groups, paths):
+        if g.name not in tg_names:
+            raise ctx.fail(p, f"TargetGroupNotFound: Target group '{g.name}' not found")
+    return ForwardAction(target_groups=tuple(groups))
+
+
+def _redirect(d: dict[str, Any], rp: str, protocol: str, ctx: _Ctx) -> RedirectAction:
+    defaults = RedirectAction()
+    values: dict[str, str] = {}
+    for comp in ("protocol", "port", "host", "path", "query"):
+        value = d.get(comp, getattr(defaults, comp))
+        if not isinstance(value, str):
+            raise ctx.fail(f"{rp}.{comp}", f"{value!r} is not a string")
+        for ph in _PLACEHOLDER.findall(value):
+            if ph not in _REDIRECT_PLACEHOLDERS[comp]:
+                raise ctx.fail(f"{rp}.{comp}", f"ValidationError: '#{{{ph}}}' cannot be used in the redirect "
+                               f"{comp}; allowed: {', '.join(sorted('#{' + p + '}' for p in _REDIRECT_PLACEHOLDERS[comp]))}")
+        values[comp] = value
+    if values["protocol"] not in ("HTTP", "HTTPS", "#{protocol}"):
+        raise ctx.fail(f"{rp}.protocol", f"ValidationError: Redirect protocol '{values['protocol']}' must be one "
+                       "of HTTP, HTTPS, #{protocol}")
+    if protocol == "HTTPS" and values["protocol"] == "HTTP":
+        raise ctx.fail(f"{rp}.protocol", "ValidationError: You cannot redirect HTTPS to HTTP")
+    if values["port"] != "#{port}":
+        ctx.integer(values["port"], f"{rp}.port", 1, 65535, "redirect port")
+    if not values["path"].startswith("/"):
+        raise ctx.fail(f"{rp}.path", f"ValidationError: Redirect path '{values['path']}' must start with '/'")
+    for comp in ("host", "path", "query"):
+        if len(values[comp]) > 128:
+            raise ctx.fail(f"{rp}.{comp}", f"ValidationError: The redirect {comp} is too long; the limit is '128'")
+    status = d.get("status_code", "HTTP_301")
+    if status not in ("HTTP_301", "HTTP_302"):
+        raise ctx.fail(f"{rp}.status_code", f"ValidationError: Value '{status}' at 'redirectConfig.statusCode' "
+                       "failed to satisfy constraint: Member must satisfy enum value set: [HTTP_301, HTTP_302]")
+    action = RedirectAction(status_code=status, **values)
+    if all(values[c] == getattr(defaults, c) for c in values):
+        raise ctx.fail(rp, "ValidationError: A redirect must change at least one of protocol, host, port or path "
+                       "(it would redirect to itself)")
+    return action
+
+
+def _fixed(d: dict[str, Any], ap: str, ctx: _Ctx) -> FixedResponseAction:
+    fr = ctx.obj(d.get("fixed_response", d), ap)
+    status = str(ctx.req(fr, "status_code", ap))
+    if not _FIXED_STATUS.match(status):
+        raise ctx.fail(f"{ap}.status_code", f"ValidationError: 1 validation error detected: Value '{status}' at "
+                       "'actions.1.member.fixedResponseConfig.statusCode' failed to satisfy constraint: Member "
+                       r"must satisfy regular expression pattern: ^(2|4|5)\d\d$")
+    content_type = fr.get("content_type", "text/plain")
+    if content_type not in FIXED_RESPONSE_CONTENT_TYPES:
+        raise ctx.fail(f"{ap}.content_type", "InvalidLoadBalancerAction: The ContentType must be one of:'text/html', "
+                       "'application/json', 'application/javascript', 'text/css', 'text/plain'")
+    body = fr.get("message_body", "")
+    if not isinstance(body, str) or len(body) > 1024:
+        raise ctx.fail(f"{ap}.message_body", "ValidationError: The message body must be a string of at most "
+                       "1024 characters")
+    return FixedResponseAction(status_code=status, content_type=content_type, message_body=body)

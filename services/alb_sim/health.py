@@ -1,0 +1,131 @@
+"""Target health state machine, matcher and target selection (pure: no I/O).
+
+States and reason codes are AWS's (DescribeTargetHealth): `initial` (Elb.InitialHealthChecking)
+until the first passed check (a registered target must pass one check to become healthy) or
+`unhealthy_threshold` consecutive failures; `healthy` -> `unhealthy` after `unhealthy_threshold`
+consecutive failures; `unhealthy` -> `healthy` after `healthy_threshold` consecutive successes;
+`draining` (Target.DeregistrationInProgress) and `unused` (Target.NotRegistered) after
+deregistration.
+
+Selection: round robin over healthy targets; fail open (no healthy target -> every registered
+target that is not draining/unused, including `initial` ones); nothing registered -> None (503).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Generic, Sequence, TypeVar
+
+INITIAL, HEALTHY, UNHEALTHY, DRAINING, UNUSED = "initial", "healthy", "unhealthy", "draining", "unused"
+
+REASONS = {
+    "Elb.InitialHealthChecking": "Initial health checks in progress",
+    "Target.FailedHealthChecks": "Health checks failed",
+    "Target.Timeout": "Request timed out",
+    "Target.DeregistrationInProgress": "Target deregistration is in progress",
+    "Target.NotRegistered": "Target is not registered to the target group",
+}
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One health check outcome; `reason`/`description` explain a failure."""
+    ok: bool
+    reason: str | None = None
+    description: str | None = None
+
+    @staticmethod
+    def passed() -> "CheckResult":
+        return CheckResult(True)
+
+    @staticmethod
+    def timeout() -> "CheckResult":
+        return CheckResult(False, "Target.Timeout", REASONS["Target.Timeout"])
+
+    @staticmethod
+    def failed() -> "CheckResult":
+        return CheckResult(False, "Target.FailedHealthChecks", REASONS["Target.FailedHealthChecks"])
+
+    @staticmethod
+    def code_mismatch(code: int) -> "CheckResult":
+        return CheckResult(False, "Target.ResponseCodeMismatch", f"Health checks failed with these codes: [{code}]")
+
+
+class Matcher:
+    """Health check success codes: `200`, `200,301`, `200-299` (and combinations)."""
+
+    _SPEC = re.compile(r"^\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*$")
+
+    def __init__(self, spec: str) -> None:
+        if not self._SPEC.match(spec):
+            raise ValueError(f"matcher {spec!r} must be like 200 | 200-399 | 200,201")
+        self.spec = spec
+        self._ranges = []
+        for part in spec.split(","):
+            lo, _, hi = part.partition("-")
+            self._ranges.append((int(lo), int(hi or lo)))
+
+    def matches(self, code: int) -> bool:
+        return any(lo <= code <= hi for lo, hi in self._ranges)
+
+
+class TargetHealth:
+    """Health of one registered target, driven by check results."""
+
+    def __init__(self, healthy_threshold: int, unhealthy_threshold: int) -> None:
+        self.healthy_threshold = healthy_threshold
+        self.unhealthy_threshold = unhealthy_threshold
+        self.state = INITIAL
+        self.reason: str | None = "Elb.InitialHealthChecking"
+        self.description: str | None = REASONS["Elb.InitialHealthChecking"]
+        self._successes = 0
+        self._failures = 0
+
+    def record(self, result: CheckResult) -> str:
+        """Apply one check result; returns the (possibly new) state."""
+        if self.state in (DRAINING, UNUSED):
+            return self.state
+        if result.ok:
+            self._failures = 0
+            self._successes += 1
+            if self.state == INITIAL or (self.state == UNHEALTHY and self._successes >= self.healthy_threshold):
+                self._set(HEALTHY, None, None)
+            return self.state
+        self._successes = 0
+        self._failures += 1
+        if self.state == UNHEALTHY:
+            self.reason, self.description = result.reason, result.description
+        elif self._failures >= self.unhealthy_threshold:
+            self._set(UNHEALTHY, result.reason, result.description)
+        return self.state
+
+    def deregister(self) -> None:
+        self._set(DRAINING, "Target.DeregistrationInProgress", REASONS["Target.DeregistrationInProgress"])
+
+    def drained(self) -> None:
+        self._set(UNUSED, "Target.NotRegistered", REASONS["Target.NotRegistered"])
+
+    def _set(self, state: str, reason: str | None, description: str | None) -> None:
+        self.state, self.reason, self.description = state, reason, description
+        self._successes = self._failures = 0
+
+
+T = TypeVar("T")
+
+
+class RoundRobin(Generic[T]):
+    """Round robin over healthy targets with AWS's fail-open rule."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def pick(self, targets: Sequence[T], states: Sequence[str]) -> T | None:
+        candidates = [t for t, s in zip(targets, states) if s == HEALTHY]
+        if not candidates:
+            candidates = [t for t, s in zip(targets, states) if s not in (DRAINING, UNUSED)]
+        if not candidates:
+            return None
+        choice = candidates[self._next % len(candidates)]
+        self._next = (self._next + 1) % (1 << 30)
+        return choice

@@ -1,0 +1,156 @@
+"""The ALB simulator's configuration model: frozen dataclasses, built and validated by config.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Mapping, Union
+
+
+@dataclass(frozen=True)
+class Node:
+    name: str
+    az: str
+    address: str
+
+
+@dataclass(frozen=True)
+class QueryPair:
+    key: str | None
+    value: str
+
+
+ConditionValue = Union[str, QueryPair]
+
+
+@dataclass(frozen=True)
+class Condition:
+    field: str
+    values: tuple[ConditionValue, ...]
+    header_name: str | None = None
+
+
+@dataclass(frozen=True)
+class WeightedTargetGroup:
+    name: str
+    weight: int = 1
+
+
+@dataclass(frozen=True)
+class ForwardAction:
+    target_groups: tuple[WeightedTargetGroup, ...]
+    type: str = "forward"
+
+
+@dataclass(frozen=True)
+class RedirectAction:
+    protocol: str = "#{protocol}"
+    port: str = "#{port}"
+    host: str = "#{host}"
+    path: str = "/#{path}"
+    query: str = "#{query}"
+    status_code: str = "HTTP_301"
+    type: str = "redirect"
+
+
+@dataclass(frozen=True)
+class FixedResponseAction:
+    status_code: str
+    content_type: str = "text/plain"
+    message_body: str = ""
+    type: str = "fixed-response"
+
+
+Action = Union[ForwardAction, RedirectAction, FixedResponseAction]
+
+
+@dataclass(frozen=True)
+class Rule:
+    priority: int
+    conditions: tuple[Condition, ...]
+    actions: tuple[Action, ...]
+
+
+@dataclass(frozen=True)
+class Certificate:
+    arn: str
+    pem: str
+
+
+@dataclass(frozen=True)
+class Listener:
+    protocol: str
+    port: int
+    rules: tuple[Rule, ...]
+    default_actions: tuple[Action, ...]
+    certificate: Certificate | None = None
+    ssl_policy: str | None = None
+
+
+@dataclass(frozen=True)
+class HealthCheck:
+    protocol: str = "HTTP"
+    port: str = "traffic-port"
+    path: str = "/"
+    interval_seconds: float = 30
+    timeout_seconds: float = 5
+    healthy_threshold: int = 5
+    unhealthy_threshold: int = 2
+    matcher: str = "200"
+
+
+@dataclass(frozen=True)
+class Target:
+    id: str
+    ip: str
+    port: int
+    az: str | None = None
+
+
+@dataclass(frozen=True)
+class TargetGroup:
+    name: str
+    arn: str
+    protocol: str
+    port: int
+    targets: tuple[Target, ...]
+    health_check: HealthCheck
+
+
+@dataclass(frozen=True)
+class Attributes:
+    xff_mode: str = "append"
+    xff_client_port: bool = False
+    idle_timeout: float = 60.0
+    preserve_host: bool = False
+    raw: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Admin:
+    address: str
+    port: int
+
+
+@dataclass(frozen=True)
+class AlbConfig:
+    name: str
+    arn: str
+    dns_name: str
+    nodes: tuple[Node, ...]
+    attributes: Attributes
+    listeners: tuple[Listener, ...]
+    target_groups: tuple[TargetGroup, ...]
+    log_dir: str
+    admin: Admin | None
+
+    def target_group(self, name: str) -> TargetGroup:
+        for tg in self.target_groups:
+            if tg.name == name:
+                return tg
+        raise KeyError(name)
+
+    @property
+    def lb_id(self) -> str:
+        """`app/<name>/<id>` as the access log's `elb` field shows it."""
+        marker = ":loadbalancer/"
+        return self.arn.split(marker, 1)[1] if marker in self.arn else f"app/{self.name}/0"

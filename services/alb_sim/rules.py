@@ -1,0 +1,149 @@
+"""Listener rule evaluation (pure: no I/O).
+
+Semantics (ALB listener docs):
+- path-pattern: case-sensitive, `*` = 0+ characters, `?` = exactly one; matched against the path
+  only (never the query string).
+- host-header: case-insensitive with wildcards; matched against the Host header without its
+  port (decision: a `:port` suffix, or `[v6]:port`, is removed before matching).
+- http-header: header name and values case-insensitive, wildcards in values; any header line of
+  that name may match.
+- http-request-method: case-sensitive, exact.
+- query-string: `key=value` or value-only pairs, case-insensitive, wildcards; matched against the
+  raw (still URL-encoded) query components, as AWS asks condition values to be URL-encoded.
+- source-ip: CIDRs against the TCP peer address, never X-Forwarded-For.
+Values of one condition are OR'ed, conditions are AND'ed, rules are tried by ascending priority,
+first match wins; the default actions (logged as priority 0) apply when nothing matches.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from .model import Action, Condition, Listener, QueryPair
+
+Predicate = Callable[["RequestView"], bool]
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+@dataclass(frozen=True)
+class RequestView:
+    """What the rule engine may look at: a request as the ALB received it."""
+    method: str
+    path: str
+    query: str
+    host: str
+    headers: Sequence[tuple[str, str]]
+    source_ip: str
+
+
+@dataclass(frozen=True)
+class Match:
+    priority: int  # 0 = default rule, as the access log shows it
+    actions: tuple[Action, ...]
+
+
+def wildcard_regex(pattern: str, *, ignore_case: bool) -> re.Pattern[str]:
+    """`*` -> any run of characters, `?` -> exactly one, everything else literal."""
+    parts = []
+    for ch in pattern:
+        parts.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
+    flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
+    return re.compile("".join(parts), flags)
+
+
+def host_without_port(host: str) -> str:
+    if host.startswith("["):
+        end = host.find("]")
+        return host[: end + 1] if end != -1 else host
+    if host.count(":") == 1:
+        return host.split(":", 1)[0]
+    return host
+
+
+def parse_query(query: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in query.split("&"):
+        if not part:
+            continue
+        key, _, value = part.partition("=")
+        pairs.append((key, value))
+    return pairs
+
+
+def _ip(text: str) -> IPAddress | None:
+    try:
+        addr = ipaddress.ip_address(text.split("%", 1)[0])
+    except ValueError:
+        return None
+    if isinstance(addr, ipaddress.IPv6Address) and addr.ipv4_mapped is not None:
+        return addr.ipv4_mapped
+    return addr
+
+
+def compile_condition(cond: Condition) -> Predicate:
+    """Turn one condition into a predicate; patterns are compiled here, once."""
+    fld = cond.field
+    if fld == "path-pattern":
+        regs = [wildcard_regex(str(v), ignore_case=False) for v in cond.values]
+        return lambda r: any(rx.fullmatch(r.path) for rx in regs)
+    if fld == "host-header":
+        regs = [wildcard_regex(str(v), ignore_case=True) for v in cond.values]
+        return lambda r: any(rx.fullmatch(host_without_port(r.host)) for rx in regs)
+    if fld == "http-header":
+        name = (cond.header_name or "").lower()
+        regs = [wildcard_regex(str(v), ignore_case=True) for v in cond.values]
+        return lambda r: any(rx.fullmatch(v) for n, v in r.headers if n.lower() == name for rx in regs)
+    if fld == "http-request-method":
+        methods = frozenset(str(v) for v in cond.values)
+        return lambda r: r.method in methods
+    if fld == "query-string":
+        compiled = []
+        for v in cond.values:
+            assert isinstance(v, QueryPair)
+            krx = wildcard_regex(v.key, ignore_case=True) if v.key is not None else None
+            compiled.append((krx, wildcard_regex(v.value, ignore_case=True)))
+
+        def match_query(r: RequestView) -> bool:
+            pairs = parse_query(r.query)
+            return any((krx is None or krx.fullmatch(k)) and vrx.fullmatch(val)
+                       for krx, vrx in compiled for k, val in pairs)
+        return match_query
+    if fld == "source-ip":
+        nets: list[IPNetwork] = [ipaddress.ip_network(str(v), strict=False) for v in cond.values]
+
+        def match_source(r: RequestView) -> bool:
+            addr = _ip(r.source_ip)
+            return addr is not None and any(addr.version == n.version and addr in n for n in nets)
+        return match_source
+    raise ValueError(f"unknown condition field {fld!r}")
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    priority: int
+    predicates: tuple[Predicate, ...]
+    actions: tuple[Action, ...]
+
+    def matches(self, req: RequestView) -> bool:
+        return all(p(req) for p in self.predicates)
+
+
+class RuleTable:
+    """A listener's rules, compiled once; `match` is called per request."""
+
+    def __init__(self, listener: Listener) -> None:
+        self.rules = tuple(
+            CompiledRule(r.priority, tuple(compile_condition(c) for c in r.conditions), r.actions)
+            for r in sorted(listener.rules, key=lambda r: r.priority)
+        )
+        self.default = Match(0, listener.default_actions)
+
+    def match(self, req: RequestView) -> Match:
+        for rule in self.rules:
+            if rule.matches(req):
+                return Match(rule.priority, rule.actions)
+        return self.default

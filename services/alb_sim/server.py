@@ -1,0 +1,555 @@
+"""The ALB's client side: one bare asyncio Protocol per client connection (httptools parser).
+
+Per request: limits and AWS's 4xx/5xx checks, rule evaluation, then the action: redirect and
+fixed-response are answered here; forward picks a target and relays over a pooled upstream
+connection (upstream.py), streaming bodies both ways with flow control. Requests on one
+connection are answered in order (pipelined requests wait in a queue). One access-log entry
+per request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+
+import httptools
+
+from . import httpmsg
+from .access_log import AccessLogEntry, format_entry, malformed_request_field, request_field
+from .config import FixedResponseAction, ForwardAction, RedirectAction
+from .limits import MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
+from .redirect import RedirectRequest, build_location, redirect_status
+from .rules import RequestView, host_without_port
+from .runtime import ListenerRuntime, TargetGroupRuntime, log_event
+from .upstream import UpstreamConnection, UpstreamError
+from .xff import process_xff
+
+BODY_BUFFER_LIMIT = 1 << 20  # pause reading the client beyond this much unsent request body
+
+
+class Reject(Exception):
+    """Raised inside parser callbacks: answer `status` and close the connection."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+
+
+class Exchange:
+    """One request/response on a client connection."""
+
+    __slots__ = (
+        "created", "t0", "method", "url", "version", "headers", "keep_alive", "chunked_in",
+        "content_length", "has_body", "body_buf", "body_buffered", "body_done", "reject", "url_len",
+        "header_bytes", "received_bytes", "sent_bytes", "upstream", "finished", "response_started",
+        "resp_chunked", "elb_status", "target_status", "target", "group", "priority", "actions",
+        "trace", "redirect_url", "error_reason", "t_pick", "t_sent", "t_head", "reused", "retried", "head", "pending_head",
+        "host", "uri", "user_agent",
+    )
+
+    def __init__(self, created: float, t0: float) -> None:
+        self.created, self.t0 = created, t0
+        self.method = b""
+        self.url: list[bytes] = []
+        self.version = "1.1"
+        self.headers: list[tuple[bytes, bytes]] = []
+        self.keep_alive = True
+        self.chunked_in = False
+        self.content_length: bytes | None = None
+        self.has_body = False
+        self.body_buf: list[bytes] = []
+        self.body_buffered = 0
+        self.body_done = False
+        self.reject: tuple[int, str] | None = None
+        self.url_len = self.header_bytes = self.received_bytes = self.sent_bytes = 0
+        self.upstream: UpstreamConnection | None = None
+        self.finished = self.response_started = self.resp_chunked = False
+        self.elb_status: int | None = None
+        self.target_status: int | None = None
+        self.target: str | None = None
+        self.group: TargetGroupRuntime | None = None
+        self.priority: int | None = None
+        self.actions: tuple[str, ...] = ()
+        self.trace: str | None = None
+        self.redirect_url: str | None = None
+        self.error_reason: str | None = None
+        self.t_pick = self.t_sent = self.t_head = 0.0
+        self.reused = self.retried = False
+        self.head = self.pending_head = b""
+        self.host = ""
+        self.uri = "/"
+        self.user_agent: str | None = None
+
+
+class ClientConnection(asyncio.Protocol):
+    def __init__(self, lr: ListenerRuntime) -> None:
+        self.lr = lr
+        self.alb = lr.alb
+        self.loop = lr.alb.loop
+        self.idle_timeout = lr.alb.attributes.idle_timeout
+        self.parser = httptools.HttpRequestParser(self)
+        self.transport: asyncio.Transport | None = None
+        self.queue: deque[Exchange] = deque()
+        self.current: Exchange | None = None
+        self.closing = False
+        self.first_data = True
+        self.reading_paused = False
+        self.last_activity = self.loop.time()
+        self._idle_timer: asyncio.TimerHandle | None = None
+        self.client_ip = "-"
+        self.client_port = 0
+        self.tls: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
+
+    # --- asyncio.Protocol ---------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop transports are not subclasses
+        peer = transport.get_extra_info("peername") or ("-", 0)
+        self.client_ip, self.client_port = peer[0], peer[1]
+        ssl_obj = transport.get_extra_info("ssl_object")
+        if ssl_obj is not None:
+            cipher = ssl_obj.cipher()
+            cert = self.lr.listener.certificate
+            chosen = "session-reused" if ssl_obj.session_reused else (cert.arn if cert else None)
+            self.tls = (cipher[0] if cipher else None, ssl_obj.version(),
+                        getattr(ssl_obj, "alb_sni", None), chosen)
+        self._arm_idle()
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.loop.time()
+        if self.closing:
+            return
+        if self.first_data:
+            self.first_data = False
+            if data.startswith(b"PRI * HTTP/2.0"):
+                self._protocol_error(505, "HTTP/2 connection preface on an HTTP/1 connection")
+                return
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            if isinstance(cause, Reject):
+                self._protocol_error(cause.status, str(cause))
+            else:
+                log_event("error", where="request callback", error=repr(cause))
+                self._protocol_error(400, f"internal error: {cause!r}")
+        except httptools.HttpParserUpgrade:
+            if self.queue:  # upgrade is not supported: answer the request, then close
+                self.queue[-1].keep_alive = False
+        except httptools.HttpParserError as exc:
+            self._protocol_error(400, f"malformed request: {exc}")
+        except Exception as exc:  # bad bytes must never take the process down
+            log_event("error", where="data_received", error=repr(exc))
+            self._protocol_error(400, f"internal error: {exc!r}")
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closing = True
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
+        while self.queue:
+            ex = self.queue.popleft()
+            if ex.upstream is not None:
+                ex.upstream.close()
+                ex.upstream = None
+            if not ex.finished:
+                if ex.elb_status is None:
+                    ex.elb_status = 460  # client closed before the ALB could answer
+                self._log(ex)
+                ex.finished = True
+
+    def pause_writing(self) -> None:
+        ex = self.queue[0] if self.queue else None
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        ex = self.queue[0] if self.queue else None
+        if ex is not None and ex.upstream is not None:
+            ex.upstream.resume_reading()
+
+    # --- httptools callbacks (the request being parsed is self.current) -----------------
+    def on_message_begin(self) -> None:
+        self.current = Exchange(self.alb.clock(), self.loop.time())
+
+    def on_url(self, url: bytes) -> None:
+        ex = self.current
+        assert ex is not None
+        ex.url_len += len(url)
+        if ex.url_len > MAX_REQUEST_LINE:
+            raise Reject(400, "request line larger than 16K")
+        ex.url.append(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        ex = self.current
+        assert ex is not None
+        size = len(name) + len(value) + 4
+        ex.header_bytes += size
+        if size > MAX_SINGLE_HEADER or ex.header_bytes > MAX_REQUEST_HEADERS:
+            raise Reject(400, "request header larger than 16K / headers larger than 64K")
+        ex.headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        ex = self.current
+        assert ex is not None
+        p = self.parser
+        ex.method = p.get_method()
+        ex.version = p.get_http_version()
+        ex.keep_alive = p.should_keep_alive()  # only valid inside this callback
+        for name, value in ex.headers:
+            lname = name.lower()
+            if lname == b"transfer-encoding":
+                if httpmsg.bad_transfer_encoding(value):
+                    raise Reject(501, f"Transfer-Encoding {value!r} is not supported")
+                ex.chunked_in = ex.chunked_in or b"chunked" in value.lower()
+            elif lname == b"content-length":
+                ex.content_length = value.strip()
+            elif lname == b"host":
+                ex.host = value.decode("latin-1")
+            elif lname == b"user-agent":
+                ex.user_agent = value.decode("latin-1")
+        ex.has_body = ex.chunked_in or (ex.content_length not in (None, b"0"))
+        ex.received_bytes = len(ex.method) + ex.url_len + 13 + ex.header_bytes
+        if ex.version not in ("1.0", "1.1"):
+            ex.reject, ex.keep_alive = (505, f"HTTP/{ex.version} on an HTTP/1 listener"), False
+        elif ex.method == b"TRACE":
+            ex.reject = (405, "TRACE is not allowed")
+        elif ex.version == "1.1" and not ex.host:
+            ex.reject, ex.keep_alive = (400, "HTTP/1.1 request without Host"), False
+        if self.closing:
+            return
+        self.queue.append(ex)
+        if len(self.queue) == 1:
+            self._start(ex)
+
+    def on_body(self, body: bytes) -> None:
+        ex = self.current
+        assert ex is not None
+        ex.received_bytes += len(body)
+        if ex.finished:
+            return
+        if ex.upstream is not None:
+            ex.upstream.send_body(body, ex.chunked_in)
+            return
+        ex.body_buf.append(body)
+        ex.body_buffered += len(body)
+        if ex.body_buffered > BODY_BUFFER_LIMIT:
+            self._pause_reading()
+
+    def on_message_complete(self) -> None:
+        ex, self.current = self.current, None
+        assert ex is not None
+        ex.body_done = True
+        if ex.upstream is not None and not ex.finished:
+            ex.upstream.send_body_end(ex.chunked_in)
+
+    # --- request handling ---------------------------------------------------------------
+    def _start(self, ex: Exchange) -> None:
+        url = b"".join(ex.url)
+        target = httpmsg.parse_target(url)
+        ex.uri = target.origin_form.decode("latin-1")
+        if target.authority:
+            ex.host = target.authority
+        if ex.reject is not None:
+            self._respond_local(ex, ex.reject[0], error=ex.reject[1])
+            return
+        xff_lines = [v.decode("latin-1") for n, v in ex.headers if n.lower() == b"x-forwarded-for"]
+        attrs = self.alb.attributes
+        xff = process_xff(xff_lines, mode=attrs.xff_mode, client_ip=self.client_ip,
+                          client_port=self.client_port, client_port_enabled=attrs.xff_client_port)
+        if xff.too_many:
+            self._respond_local(ex, 463, error=f"X-Forwarded-For has {xff.address_count} addresses")
+            return
+        ex.trace = self.alb.trace.process(self._header(ex, b"x-amzn-trace-id"))
+        view = RequestView(method=ex.method.decode("latin-1"), path=target.path, query=target.query,
+                           host=ex.host, headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in ex.headers],
+                           source_ip=self.client_ip)
+        match = self.lr.rules.match(view)
+        ex.priority = match.priority
+        action = match.actions[0]
+        if isinstance(action, RedirectAction):
+            loc = build_location(action, RedirectRequest(self.lr.listener.protocol, host_without_port(ex.host),
+                                                         self.lr.listener.port, target.path, target.query))
+            ex.actions, ex.redirect_url = ("redirect",), loc
+            self._respond_local(ex, redirect_status(action), extra=(("Location", loc),))
+            return
+        if isinstance(action, FixedResponseAction):
+            ex.actions = ("fixed-response",)
+            self._respond_local(ex, int(action.status_code), body=action.message_body.encode(),
+                                content_type=action.content_type)
+            return
+        assert isinstance(action, ForwardAction)
+        ex.actions = ("forward",)
+        group = self.alb.choose_group(action)
+        ex.group = group
+        chosen = group.pick()
+        if chosen is None:
+            self._respond_local(ex, 503, error="target group has no registered targets")
+            return
+        ex.target = f"{chosen.ip}:{chosen.port}"
+        ex.t_pick = self.loop.time()
+        host = httpmsg.upstream_host(ex.host or None, listener_port=self.lr.listener.port,
+                                     preserve=attrs.preserve_host, absolute_authority=target.authority,
+                                     dns_name=self.alb.config.dns_name)
+        framing = (b"Transfer-Encoding: chunked" if ex.chunked_in else
+                   b"Content-Length: " + ex.content_length if ex.content_length is not None else None)
+        ex.head = httpmsg.build_upstream_head(ex.method, target.origin_form, ex.headers, host=host, xff=xff.value,
+                                              proto=self.lr.scheme, port=self.lr.listener.port,
+                                              trace_id=ex.trace, framing=framing)
+        self._acquire(ex, (chosen.ip, chosen.port, group.tls), fresh=False)
+
+    def _acquire(self, ex: Exchange, key: tuple[str, int, bool], fresh: bool) -> None:
+        def ready(conn: UpstreamConnection, reused: bool) -> None:
+            if self.closing or ex.finished or not self.queue or self.queue[0] is not ex:
+                self.alb.pool.release(conn)
+                return
+            ex.upstream, ex.reused = conn, reused
+            ex.t_sent = self.loop.time()
+            conn.start(self, ex.head, head_only=ex.method == b"HEAD")
+            for chunk in ex.body_buf:
+                conn.send_body(chunk, ex.chunked_in)
+            ex.body_buf.clear()
+            ex.body_buffered = 0
+            if ex.body_done:
+                conn.send_body_end(ex.chunked_in)
+            self._resume_reading()
+
+        def failed(error: UpstreamError) -> None:
+            if not self.closing and not ex.finished and self.queue and self.queue[0] is ex:
+                self._upstream_failed(ex, error)
+
+        self.alb.pool.acquire(key, ready, failed, fresh=fresh)
+
+    def _header(self, ex: Exchange, lname: bytes) -> str | None:
+        for name, value in ex.headers:
+            if name.lower() == lname:
+                return value.decode("latin-1")
+        return None
+
+    # --- upstream events (always for self.queue[0]) -----------------------------------
+    def on_upstream_interim(self, status: int, text: bytes) -> None:
+        ex = self.queue[0]
+        if ex.version == "1.1" and self.transport is not None:
+            self._write(ex, b"HTTP/1.1 %d %s\r\n\r\n" % (status, text))
+
+    def on_upstream_head(self, status: int, text: bytes, headers: list[tuple[bytes, bytes]],
+                         content_length: bytes | None, chunked: bool) -> None:
+        ex = self.queue[0]
+        ex.t_head = self.loop.time()
+        ex.target_status = status
+        no_body = ex.method == b"HEAD" or status in (204, 304)
+        if no_body:
+            framing = b"Content-Length: " + content_length if content_length is not None else None
+        elif content_length is not None and not chunked:
+            framing = b"Content-Length: " + content_length
+        elif ex.version == "1.1":
+            framing, ex.resp_chunked = b"Transfer-Encoding: chunked", True
+        else:
+            framing, ex.keep_alive = None, False  # HTTP/1.0 client: close-delimited body
+        if not ex.body_done:
+            ex.keep_alive = False  # answered before the request body ended: do not reuse
+        ex.response_started = True
+        # Held back so the head and the first body bytes leave in one TLS record / one send.
+        ex.pending_head = httpmsg.build_response_head(status, text, headers, framing=framing,
+                                                      keep_alive=ex.keep_alive, http10_client=ex.version == "1.0")
+
+    def on_upstream_body(self, data: bytes) -> None:
+        ex = self.queue[0]
+        head, ex.pending_head = ex.pending_head, b""
+        if ex.resp_chunked:
+            self._write(ex, b"".join((head, b"%x\r\n" % len(data), data, b"\r\n")))
+        else:
+            self._write(ex, head + data if head else data)
+
+    def on_upstream_complete(self, reusable: bool) -> None:
+        ex = self.queue[0]
+        head, ex.pending_head = ex.pending_head, b""
+        if ex.resp_chunked or head:
+            self._write(ex, head + b"0\r\n\r\n" if ex.resp_chunked else head)
+        conn, ex.upstream = ex.upstream, None
+        if conn is not None:
+            if reusable and ex.body_done:
+                self.alb.pool.release(conn)
+            else:
+                conn.close()
+        ex.elb_status = ex.target_status
+        self._finish(ex)
+
+    def on_upstream_data_end(self) -> None:
+        """End of one upstream read: a head still held back goes out now."""
+        ex = self.queue[0]
+        if ex.pending_head:
+            self._write(ex, ex.pending_head)
+            ex.pending_head = b""
+
+    def on_upstream_error(self, error: UpstreamError) -> None:
+        ex = self.queue[0]
+        ex.upstream = None
+        self._upstream_failed(ex, error)
+
+    def on_upstream_pause_writing(self) -> None:
+        self._pause_reading()
+
+    def on_upstream_resume_writing(self) -> None:
+        self._resume_reading()
+
+    def _upstream_failed(self, ex: Exchange, error: UpstreamError) -> None:
+        if ex.pending_head:
+            self._write(ex, ex.pending_head)
+            ex.pending_head = b""
+        if ex.response_started:
+            ex.elb_status = ex.target_status
+            ex.error_reason = error.kind
+            ex.keep_alive = False
+            self._finish(ex, abort=True)
+            return
+        if error.retryable and ex.reused and not ex.has_body and not ex.retried and ex.group is not None:
+            ex.retried = True  # a pooled connection the target had closed: one fresh attempt
+            ip, _, port = ex.target.rpartition(":") if ex.target else ("", "", "0")
+            self._acquire(ex, (ip, int(port), ex.group.tls), fresh=True)
+            return
+        ex.target_status = None
+        if not ex.body_done:
+            ex.keep_alive = False
+        self._respond_local(ex, error.status, error=str(error))
+
+    # --- responses, logging, connection state ---------------------------------------------
+    def _respond_local(self, ex: Exchange, status: int, *, body: bytes | None = None,
+                       content_type: str = "text/html", extra: tuple[tuple[str, str], ...] = (),
+                       error: str | None = None) -> None:
+        if error and status >= 500:
+            log_event("error", node=self.lr.node.name, status=status, client=f"{self.client_ip}:{self.client_port}",
+                      target=ex.target, detail=error)
+        if status in (400, 501, 505):
+            ex.keep_alive = False
+        ex.elb_status = status
+        payload = httpmsg.alb_response(status, date=self.alb.http_date(),
+                                       body=httpmsg.error_body(status) if body is None else body,
+                                       content_type=content_type, keep_alive=ex.keep_alive, extra=extra,
+                                       head_only=ex.method == b"HEAD")
+        self._write(ex, payload)
+        self._finish(ex)
+
+    def _finish(self, ex: Exchange, abort: bool = False) -> None:
+        ex.finished = True
+        self._log(ex)
+        if self.queue and self.queue[0] is ex:
+            self.queue.popleft()
+        if ex.upstream is not None:
+            ex.upstream.close()
+            ex.upstream = None
+        if abort and self.transport is not None:
+            self.closing = True
+            self.transport.abort()
+            return
+        if not ex.keep_alive:
+            self._close()
+            return
+        self._resume_reading()
+        if self.queue:
+            self._start(self.queue[0])
+        else:
+            self.last_activity = self.loop.time()
+
+    def _log(self, ex: Exchange) -> None:
+        dispatched = ex.t_sent > 0
+        ssl_cipher, ssl_protocol, sni, cert_arn = self.tls
+        version = f"HTTP/{ex.version}"
+        host = host_without_port(ex.host) if ex.host else self.lr.node.address
+        entry = AccessLogEntry(
+            type=self.lr.scheme, time=self.alb.clock(), elb=self.alb.config.lb_id,
+            client=f"{self.client_ip}:{self.client_port}", request_creation_time=ex.created,
+            elb_status_code=ex.elb_status, target=ex.target,
+            request_processing_time=((ex.t_sent or ex.t_pick) - ex.t0) if ex.t_pick else None,
+            target_processing_time=(ex.t_head - ex.t_sent) if dispatched and ex.t_head else None,
+            response_processing_time=0.0 if dispatched and ex.t_head else None,
+            target_status_code=ex.target_status if dispatched else None,
+            received_bytes=ex.received_bytes, sent_bytes=ex.sent_bytes,
+            request=request_field(ex.method.decode("latin-1"), self.lr.scheme, host, self.lr.listener.port,
+                                  ex.uri, version),
+            user_agent=ex.user_agent, ssl_cipher=ssl_cipher, ssl_protocol=ssl_protocol,
+            target_group_arn=ex.group.tg.arn if ex.group else None, trace_id=ex.trace, domain_name=sni,
+            chosen_cert_arn=cert_arn, matched_rule_priority=ex.priority, actions_executed=ex.actions,
+            redirect_url=ex.redirect_url, error_reason=None,
+        )
+        self.lr.log.write(format_entry(entry))
+
+    def _protocol_error(self, status: int, detail: str) -> None:
+        """The client sent bytes we cannot parse: answer (after earlier requests), log, close."""
+        if self.closing or self.transport is None:
+            return
+        ex = self.current or Exchange(self.alb.clock(), self.loop.time())
+        self.current = None
+        self._pause_reading()
+        if self.queue:  # earlier pipelined requests are still being answered: close after them
+            self.queue[-1].keep_alive = False
+            return
+        ex.keep_alive = False
+        ex.elb_status = status
+        method = ex.method.decode("latin-1") if ex.method else ""
+        payload = httpmsg.alb_response(status, date=self.alb.http_date(), body=httpmsg.error_body(status),
+                                       keep_alive=False)
+        self._write(ex, payload)
+        ssl_cipher, ssl_protocol, sni, cert_arn = self.tls
+        entry = AccessLogEntry(
+            type=self.lr.scheme, time=self.alb.clock(), elb=self.alb.config.lb_id,
+            client=f"{self.client_ip}:{self.client_port}", request_creation_time=ex.created,
+            elb_status_code=status, received_bytes=ex.received_bytes, sent_bytes=ex.sent_bytes,
+            request=(malformed_request_field(self.lr.scheme, self.lr.node.address, self.lr.listener.port)
+                     if status == 400 or not method else
+                     request_field(method, self.lr.scheme, host_without_port(ex.host) or self.lr.node.address,
+                                   self.lr.listener.port, b"".join(ex.url).decode("latin-1"), f"HTTP/{ex.version}")),
+            user_agent=ex.user_agent, ssl_cipher=ssl_cipher, ssl_protocol=ssl_protocol, domain_name=sni,
+            chosen_cert_arn=cert_arn, error_reason=None,
+        )
+        self.lr.log.write(format_entry(entry))
+        if status >= 500:
+            log_event("error", node=self.lr.node.name, status=status, client=f"{self.client_ip}:{self.client_port}",
+                      detail=detail)
+        self._close()
+
+    def _write(self, ex: Exchange, data: bytes) -> None:
+        ex.sent_bytes += len(data)
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(data)
+
+    def _close(self) -> None:
+        self.closing = True
+        if self.transport is not None:
+            self.transport.close()
+
+    def _pause_reading(self) -> None:
+        if not self.reading_paused and self.transport is not None and not self.transport.is_closing():
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _resume_reading(self) -> None:
+        if self.reading_paused and not self.closing and self.transport is not None:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def _arm_idle(self) -> None:
+        self._idle_timer = self.loop.call_at(self.last_activity + self.idle_timeout, self._idle_check)
+
+    def _idle_check(self) -> None:
+        self._idle_timer = None
+        if self.closing:
+            return
+        if self.queue or self.loop.time() - self.last_activity < self.idle_timeout:
+            if self.queue:
+                self.last_activity = self.loop.time()  # the upstream side times a request out
+            self._arm_idle()
+            return
+        if self.current is not None:  # a request was started but never finished
+            ex = self.current
+            self.current = None
+            ex.keep_alive = False
+            ex.elb_status = 408
+            self._write(ex, httpmsg.alb_response(408, date=self.alb.http_date(), body=httpmsg.error_body(408),
+                                                 keep_alive=False))
+        self._close()
+
+
+def ssl_error_is_noise(context: dict[str, object]) -> bool:
+    """TLS handshake failures from clients are peers' mistakes, not ours."""
+    exc = context.get("exception")
+    return isinstance(exc, (ssl.SSLError, ConnectionResetError, BrokenPipeError))

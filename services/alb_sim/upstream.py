@@ -1,0 +1,313 @@
+"""Connections from the ALB to its targets: a keep-alive pool of bare asyncio Protocols.
+
+HTTPS to targets does not verify certificates (like AWS). A connection serves one request at a
+time; when the response is complete and both sides allow keep-alive it goes back to the pool
+(LIFO, so the warmest connection is reused first) and is closed after the idle timeout.
+Errors are reported as `UpstreamError` with the status the ALB answers (502/504).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections import deque
+from typing import Callable, Protocol
+
+import httptools
+
+from .limits import MAX_RESPONSE_HEADERS, TARGET_CONNECT_TIMEOUT
+
+PoolKey = tuple[str, int, bool]  # (ip, port, tls)
+
+
+class UpstreamError(Exception):
+    """A target failure; `status` is what the ALB answers if no response was relayed yet."""
+
+    def __init__(self, kind: str, status: int, detail: str = "", *, retryable: bool = False) -> None:
+        super().__init__(f"{kind}: {detail}" if detail else kind)
+        self.kind = kind
+        self.status = status
+        self.retryable = retryable  # nothing was received: a fresh connection may succeed
+
+
+class UpstreamHandler(Protocol):
+    def on_upstream_interim(self, status: int, text: bytes) -> None: ...
+    def on_upstream_head(self, status: int, text: bytes, headers: list[tuple[bytes, bytes]],
+                         content_length: bytes | None, chunked: bool) -> None: ...
+    def on_upstream_body(self, data: bytes) -> None: ...
+    def on_upstream_data_end(self) -> None: ...
+    def on_upstream_complete(self, reusable: bool) -> None: ...
+    def on_upstream_error(self, error: UpstreamError) -> None: ...
+    def on_upstream_pause_writing(self) -> None: ...
+    def on_upstream_resume_writing(self) -> None: ...
+
+
+def client_tls_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    ctx.set_alpn_protocols(["http/1.1"])
+    return ctx
+
+
+class UpstreamConnection(asyncio.Protocol):
+    def __init__(self, pool: "UpstreamPool", key: PoolKey) -> None:
+        self.pool = pool
+        self.key = key
+        self.loop = pool.loop
+        self.transport: asyncio.Transport | None = None
+        self.parser = httptools.HttpResponseParser(self)
+        self.handler: UpstreamHandler | None = None
+        self.closed = False
+        self.last_activity = 0.0
+        self.idle_since = 0.0
+        self._timer: asyncio.TimerHandle | None = None
+        self._reset_message()
+
+    def _reset_message(self) -> None:
+        self._status_text = b""
+        self._headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._head_seen = False
+        self._interim = False
+        self._keep_alive = False
+        self._framed = False
+        self._head_only = False
+        self._received_any = False
+
+    # --- asyncio.Protocol -------------------------------------------------------------
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # uvloop transports are not subclasses
+
+    def data_received(self, data: bytes) -> None:
+        self.last_activity = self.loop.time()
+        if self.handler is None:
+            self.close()  # unsolicited bytes on an idle connection: never reuse it
+            return
+        self._received_any = True
+        try:
+            self.parser.feed_data(data)
+            if self.handler is not None:
+                self.handler.on_upstream_data_end()
+        except httptools.HttpParserCallbackError as exc:
+            cause = exc.__context__
+            self._fail(cause if isinstance(cause, UpstreamError) else
+                       UpstreamError("bad_response", 502, f"callback error: {cause!r}"))
+        except httptools.HttpParserError as exc:
+            self._fail(UpstreamError("bad_response", 502, str(exc)))
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        self._cancel_timer()
+        self.pool.forget(self)
+        if self.handler is None:
+            return
+        if self._head_seen and not self._framed and not self._interim:
+            self._complete(reusable=False)  # close-delimited body ends here
+            return
+        detail = f"target closed the connection ({exc!r})" if exc else "target closed the connection"
+        self._fail(UpstreamError("reset", 502, detail, retryable=not self._received_any))
+
+    def pause_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.on_upstream_pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.handler is not None:
+            self.handler.on_upstream_resume_writing()
+
+    # --- httptools callbacks ----------------------------------------------------------
+    def on_status(self, status: bytes) -> None:
+        self._status_text += status
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value) + 4
+        if self._header_bytes > MAX_RESPONSE_HEADERS:
+            raise UpstreamError("bad_response", 502, "response header larger than 32K")
+        self._headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        status = self.parser.get_status_code()
+        self._keep_alive = self.parser.should_keep_alive()  # only valid in this callback
+        assert self.handler is not None
+        if 100 <= status < 200 and status != 101:
+            self._interim = True
+            self.handler.on_upstream_interim(status, self._status_text)
+            return
+        content_length = None
+        chunked = False
+        for name, value in self._headers:
+            lname = name.lower()
+            if lname == b"content-length":
+                content_length = value.strip()
+            elif lname == b"transfer-encoding" and b"chunked" in value.lower():
+                chunked = True
+        self._framed = chunked or content_length is not None or status in (204, 304) or self._head_only
+        self._head_seen = True
+        self.handler.on_upstream_head(status, self._status_text, self._headers, content_length, chunked)
+        if self._head_only and self.handler is not None:
+            # httptools cannot be told a HEAD response has no body: finish here, never reuse.
+            self._complete(reusable=False)
+
+    def on_body(self, body: bytes) -> None:
+        if self.handler is not None:
+            self.handler.on_upstream_body(body)
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._reset_message()
+            self._received_any = True
+            return
+        if self.handler is not None:
+            self._complete(reusable=self._keep_alive)
+
+    # --- used by the ALB request path ------------------------------------------------
+    @property
+    def usable(self) -> bool:
+        return not self.closed and self.transport is not None and not self.transport.is_closing()
+
+    def start(self, handler: UpstreamHandler, head: bytes, *, head_only: bool) -> None:
+        assert self.transport is not None
+        self.handler = handler
+        self._reset_message()
+        self._head_only = head_only
+        self.last_activity = self.loop.time()
+        self._arm_timer()
+        self.transport.write(head)
+
+    def send_body(self, data: bytes, chunked: bool) -> None:
+        if self.transport is None or self.closed or not data:
+            return
+        if chunked:
+            self.transport.writelines((b"%x\r\n" % len(data), data, b"\r\n"))
+        else:
+            self.transport.write(data)
+
+    def send_body_end(self, chunked: bool) -> None:
+        if chunked and self.transport is not None and not self.closed:
+            self.transport.write(b"0\r\n\r\n")
+
+    def pause_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None and not self.closed:
+            self.transport.resume_reading()
+
+    def close(self) -> None:
+        self.handler = None
+        self._cancel_timer()
+        if self.transport is not None and not self.closed:
+            self.transport.abort()
+
+    # --- internals ----------------------------------------------------------------------
+    def _complete(self, reusable: bool) -> None:
+        handler, self.handler = self.handler, None
+        self._cancel_timer()
+        if handler is not None:
+            handler.on_upstream_complete(reusable and self.usable)
+
+    def _fail(self, error: UpstreamError) -> None:
+        handler, self.handler = self.handler, None
+        self.close()
+        if handler is not None:
+            handler.on_upstream_error(error)
+
+    def _arm_timer(self) -> None:
+        self._cancel_timer()
+        self._timer = self.loop.call_at(self.last_activity + self.pool.idle_timeout, self._check_timeout)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check_timeout(self) -> None:
+        self._timer = None
+        if self.handler is None:
+            return
+        if self.loop.time() - self.last_activity >= self.pool.idle_timeout:
+            self._fail(UpstreamError("response_timeout", 504, "no response within the idle timeout"))
+        else:
+            self._arm_timer()
+
+
+class UpstreamPool:
+    """Idle keep-alive connections per (ip, port, tls)."""
+
+    MAX_IDLE_PER_KEY = 256
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, idle_timeout: float,
+                 connect_timeout: float = TARGET_CONNECT_TIMEOUT) -> None:
+        self.loop = loop
+        self.idle_timeout = idle_timeout
+        self.connect_timeout = connect_timeout
+        self.tls = client_tls_context()
+        self.idle: dict[PoolKey, deque[UpstreamConnection]] = {}
+        self.opened = 0  # connections opened so far (for tests and the admin API)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def acquire(self, key: PoolKey, on_ready: Callable[[UpstreamConnection, bool], None],
+                on_error: Callable[[UpstreamError], None], *, fresh: bool = False) -> None:
+        """Call `on_ready(conn, reused)` now (idle connection) or later (new one), or `on_error`."""
+        conns = self.idle.get(key)
+        while conns and not fresh:
+            conn = conns.pop()
+            if conn.usable:
+                on_ready(conn, True)
+                return
+        task = self.loop.create_task(self._connect(key, on_ready, on_error))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _connect(self, key: PoolKey, on_ready: Callable[[UpstreamConnection, bool], None],
+                       on_error: Callable[[UpstreamError], None]) -> None:
+        ip, port, tls = key
+        try:
+            _, conn = await asyncio.wait_for(self.loop.create_connection(
+                lambda: UpstreamConnection(self, key), ip, port,
+                ssl=self.tls if tls else None, server_hostname="" if tls else None,
+                ssl_handshake_timeout=self.connect_timeout if tls else None), self.connect_timeout)
+        except asyncio.TimeoutError:
+            on_error(UpstreamError("connect_timeout", 504, f"connect to {ip}:{port} not done within "
+                                   f"{self.connect_timeout:g} s"))
+            return
+        except ssl.SSLError as exc:
+            on_error(UpstreamError("tls", 502, f"TLS handshake with {ip}:{port} failed: {exc}"))
+            return
+        except OSError as exc:
+            on_error(UpstreamError("connect", 502, f"connect to {ip}:{port} failed: {exc.strerror or exc}"))
+            return
+        self.opened += 1
+        on_ready(conn, False)
+
+    def release(self, conn: UpstreamConnection) -> None:
+        if not conn.usable:
+            return
+        conns = self.idle.setdefault(conn.key, deque())
+        if len(conns) >= self.MAX_IDLE_PER_KEY:
+            conn.close()
+            return
+        conn.idle_since = self.loop.time()
+        conns.append(conn)
+        self.loop.call_at(conn.idle_since + self.idle_timeout, self._expire, conn, conn.idle_since)
+
+    def forget(self, conn: UpstreamConnection) -> None:
+        conns = self.idle.get(conn.key)
+        if conns and conn in conns:
+            conns.remove(conn)
+
+    def _expire(self, conn: UpstreamConnection, idle_since: float) -> None:
+        conns = self.idle.get(conn.key)
+        if conn.idle_since == idle_since and conns and conn in conns:
+            conns.remove(conn)
+            conn.close()
+
+    def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for conns in self.idle.values():
+            for conn in list(conns):
+                conn.close()
+        self.idle.clear()

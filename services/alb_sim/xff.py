@@ -1,0 +1,72 @@
+"""X-Forwarded-For processing (pure: no I/O).
+
+`routing.http.xff_header_processing.mode` (ALB docs, "X-Forwarded headers"):
+- append (default): no XFF -> `X-Forwarded-For: <client>`; existing -> `<existing>, <client>`.
+  With `routing.http.xff_client_port.enabled` the appended entry is `ip:port` (`[ip]:port` for
+  IPv6).
+- preserve: the header is forwarded untouched (absent stays absent); client port ignored.
+- remove: the header is deleted; client port ignored.
+
+Decision on SEVERAL X-Forwarded-For header lines (not documented by AWS; in this lab HAProxy's
+`option forwardfor` adds its own line after a client-sent one): the lines are combined, in the
+order received, joined with ", ", into ONE header; in append mode the peer is then appended to
+that single header. This is the RFC 9110 section 5.3 rule for list-valued fields, so the target
+sees the same chain as if one proxy had written it.
+
+Counting for HTTP 463: the addresses (comma-separated entries) in the X-Forwarded-For the ALB
+would forward - in append mode the combined header plus the appended peer, otherwise the
+combined header as received. More than 30 -> 463.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+from .limits import MAX_XFF_ADDRESSES
+
+MODES = ("append", "preserve", "remove")
+
+
+@dataclass(frozen=True)
+class XffResult:
+    value: str | None  # the single X-Forwarded-For to send upstream; None = send none
+    address_count: int
+
+    @property
+    def too_many(self) -> bool:
+        return self.address_count > MAX_XFF_ADDRESSES
+
+
+def client_entry(ip: str, port: int, with_port: bool) -> str:
+    if not with_port:
+        return ip
+    return f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
+
+
+def count_addresses(value: str | None) -> int:
+    if not value:
+        return 0
+    return sum(1 for part in value.split(",") if part.strip())
+
+
+def combine(lines: Sequence[str]) -> str | None:
+    """Several header lines -> one value, received order, ", " between them."""
+    kept = [line.strip() for line in lines if line.strip()]
+    return ", ".join(kept) if kept else None
+
+
+def process_xff(lines: Sequence[str], *, mode: str, client_ip: str, client_port: int,
+                client_port_enabled: bool = False) -> XffResult:
+    """Compute the X-Forwarded-For to forward from the received lines (in order)."""
+    if mode not in MODES:
+        raise ValueError(f"xff mode {mode!r} is not one of {', '.join(MODES)}")
+    received = combine(lines)
+    if mode == "append":
+        entry = client_entry(client_ip, client_port, client_port_enabled)
+        value = f"{received}, {entry}" if received else entry
+        return XffResult(value, count_addresses(value))
+    count = count_addresses(received)
+    if mode == "preserve":
+        return XffResult(received, count)
+    return XffResult(None, count)

@@ -1,0 +1,82 @@
+"""ALB access-log entries: field order and quoting exactly as AWS's example line."""
+
+from __future__ import annotations
+
+import calendar
+import re
+
+from services.alb_sim.access_log import (
+    FIELD_NAMES, AccessLogEntry, format_entry, iso_time, malformed_request_field, request_field,
+)
+
+# AWS's example (ALB access-log docs, HTTP entry), fields 1-29.
+AWS_EXAMPLE = (
+    'http 2018-07-02T22:23:00.186641Z app/my-loadbalancer/50dc6c495c0c9188 192.168.131.39:2817 10.0.0.1:80 '
+    '0.000 0.001 0.000 200 200 34 366 "GET http://www.example.com:80/ HTTP/1.1" "curl/7.46.0" - - '
+    'arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/my-targets/73e2d6bc24d8a067 '
+    '"Root=1-58337262-36d228ad5d99923122bbe354" "-" "-" 0 2018-07-02T22:22:48.364000Z "forward" "-" "-" '
+    '"10.0.0.1:80" "200" "-" "-"'
+)
+
+
+def ts(text: str) -> float:
+    base, frac = text.rstrip("Z").split(".")
+    return calendar.timegm(tuple(int(x) for x in re.split(r"[-T:]", base)) + (0, 0, 0)) + int(frac) / 1e6  # type: ignore[arg-type]
+
+
+def example_entry() -> AccessLogEntry:
+    return AccessLogEntry(
+        type="http", time=ts("2018-07-02T22:23:00.186641Z"), elb="app/my-loadbalancer/50dc6c495c0c9188",
+        client="192.168.131.39:2817", target="10.0.0.1:80", request_processing_time=0.0,
+        target_processing_time=0.001, response_processing_time=0.0, elb_status_code=200, target_status_code=200,
+        received_bytes=34, sent_bytes=366,
+        request=request_field("GET", "http", "www.example.com", 80, "/", "HTTP/1.1"), user_agent="curl/7.46.0",
+        target_group_arn="arn:aws:elasticloadbalancing:us-east-2:123456789012:targetgroup/my-targets/73e2d6bc24d8a067",
+        trace_id="Root=1-58337262-36d228ad5d99923122bbe354", matched_rule_priority=0,
+        request_creation_time=ts("2018-07-02T22:22:48.364000Z"), actions_executed=("forward",),
+    )
+
+
+def test_aws_example_line_reproduced_then_conn_trace_id() -> None:
+    assert format_entry(example_entry()) == AWS_EXAMPLE + " -"
+    entry = example_entry()
+    entry.conn_trace_id = "TID_1234abcd"
+    assert format_entry(entry) == AWS_EXAMPLE + " TID_1234abcd"
+
+
+def test_field_count_matches_names() -> None:
+    fields = re.findall(r'"[^"]*"|\S+', format_entry(example_entry()))
+    assert len(fields) == len(FIELD_NAMES) == 30
+    assert FIELD_NAMES[12] == "request" and FIELD_NAMES[20] == "matched_rule_priority"
+
+
+def test_not_dispatched_conventions() -> None:
+    entry = AccessLogEntry(type="https", time=0.0, elb="app/a/1", client="10.0.0.9:5000",
+                           request_creation_time=0.0, elb_status_code=503, matched_rule_priority=10,
+                           actions_executed=("forward",), request="GET https://h:443/x HTTP/1.1",
+                           ssl_cipher="ECDHE-ECDSA-AES128-GCM-SHA256", ssl_protocol="TLSv1.2",
+                           domain_name="h", chosen_cert_arn="arn:aws:acm:x")
+    assert format_entry(entry) == (
+        'https 1970-01-01T00:00:00.000000Z app/a/1 10.0.0.9:5000 - -1 -1 -1 503 - 0 0 '
+        '"GET https://h:443/x HTTP/1.1" "-" ECDHE-ECDSA-AES128-GCM-SHA256 TLSv1.2 - "-" "h" "arn:aws:acm:x" 10 '
+        '1970-01-01T00:00:00.000000Z "forward" "-" "-" "-" "-" "-" "-" -')
+
+
+def test_malformed_request_and_unknown_priority() -> None:
+    entry = AccessLogEntry(type="http", time=0.0, elb="app/a/1", client="1.2.3.4:1", request_creation_time=0.0,
+                           elb_status_code=400, request=malformed_request_field("http", "10.20.1.30", 80))
+    line = format_entry(entry)
+    assert '"- http://10.20.1.30:80- -"' in line
+    assert re.findall(r'"[^"]*"|\S+', line)[20] == "-"
+
+
+def test_quotes_and_control_characters_are_escaped() -> None:
+    entry = example_entry()
+    entry.user_agent = 'evil "agent"\n\\x'
+    line = format_entry(entry)
+    assert '"evil \\"agent\\"\\x0a\\\\x"' in line
+    assert "\n" not in line
+
+
+def test_iso_time_has_microseconds() -> None:
+    assert iso_time(1530570180.186641) == "2018-07-02T22:23:00.186641Z"

@@ -1,0 +1,92 @@
+"""Target health state machine, matcher and round-robin selection with fail open."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.alb_sim.health import (
+    DRAINING, HEALTHY, INITIAL, UNHEALTHY, UNUSED, CheckResult, Matcher, RoundRobin, TargetHealth,
+)
+
+OK, FAIL, TIMEOUT = CheckResult.passed(), CheckResult.failed(), CheckResult.timeout()
+
+
+def run(results: list[CheckResult], healthy: int = 3, unhealthy: int = 2) -> list[str]:
+    h = TargetHealth(healthy, unhealthy)
+    return [h.record(r) for r in results]
+
+
+def test_initial_state_and_reason() -> None:
+    h = TargetHealth(5, 2)
+    assert (h.state, h.reason, h.description) == (INITIAL, "Elb.InitialHealthChecking", "Initial health checks in progress")
+
+
+@pytest.mark.parametrize("results,states", [
+    ([OK], [HEALTHY]),                                  # one passed check after registration
+    ([FAIL, OK], [INITIAL, HEALTHY]),
+    ([FAIL, FAIL], [INITIAL, UNHEALTHY]),               # unhealthy_threshold failures from initial
+    ([OK, FAIL, OK, FAIL, FAIL], [HEALTHY, HEALTHY, HEALTHY, HEALTHY, UNHEALTHY]),  # consecutive only
+    ([OK, FAIL, FAIL, OK, OK, OK], [HEALTHY, HEALTHY, UNHEALTHY, UNHEALTHY, UNHEALTHY, HEALTHY]),
+    ([OK, FAIL, FAIL, OK, OK, FAIL, OK, OK, OK], [HEALTHY, HEALTHY, UNHEALTHY, UNHEALTHY, UNHEALTHY, UNHEALTHY,
+                                                  UNHEALTHY, UNHEALTHY, HEALTHY]),
+])
+def test_transitions(results: list[CheckResult], states: list[str]) -> None:
+    assert run(results) == states
+
+
+@pytest.mark.parametrize("result,reason,description", [
+    (CheckResult.failed(), "Target.FailedHealthChecks", "Health checks failed"),
+    (CheckResult.timeout(), "Target.Timeout", "Request timed out"),
+    (CheckResult.code_mismatch(503), "Target.ResponseCodeMismatch", "Health checks failed with these codes: [503]"),
+])
+def test_unhealthy_reasons(result: CheckResult, reason: str, description: str) -> None:
+    h = TargetHealth(2, 2)
+    h.record(OK)
+    h.record(result)
+    h.record(result)
+    assert (h.state, h.reason, h.description) == (UNHEALTHY, reason, description)
+    h.record(OK)
+    h.record(OK)
+    assert (h.state, h.reason, h.description) == (HEALTHY, None, None)
+
+
+def test_deregistration() -> None:
+    h = TargetHealth(2, 2)
+    h.record(OK)
+    h.deregister()
+    assert (h.state, h.reason) == (DRAINING, "Target.DeregistrationInProgress")
+    assert h.record(OK) == DRAINING
+    h.drained()
+    assert (h.state, h.reason) == (UNUSED, "Target.NotRegistered")
+
+
+@pytest.mark.parametrize("spec,code,expected", [
+    ("200", 200, True), ("200", 201, False),
+    ("200,301", 301, True), ("200,301", 302, False),
+    ("200-299", 250, True), ("200-299", 300, False),
+    ("200-299,404", 404, True),
+])
+def test_matcher(spec: str, code: int, expected: bool) -> None:
+    assert Matcher(spec).matches(code) is expected
+
+
+def test_matcher_rejects_bad_spec() -> None:
+    with pytest.raises(ValueError, match="'2xx' must be like 200"):
+        Matcher("2xx")
+
+
+def test_round_robin_over_healthy_only() -> None:
+    rr: RoundRobin[str] = RoundRobin()
+    picks = [rr.pick(["a", "b", "c"], [HEALTHY, UNHEALTHY, HEALTHY]) for _ in range(4)]
+    assert picks == ["a", "c", "a", "c"]
+
+
+def test_fail_open_when_no_target_is_healthy() -> None:
+    rr: RoundRobin[str] = RoundRobin()
+    picks = [rr.pick(["a", "b"], [UNHEALTHY, INITIAL]) for _ in range(4)]
+    assert picks == ["a", "b", "a", "b"]
+
+
+@pytest.mark.parametrize("targets,states", [([], []), (["a"], [UNUSED]), (["a", "b"], [DRAINING, UNUSED])])
+def test_nothing_registered_means_none(targets: list[str], states: list[str]) -> None:
+    assert RoundRobin[str]().pick(targets, states) is None

@@ -1,0 +1,164 @@
+"""Listener rule matching: AWS's documented semantics as exact input/output tables."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from services.alb_sim.config import ForwardAction, load_config
+from services.alb_sim.rules import RequestView, RuleTable, compile_condition, host_without_port, parse_query
+from services.alb_sim.config import Condition, QueryPair
+
+
+def req(path: str = "/", *, method: str = "GET", query: str = "", host: str = "www.example.com",
+        headers: tuple[tuple[str, str], ...] = (), source_ip: str = "10.0.0.1") -> RequestView:
+    return RequestView(method=method, path=path, query=query, host=host, headers=headers, source_ip=source_ip)
+
+
+@pytest.mark.parametrize("pattern,path,expected", [
+    ("/img/*", "/img/a.png", True),
+    ("/img/*", "/img/", True),
+    ("/img/*", "/img", False),
+    ("/img/*", "/IMG/a.png", False),            # case-sensitive
+    ("/api/*", "/api/v1/users", True),          # * spans slashes
+    ("/a?c", "/abc", True),                     # ? = exactly one character
+    ("/a?c", "/ac", False),
+    ("/a?c", "/abbc", False),
+    ("*.png", "/x/y.png", True),
+    ("/exact", "/exact", True),
+    ("/exact", "/exact/", False),
+    ("/a.b", "/aXb", False),                    # '.' is literal
+    ("/$x", "/$x", True),
+])
+def test_path_pattern(pattern: str, path: str, expected: bool) -> None:
+    pred = compile_condition(Condition("path-pattern", (pattern,)))
+    assert pred(req(path)) is expected
+
+
+def test_path_pattern_ignores_query_string() -> None:
+    pred = compile_condition(Condition("path-pattern", ("/search",)))
+    assert pred(req("/search", query="q=*")) is True
+
+
+@pytest.mark.parametrize("pattern,host,expected", [
+    ("*.example.com", "test.example.com", True),    # AWS doc example
+    ("*.example.com", "example.com", False),        # AWS doc example
+    ("*.example.com", "a.b.example.com", True),
+    ("www.example.com", "WWW.Example.COM", True),   # case-insensitive
+    ("www.example.com", "www.example.com:8443", True),  # port ignored
+    ("www.example.?om", "www.example.com", True),
+    ("www.example.?om", "www.example.om", False),
+    ("example.com", "example.org", False),
+])
+def test_host_header(pattern: str, host: str, expected: bool) -> None:
+    pred = compile_condition(Condition("host-header", (pattern,)))
+    assert pred(req(host=host)) is expected
+
+
+@pytest.mark.parametrize("name,values,headers,expected", [
+    ("User-Agent", ("*Chrome*", "*Safari*"), (("user-agent", "Mozilla Chrome/1"),), True),
+    ("User-Agent", ("*chrome*",), (("User-Agent", "Mozilla CHROME/1"),), True),   # value case-insensitive
+    ("x-env", ("prod",), (("X-ENV", "PROD"),), True),                              # name case-insensitive
+    ("X-Env", ("prod",), (("X-Env", "staging"), ("X-Env", "prod")), True),        # any line may match
+    ("X-Env", ("prod",), (("X-Other", "prod"),), False),
+    ("X-Env", ("p?od",), (("X-Env", "prod"),), True),
+])
+def test_http_header(name: str, values: tuple[str, ...], headers: Any, expected: bool) -> None:
+    pred = compile_condition(Condition("http-header", values, header_name=name))
+    assert pred(req(headers=headers)) is expected
+
+
+@pytest.mark.parametrize("method,expected", [("GET", True), ("HEAD", True), ("get", False), ("POST", False)])
+def test_http_request_method_is_exact_and_case_sensitive(method: str, expected: bool) -> None:
+    pred = compile_condition(Condition("http-request-method", ("GET", "HEAD")))
+    assert pred(req(method=method)) is expected
+
+
+@pytest.mark.parametrize("pairs,query,expected", [
+    ((QueryPair("version", "v1"),), "version=v1", True),
+    ((QueryPair("version", "v1"),), "VERSION=V1", True),            # case-insensitive
+    ((QueryPair("version", "v1"),), "a=1&version=v1&b=2", True),
+    ((QueryPair("version", "v1"),), "version=v2", False),
+    ((QueryPair("version", "v1"),), "other=v1", False),             # key must match
+    ((QueryPair(None, "v1"),), "anything=v1", True),                # value-only pair
+    ((QueryPair(None, "*example*"),), "a=an-example-value", True),
+    ((QueryPair("v", "1"), QueryPair(None, "x")), "k=x", True),     # values OR'ed
+    ((QueryPair("v", "1"),), "", False),
+    ((QueryPair("v", "?"),), "v=12", False),
+])
+def test_query_string(pairs: tuple[QueryPair, ...], query: str, expected: bool) -> None:
+    pred = compile_condition(Condition("query-string", pairs))
+    assert pred(req(query=query)) is expected
+
+
+@pytest.mark.parametrize("cidrs,ip,expected", [
+    (("10.20.1.0/24",), "10.20.1.77", True),
+    (("10.20.1.0/24",), "10.20.2.77", False),
+    (("10.20.1.0/24", "192.0.2.0/24"), "192.0.2.9", True),
+    (("2001:db8::/32",), "2001:db8::1", True),
+    (("2001:db8::/32",), "10.20.1.1", False),
+    (("10.20.1.0/24",), "::ffff:10.20.1.5", True),   # v4-mapped peer
+    (("10.20.1.0/24",), "not-an-ip", False),
+])
+def test_source_ip(cidrs: tuple[str, ...], ip: str, expected: bool) -> None:
+    pred = compile_condition(Condition("source-ip", cidrs))
+    assert pred(req(source_ip=ip)) is expected
+
+
+def test_source_ip_never_reads_x_forwarded_for() -> None:
+    pred = compile_condition(Condition("source-ip", ("198.51.100.0/24",)))
+    assert pred(req(source_ip="10.20.1.30", headers=(("X-Forwarded-For", "198.51.100.7"),))) is False
+
+
+def _listener(rules: list[dict[str, Any]]) -> Any:
+    cfg = load_config({
+        "name": "a", "arn": "arn:aws:elasticloadbalancing:eu-west-2:1:loadbalancer/app/a/1", "dns_name": "a.test",
+        "nodes": [{"name": "alb-a", "address": "127.0.0.1"}], "log_dir": "/tmp/x",
+        "listeners": [{"protocol": "HTTP", "port": 80, "rules": rules,
+                       "default_actions": [{"type": "forward", "target_group": "default"}]}],
+        "target_groups": [{"name": n, "arn": f"arn:tg/{n}", "port": 80} for n in ("default", "one", "two", "three")],
+    })
+    return cfg.listeners[0]
+
+
+def _fwd(tg: str) -> list[dict[str, Any]]:
+    return [{"type": "forward", "target_group": tg}]
+
+
+def test_priority_order_first_match_wins_and_default_last() -> None:
+    table = RuleTable(_listener([
+        {"priority": 30, "conditions": [{"field": "path-pattern", "values": ["/*"]}], "actions": _fwd("three")},
+        {"priority": 5, "conditions": [{"field": "path-pattern", "values": ["/api/*"]}], "actions": _fwd("one")},
+        {"priority": 10, "conditions": [{"field": "path-pattern", "values": ["/api/*"]},
+                                        {"field": "http-request-method", "values": ["POST"]}], "actions": _fwd("two")},
+    ]))
+    def route(r: RequestView) -> tuple[int, str]:
+        m = table.match(r)
+        action = m.actions[0]
+        assert isinstance(action, ForwardAction)
+        return m.priority, action.target_groups[0].name
+    assert route(req("/api/x", method="POST")) == (5, "one")
+    assert route(req("/other")) == (30, "three")
+    assert route(req("nopath")) == (0, "default")
+
+
+def test_conditions_are_anded() -> None:
+    table = RuleTable(_listener([
+        {"priority": 1, "conditions": [{"field": "host-header", "values": ["api.example.com"]},
+                                       {"field": "path-pattern", "values": ["/v1/*"]}], "actions": _fwd("one")},
+    ]))
+    assert table.match(req("/v1/x", host="api.example.com")).priority == 1
+    assert table.match(req("/v1/x", host="www.example.com")).priority == 0
+    assert table.match(req("/v2/x", host="api.example.com")).priority == 0
+
+
+@pytest.mark.parametrize("host,expected", [
+    ("example.com", "example.com"), ("example.com:8080", "example.com"), ("[::1]:443", "[::1]"), ("[::1]", "[::1]"),
+])
+def test_host_without_port(host: str, expected: str) -> None:
+    assert host_without_port(host) == expected
+
+
+def test_parse_query_keeps_raw_encoding() -> None:
+    assert parse_query("a=1&b=%20x&flag&&c=") == [("a", "1"), ("b", "%20x"), ("flag", ""), ("c", "")]
