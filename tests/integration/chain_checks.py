@@ -60,8 +60,8 @@ def check_path_routing() -> None:
 
 
 def check_http_redirect() -> None:
-    out = lab("curl", "-i", f"http://{SITE}/some/path?q=1&r=2").stdout
-    status_line, *header_lines = out.split("\r\n\r\n")[0].split("\r\n")
+    out = lab("curl", "-i", f"http://{SITE}/some/path?q=1&r=2").stdout.replace("\r\n", "\n")
+    status_line, *header_lines = out.split("\n\n")[0].split("\n")
     assert status_line.split()[1] == "301", status_line
     headers = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in header_lines)}
     assert headers["location"] == f"https://{SITE}/some/path?q=1&r=2"
