@@ -38,7 +38,7 @@ render: venv
 
 # Unit and render tests need no engine; integration tests start the engine and build the image.
 test: venv
-	@$(LAB) engine
+	@$(LAB) engine --test-tools
 	@$(LAB) build
 	@$(PYTEST) -q tests
 

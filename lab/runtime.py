@@ -107,6 +107,22 @@ def ensure_engine(say: Say = _say) -> None:
         say("dockerd is running")
 
 
+TEST_TOOLS = {"haproxy": "haproxy", "nft": "nftables", "ip": "iproute2"}
+
+
+def ensure_test_tools(say: Say = _say) -> None:
+    """What the unit tests run on the host: real HAProxy (PROXY v2 interop, haproxy -c), and
+    iproute2 + nftables (the NLB's transparent-proxy test in network namespaces)."""
+    missing = [package for tool, package in TEST_TOOLS.items() if shutil.which(tool) is None
+               and not Path(f"/usr/sbin/{tool}").exists()]
+    if not missing:
+        return
+    if not _debian_root():
+        raise EngineError(f"the tests need {', '.join(missing)} on this machine: install them "
+                          "(as root on Debian/Ubuntu `make test` does it)")
+    _apt_install(missing, say)
+
+
 def docker_client():
     import docker
 

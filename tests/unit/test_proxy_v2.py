@@ -468,7 +468,7 @@ def _free_port() -> int:
 @pytest.fixture(scope="module")
 def haproxy_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     if not Path(HAPROXY).exists():
-        pytest.skip(f"haproxy not installed at {HAPROXY}")
+        pytest.fail(f"haproxy is not installed at {HAPROXY}: `make test` installs it (lab engine --test-tools)")
     port = _free_port()
     cfg = tmp_path_factory.mktemp("haproxy") / "haproxy.cfg"
     cfg.write_text(HAPROXY_CFG.format(port=port))

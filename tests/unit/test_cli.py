@@ -1,0 +1,67 @@
+"""The lab CLI's errors: one clear line on stderr, a non-zero exit, never a traceback."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def lab(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode != 0
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+def test_unknown_topology():
+    result = lab("render", "--topology", "nope")
+    assert result.returncode == 2
+    assert one_line_error(result) == (
+        "lab render: error: unknown topology 'nope' (known: default, ip-proxy-v2; or give a path to a .yaml file)")
+
+
+def test_bad_key_in_topology_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    text = (ROOT / "topologies" / "default.yaml").read_text().replace("  alb_servers: 4", "  alb_server: 4")
+    bad.write_text(text)
+    result = lab("render", "--topology", str(bad))
+    assert one_line_error(result) == (
+        f"lab render: error: haproxy.alb_server: unknown key (allowed here: instances, alb_servers, verify, "
+        f"accept_proxy) in {bad}")
+
+
+def test_missing_topology_file(tmp_path):
+    result = lab("up", "--topology", str(tmp_path / "none.yaml"))
+    assert one_line_error(result) == f"lab up: error: topology file {tmp_path / 'none.yaml'} does not exist"
+
+
+@pytest.mark.parametrize("source, message", [
+    ("1.2.3.4", "--from 1.2.3.4 is outside the client's source range 198.51.100.100-198.51.100.199"),
+    ("banana", "--from 'banana' is not an IPv4 address"),
+])
+def test_curl_source_outside_the_client_range(source, message):
+    result = lab("curl", "--from", source, "https://www.lab.test/")
+    assert one_line_error(result) == f"lab curl: error: {message}"
+
+
+def test_curl_bad_url_and_header():
+    assert one_line_error(lab("curl", "www.lab.test")) == (
+        "lab curl: error: URL 'www.lab.test' must start with http:// or https://")
+    assert one_line_error(lab("curl", "-H", "NoColon", "https://www.lab.test/")) == (
+        "lab curl: error: -H 'NoColon' is not of the form 'Name: value'")
+
+
+def test_unknown_verb_is_a_usage_error():
+    result = lab("explode")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "invalid choice: 'explode'" in result.stderr
