@@ -16,7 +16,8 @@ def run(args) -> int:
         print("lab: no Docker engine running: nothing to stop")
         clear_state()
         return 0
-    Compose(compose_file_in_use()).run("down", "--remove-orphans", "--timeout", "5")
+    print("lab: stopping the lab's containers ...", flush=True)
+    Compose(compose_file_in_use()).run("down", "--remove-orphans", "--timeout", "5", capture=True)
     clear_state()
     print("lab: the lab is down")
     return 0

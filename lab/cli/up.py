@@ -70,7 +70,7 @@ def summary(topology: m.Topology) -> str:
         "Try:",
         f"  .venv/bin/lab curl --from 198.51.100.123 https://{topology.site}/api/hello",
         f"  .venv/bin/lab trace --from 198.51.100.150 https://{topology.site}/",
-        f"  .venv/bin/lab curl -i http://{topology.site}/some/path?q=1",
+        f"  .venv/bin/lab curl -i 'http://{topology.site}/some/path?q=1'",
         "  .venv/bin/lab status            (make status)     .venv/bin/lab down   (make down)",
     ]
     return "\n".join(lines)
@@ -88,14 +88,14 @@ def run(args) -> int:
     state = running_state()
     if state and state["compose_file"] != str(compose_path(topology)):
         say(f"stopping the running topology ({state['topology']}) first")
-        Compose(compose_file_in_use()).run("down", "--remove-orphans", "--timeout", "5")
+        Compose(compose_file_in_use()).run("down", "--remove-orphans", "--timeout", "5", capture=True)
         clear_state()
     render_all(topology)
     say(f"rendered {compose_path(topology).relative_to(ROOT)} and .lab/config/ from {topology.source}")
     compose = Compose(compose_path(topology))
     save_state(topology, spec)
     say("starting containers ...")
-    compose.run("up", "-d", "--force-recreate", "--remove-orphans")
+    compose.run("up", "-d", "--force-recreate", "--remove-orphans", capture=True)
     wait_healthy(client, topology.services(), args.timeout, say)
     say("containers healthy; waiting for NLB and ALB health checks to pass ...")
     wait_targets_healthy(client, topology, args.timeout)

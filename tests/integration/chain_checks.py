@@ -51,6 +51,19 @@ def check_client_ip_reaches_echo(topology_name: str) -> None:
     assert seen_haproxies  # at least one HAProxy carried traffic
 
 
+def check_each_nlb_node_sends_to_its_own_az(topology_name: str) -> None:
+    """Cross-zone load balancing is off: the node behind each Elastic IP uses its own AZ's HAProxy."""
+    topology = load_topology(topology_name)
+    haproxy_by_az = {h.az: str(h.address) for h in topology.haproxy.instances}
+    for node in topology.nlb.nodes:
+        for _ in range(3):
+            result = exec_in("client", "curl", "-sS", "--cacert", "/lab/certs/public-ca.pem", "--interface",
+                             "198.51.100.160", "--resolve", f"{SITE}:443:{node.elastic_ip}", f"https://{SITE}/api/az")
+            assert result.returncode == 0, result.stderr
+            xff = json.loads(result.stdout)["headers"]["x-forwarded-for"]
+            assert xff == f"198.51.100.160, {haproxy_by_az[node.az]}", (node.name, xff)
+
+
 def check_path_routing() -> None:
     for path, service in [("/api/x", "api"), ("/api/", "api"), ("/", "frontend"), ("/apix", "frontend"),
                           ("/static/app.js", "frontend"), ("/API/x", "frontend")]:

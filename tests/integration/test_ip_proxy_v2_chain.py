@@ -15,6 +15,10 @@ def test_client_ip_reaches_the_echo_service():
     checks.check_client_ip_reaches_echo(TOPOLOGY)
 
 
+def test_each_nlb_node_sends_to_its_own_az():
+    checks.check_each_nlb_node_sends_to_its_own_az(TOPOLOGY)
+
+
 def test_path_routing():
     checks.check_path_routing()
 
