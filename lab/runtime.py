@@ -218,14 +218,12 @@ def build_image(say: Say = _say, force: bool = False) -> str:
         say(f"image {IMAGE} is up to date")
         return IMAGE
     say(f"building image {IMAGE} from {base} (apt inside the build, wheels from the host) ...")
-    last_step = ""
     for chunk in client.api.build(fileobj=io.BytesIO(context), custom_context=True, tag=IMAGE, rm=True,
                                   decode=True, buildargs={"BASE": base}, labels={"lab.context": digest}):
         if "error" in chunk:
             raise EngineError(f"image build failed: {chunk['error'].strip()}")
         line = chunk.get("stream", "").strip()
         if line.startswith("Step "):
-            last_step = line
             say(f"  {line}")
     say(f"image {IMAGE} built")
     return IMAGE

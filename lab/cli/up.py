@@ -61,10 +61,10 @@ def summary(topology: m.Topology) -> str:
         f"  client {topology.client.address} (may send from {topology.client.source_first}-{topology.client.source_last})",
         f"  -> nlb {nlb.name}: Elastic IPs {eips}; listeners "
         + ", ".join(f"{ls.protocol}:{ls.port}" for ls in nlb.listeners),
-        f"  -> " + ", ".join(f"{h.name} {h.address}" for h in topology.haproxy.instances)
+        "  -> " + ", ".join(f"{h.name} {h.address}" for h in topology.haproxy.instances)
         + f" (accept-proxy {'on' if topology.haproxy.accept_proxy else 'off'})",
         f"  -> alb {alb.name} at {alb.dns_name} (now " + ", ".join(str(n.address) for n in alb.nodes) + ")",
-        f"  -> " + ", ".join(f"{w.name} {w.address}" for w in topology.web),
+        "  -> " + ", ".join(f"{w.name} {w.address}" for w in topology.web),
         f"  client IP: {how}",
         "",
         "Try:",

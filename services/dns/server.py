@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import ipaddress
 import json
 import os
 from collections.abc import Callable
@@ -22,6 +21,7 @@ from urllib.parse import unquote
 import httptools
 from dnslib import AAAA, CNAME, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSHeader, DNSRecord
 
+from services.common import ListenAddressError, format_address, parse_listen  # noqa: F401 (re-exported)
 from services.dns import zone as zonemod
 from services.dns.zone import Overrides, Zone, ZoneError
 
@@ -36,10 +36,6 @@ _CLASS_IN, _CLASS_ANY = 1, 255
 _OPT = 41
 
 
-class ListenAddressError(ValueError):
-    """A ``HOST:PORT`` string that cannot be listened on."""
-
-
 class RecordNotFound(LookupError):
     """An admin DELETE/GET for a name that has no record sets."""
 
@@ -50,27 +46,6 @@ class DnsConfig:
     listen: tuple[Address, ...]
     admin: Address | None = None
     poll_interval: float = 0.5
-
-
-def parse_listen(text: str) -> Address:
-    """``10.20.0.2:53`` or ``[::1]:53`` -> (host, port); raises ListenAddressError."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ListenAddressError(f"{text!r} is not HOST:PORT (e.g. 10.20.0.2:53 or [::1]:53)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ListenAddressError(f"{text!r}: {host!r} is not an IP address") from None
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ListenAddressError(f"{text!r}: {port_text!r} is not a valid port (0-65535)")
-    return host, int(port_text)
-
-
-def format_address(address: Address) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 # --- DNS messages -----------------------------------------------------------------------------

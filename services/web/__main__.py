@@ -10,36 +10,23 @@ Exit status: 2 for bad arguments or certificate files, 1 when a listener cannot 
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import signal
 import sys
-from typing import NoReturn
 
-import uvloop
 
+from services.common import ServiceArgumentParser, listen_argument, run_service, serve_until_signalled
 from services.web import echo
-from services.web.server import EchoConfig, EchoConfigError, EchoServer, ListenAddressError
-from services.web.server import Listener, parse_listen
+from services.web.server import EchoConfig, EchoConfigError, EchoServer
+from services.web.server import Listener
 
 
 _PROG = "python3 -m services.web"
 
 
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
-
-
-def _listen_arg(text: str) -> tuple[str, int]:
-    try:
-        return parse_listen(text)
-    except ListenAddressError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
+_listen_arg = listen_argument("10.20.1.41:8443")
 
 
 def _parse_args(argv: list[str] | None) -> EchoConfig:
-    parser = _Parser(prog=_PROG, description="Lab echo service")
+    parser = ServiceArgumentParser(prog=_PROG, description="Lab echo service")
     parser.add_argument("--service", required=True, help="topology service name, e.g. api")
     parser.add_argument("--node", required=True, help="node name, e.g. web-api-a")
     parser.add_argument("--az", required=True, help="availability zone suffix, e.g. a")
@@ -73,31 +60,11 @@ def _log(line: str) -> None:
 
 async def _run(config: EchoConfig) -> None:
     server = EchoServer(config, _log)
-    await server.start()
-    _log(f"{config.identity.node} ready on {' '.join(server.urls)}")
-    serving = asyncio.ensure_future(server.serve_forever())
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(signum, serving.cancel)
-    try:
-        await serving
-    except asyncio.CancelledError:
-        pass
-    finally:
-        await server.close()
+    await serve_until_signalled(server, lambda: f"{config.identity.node} ready on {' '.join(server.urls)}", _log)
 
 
 def main(argv: list[str] | None = None) -> int:
-    config = _parse_args(argv)
-    try:
-        uvloop.run(_run(config))
-    except EchoConfigError as exc:
-        print(f"{_PROG}: error: {exc}", file=sys.stderr)
-        return 2
-    except OSError as exc:
-        print(f"{_PROG}: error: cannot listen: {exc.strerror or exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_service(_PROG, _run(_parse_args(argv)), (EchoConfigError,))
 
 
 if __name__ == "__main__":

@@ -15,13 +15,15 @@ PROXY header or TLS handshake, plus one log line; never a traceback.
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import ssl
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
 import httptools
+
+from services import common
+from services.common import ListenAddressError  # noqa: F401 (re-exported)
 
 from services.web import echo
 
@@ -32,10 +34,6 @@ MAX_HEAD_BYTES = 64 * 1024
 
 _SNI_ATTRIBUTE = "lab_sni"
 _READ_CHUNK = 64 * 1024
-
-
-class ListenAddressError(ValueError):
-    """A ``HOST:PORT`` string that cannot be listened on."""
 
 
 class EchoConfigError(ValueError):
@@ -71,18 +69,7 @@ class EchoConfig:
 
 def parse_listen(text: str) -> tuple[str, int]:
     """``10.20.1.41:8443`` or ``[::1]:8443`` -> (host, port); raises ListenAddressError."""
-    host, sep, port_text = text.rpartition(":")
-    if not sep or not host:
-        raise ListenAddressError(f"{text!r} is not HOST:PORT (e.g. 10.20.1.41:8443 or [::1]:8443)")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        raise ListenAddressError(f"{text!r}: {host!r} is not an IP address") from None
-    if not port_text.isdigit() or not 0 <= int(port_text) <= 65535:
-        raise ListenAddressError(f"{text!r}: {port_text!r} is not a valid port (0-65535)")
-    return host, int(port_text)
+    return common.parse_listen(text, example="10.20.1.41:8443")
 
 
 def build_tls_context(cert_file: str, key_file: str | None = None) -> ssl.SSLContext:

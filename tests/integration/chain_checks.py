@@ -119,3 +119,27 @@ def check_trace(topology_name: str, client: str = "198.51.100.142") -> list[dict
     assert by_hop["alb"]["matched_rule_priority"] == "10"
     assert by_hop["web"]["service"] == "api"
     return hops
+
+
+class ChainSuite:
+    """The checks every topology must pass; a test module subclasses this with its TOPOLOGY."""
+
+    TOPOLOGY = ""
+
+    def test_client_ip_reaches_the_echo_service(self):
+        check_client_ip_reaches_echo(self.TOPOLOGY)
+
+    def test_each_nlb_node_sends_to_its_own_az(self):
+        check_each_nlb_node_sends_to_its_own_az(self.TOPOLOGY)
+
+    def test_path_routing(self):
+        check_path_routing()
+
+    def test_http_redirects_to_https(self):
+        check_http_redirect()
+
+    def test_client_sees_the_public_ca_certificate(self):
+        check_client_sees_public_ca_certificate()
+
+    def test_haproxy_certificate_is_self_signed(self):
+        check_haproxy_certificate_is_self_signed(self.TOPOLOGY)
