@@ -3,6 +3,7 @@ exactly as a user would. Each test module owns its topology (module-scoped `lab 
 
 from __future__ import annotations
 
+import fcntl
 import json
 import subprocess
 import sys
@@ -34,10 +35,18 @@ def exec_in(service: str, *argv: str) -> subprocess.CompletedProcess:
     return subprocess.run(["docker", "exec", found[0], *argv], capture_output=True, text=True, timeout=60)
 
 
+LOCK_FILE = "/tmp/static-ingress-lab.lock"
+
+
 @pytest.fixture(scope="module")
 def running_lab(request):
-    """`lab up --topology <module's TOPOLOGY>`; `lab down` afterwards."""
+    """`lab up --topology <module's TOPOLOGY>`; `lab down` afterwards. One lab runs on a machine at a
+    time (same project name and subnets), so the module holds a machine-wide lock while it runs."""
     topology = request.module.TOPOLOGY
-    up = lab("up", "--topology", topology, timeout=900)
-    yield up.stdout
-    lab("down", timeout=300)
+    with open(LOCK_FILE, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        up = lab("up", "--topology", topology, timeout=900)
+        try:
+            yield up.stdout
+        finally:
+            lab("down", timeout=300)
