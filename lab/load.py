@@ -407,9 +407,13 @@ class _Loader:
         return tuple(targets)
 
     def _nlb(self, node: _Node, dns: m.Dns) -> m.Nlb:
-        spec = node.mapping(allowed=("name", "attributes", "subnet_mappings", "listeners", "target_groups"),
+        spec = node.mapping(allowed=("name", "attributes", "subnet_mappings", "listeners", "target_groups",
+                                     "relaxed_limits"),
                             required=("name", "subnet_mappings", "listeners", "target_groups"))
         name = spec["name"].string()
+        relaxed = spec.get("relaxed_limits", False).value
+        if not isinstance(relaxed, bool):
+            raise spec["relaxed_limits"].fail(f"{relaxed!r} must be true or false (lab-only: shorter idle timeouts)")
         nlb_id = m.aws_id("nlb", name)
         nodes = []
         for item in spec["subnet_mappings"].items():
@@ -430,7 +434,8 @@ class _Loader:
             groups[tg_name] = self._nlb_target_group(tgs_node.child(tg_name, tgs_node.value[tg_name]), tg_name)
         listeners = []
         for item in spec["listeners"].items():
-            ls = item.mapping(allowed=("protocol", "port", "target_group", "certificate", "ssl_policy", "alpn_policy"),
+            ls = item.mapping(allowed=("protocol", "port", "target_group", "certificate", "ssl_policy", "alpn_policy",
+                                       "attributes"),
                               required=("protocol", "port", "target_group"))
             protocol = ls["protocol"].string(("TCP", "TLS"))
             port = ls["port"].port()
@@ -455,14 +460,19 @@ class _Loader:
             elif "certificate" in ls:
                 raise ls["certificate"].fail("only TLS listeners take a certificate")
             alpn = ls.get("alpn_policy", "None").string(("HTTP1Only", "HTTP2Only", "HTTP2Optional", "HTTP2Preferred", "None"))
+            ls_attributes = _attributes(ls.get("attributes", {}), m.NLB_LISTENER_ATTRIBUTES, {},
+                                        {"tcp.idle_timeout.seconds": (10 if relaxed else 60, 6000)})
+            if ls_attributes and protocol != "TCP":
+                raise ls["attributes"].fail("only TCP listeners have attributes (TLS: idle timeout fixed at 350 s)")
             listeners.append(m.NlbListener(protocol=protocol, port=port, target_group=tg_name,
-                                           certificate=certificate, ssl_policy=ssl_policy, alpn_policy=alpn))
+                                           certificate=certificate, ssl_policy=ssl_policy, alpn_policy=alpn,
+                                           attributes=ls_attributes))
         return m.Nlb(
             name=name,
             arn=f"arn:aws:elasticloadbalancing:{self.region}:{self.account}:loadbalancer/net/{name}/{nlb_id}",
             dns_name=f"{name}-{nlb_id}.elb.{self.region}.amazonaws.com",
             nodes=tuple(nodes), listeners=tuple(listeners), target_groups=tuple(groups.values()),
-            attributes=attributes)
+            attributes=attributes, relaxed_limits=relaxed)
 
     def _nlb_target_group(self, node: _Node, name: str) -> m.NlbTargetGroup:
         spec = node.mapping(allowed=("protocol", "port", "target_type", "targets", "health_check", "attributes"),

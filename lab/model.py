@@ -32,6 +32,11 @@ NLB_TG_ATTRIBUTES: Mapping[str, tuple[str, ...] | None] = MappingProxyType({
     "stickiness.enabled": ("true", "false"),
     "stickiness.type": ("source_ip",),
     "load_balancing.cross_zone.enabled": ("true", "false", "use_load_balancer_configuration"),
+    "target_health_state.unhealthy.connection_termination.enabled": ("true", "false"),
+})
+# NLB listener attributes (NLB-LB23): TCP listeners only.
+NLB_LISTENER_ATTRIBUTES: Mapping[str, tuple[str, ...] | None] = MappingProxyType({
+    "tcp.idle_timeout.seconds": None,  # 60-6000, default 350
 })
 NLB_LB_ATTRIBUTES: Mapping[str, tuple[str, ...] | None] = MappingProxyType({
     "load_balancing.cross_zone.enabled": ("true", "false"),
@@ -96,6 +101,7 @@ class NlbListener:
     certificate: Certificate | None = None
     ssl_policy: str | None = None
     alpn_policy: str = "None"
+    attributes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # only what the topology sets
 
 
 @dataclass(frozen=True)
@@ -127,6 +133,9 @@ class Nlb:
     listeners: tuple[NlbListener, ...]
     target_groups: tuple[NlbTargetGroup, ...]
     attributes: Mapping[str, str]
+    # Lab-only (docs/decisions.md #23): tcp.idle_timeout.seconds down to 10 s so tests can show
+    # the idle-timeout RST before HAProxy's own 60 s client timeout closes the connection.
+    relaxed_limits: bool = False
 
     def target_group(self, name: str) -> NlbTargetGroup:
         return next(tg for tg in self.target_groups if tg.name == name)

@@ -61,6 +61,26 @@ def admin_get(client, service: str, url: str) -> Any:
         raise LabError(f"{service} admin API {url} returned non-JSON: {out[:80]!r}") from None
 
 
+# POST a JSON body; print "<status>\n<body>" whatever the status (the API's errors are AWS-shaped JSON).
+REQUEST = ("import sys,urllib.request,urllib.error\n"
+           "req=urllib.request.Request(sys.argv[1],data=sys.argv[2].encode() if len(sys.argv)>2 else None,"
+           "method='POST' if len(sys.argv)>2 else 'GET',headers={'Content-Type':'application/json'})\n"
+           "try:\n r=urllib.request.urlopen(req,timeout=10); code=r.status; body=r.read()\n"
+           "except urllib.error.HTTPError as e:\n code=e.code; body=e.read()\n"
+           "sys.stdout.write(str(code)+'\\n'+body.decode())\n")
+
+
+def admin_request(client, service: str, url: str, body: Any = None) -> tuple[int, str]:
+    """(HTTP status, body text) from a simulator's admin API, reached from inside its container."""
+    argv = ["python3", "-c", REQUEST, url] + ([json.dumps(body)] if body is not None else [])
+    code, out, err = exec_in(client, service, argv)
+    if code != 0:
+        detail = err.decode(errors="replace").strip().splitlines()
+        raise LabError(f"{service} admin API {url} did not answer: {detail[-1] if detail else code}")
+    status, _, text = out.decode(errors="replace").partition("\n")
+    return int(status), text
+
+
 def target_health(client, topology: m.Topology) -> dict[tuple[str, str], list[dict]]:
     """(load balancer, target group) -> AWS-shaped TargetHealthDescriptions."""
     result = {}

@@ -36,6 +36,8 @@ def nlb_config(topology: m.Topology) -> dict[str, Any]:
         entry: dict[str, Any] = {"protocol": ls.protocol, "port": ls.port, "target_group": ls.target_group}
         if ls.certificate is not None:
             entry.update(certificate=_certificate(ls.certificate), ssl_policy=ls.ssl_policy, alpn_policy=ls.alpn_policy)
+        if ls.attributes:
+            entry["attributes"] = dict(ls.attributes)
         listeners.append(entry)
     return {
         "name": nlb.name,
@@ -53,6 +55,10 @@ def nlb_config(topology: m.Topology) -> dict[str, Any]:
         "log_dir": f"{LOG_DIR}/nlb",
         "admin": {"address": str(nlb.nodes[0].private_ip), "port": m.NLB_ADMIN_PORT},
         "transparent": True,
+        **({"relaxed_limits": True} if nlb.relaxed_limits else {}),
+        # The NLB keeps these names pointed at its healthy AZs (an AZ without healthy targets leaves DNS).
+        "dns": {"admin_url": f"http://{topology.dns.vpc_address}:{m.DNS_ADMIN_PORT}", "ttl": topology.dns.ttl,
+                "names": [nlb.dns_name, topology.site]},
     }
 
 

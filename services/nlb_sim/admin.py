@@ -1,4 +1,4 @@
-"""Admin HTTP API (plain HTTP, JSON, read-only for now).
+"""Admin HTTP API (plain HTTP, JSON), on the first node's private IP only (the VPC side).
 
   GET /health                                   200 {"status": "ok"} when every listener is bound, else 503
   GET /target-groups                            {"TargetGroups": [{"TargetGroupName", "TargetGroupArn",
@@ -6,6 +6,14 @@
   GET /target-health?target_group=<name>[&node=<node>]
                                                 DescribeTargetHealth shape (consensus of the nodes' views,
                                                 or one node's view with ``node``)
+  GET /metrics                                  Prometheus text, AWS/NetworkELB metric names
+  GET /attributes?target_group=<name> | ?listener=<port> | (none: the load balancer)
+  POST /register-targets          {"TargetGroupName", "Targets": [{"Id", "Port"?, "AvailabilityZone"?}]}
+  POST /deregister-targets        {"TargetGroupName", "Targets": [{"Id", "Port"?}]}
+  POST /modify-target-group-attributes   {"TargetGroupName", "Attributes": [{"Key", "Value"}]}
+  POST /modify-load-balancer-attributes  {"Attributes": [...]}
+  POST /modify-listener-attributes       {"Port", "Attributes": [...]}
+Changes apply live, to new flows (open flows keep their target and settings, as in AWS).
 Errors use an AWS-like body: {"Error": {"Code": "TargetGroupNotFound", "Message": "..."}}.
 """
 
@@ -14,13 +22,15 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qs
 
 import httptools
 
-from .checker import HealthRegistry
-from .config import NlbConfig
+from .control import ApiError
+
+if TYPE_CHECKING:
+    from .app import NlbApp
 
 log = logging.getLogger("nlb.admin")
 
@@ -28,19 +38,45 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
             503: "Service Unavailable"}
 
 
-class AdminApi:
-    def __init__(self, cfg: NlbConfig, registry: HealthRegistry, all_bound: Callable[[], bool]) -> None:
-        self.cfg = cfg
-        self.registry = registry
-        self.all_bound = all_bound
+_POSTS = ("/register-targets", "/deregister-targets", "/modify-target-group-attributes",
+          "/modify-load-balancer-attributes", "/modify-listener-attributes")
 
-    def handle(self, method: str, url: bytes) -> tuple[int, dict[str, Any]]:
-        """Route one request (pure: no I/O) -> (status, JSON body)."""
+
+class AdminApi:
+    def __init__(self, app: NlbApp) -> None:
+        self.app = app
+
+    @property
+    def cfg(self):  # the current config (the API may have replaced it)
+        return self.app.cfg
+
+    def all_bound(self) -> bool:
+        return self.app.all_bound()
+
+    def handle(self, method: str, url: bytes, body: bytes = b"") -> tuple[int, Any]:
+        """Route one request (no socket I/O) -> (status, JSON body or str for text/plain)."""
         parsed = httptools.parse_url(url)
         path = parsed.path.decode("latin-1")
         query = parse_qs(parsed.query.decode("latin-1")) if parsed.query else {}
+        if method == "POST" and path in _POSTS:
+            try:
+                doc = json.loads(body or b"{}")
+            except ValueError as exc:
+                return 400, _error("ValidationError", f"request body is not JSON: {exc}")
+            if not isinstance(doc, dict):
+                return 400, _error("ValidationError", "request body must be a JSON object")
+            handler = getattr(self.app, path.strip("/").replace("-", "_"))
+            try:
+                return 200, handler(doc)
+            except ApiError as exc:
+                return exc.status, _error(exc.code, exc.message)
         if method not in ("GET", "HEAD"):
-            return 405, _error("MethodNotAllowed", f"{method} is not supported; use GET")
+            return 405, _error("MethodNotAllowed", f"{method} {path} is not supported; use GET, or"
+                                                   f" POST one of {', '.join(_POSTS)}")
+        if path == "/metrics":
+            return 200, self.app.metrics_text()
+        if path == "/attributes":
+            return self._attributes(query)
         if path == "/health":
             ok = self.all_bound()
             return (200 if ok else 503), {"status": "ok" if ok else "starting", "name": self.cfg.name}
@@ -61,9 +97,27 @@ class AdminApi:
             if node is not None and node not in {n.name for n in self.cfg.nodes}:
                 return 400, _error("ValidationError", f"node {node!r} is not one of"
                                    f" {', '.join(n.name for n in self.cfg.nodes)}")
-            return 200, self.registry.describe(name, node)
+            return 200, self.app.registry.describe(name, node)
         return 404, _error("NotFound", f"no route {path}; try /health, /target-groups,"
                                        " /target-health?target_group=<name>")
+
+    def _attributes(self, query: dict[str, list[str]]) -> tuple[int, Any]:
+        cfg = self.cfg
+        try:
+            if "target_group" in query:
+                from .control import lookup_target_group
+                attrs = dict(lookup_target_group(cfg, query["target_group"][0]).attributes)
+            elif "listener" in query:
+                from .control import lookup_listener
+                lst = lookup_listener(cfg, query["listener"][0])
+                attrs = {"tcp.idle_timeout.seconds": str(lst.idle_timeout_seconds)} \
+                    if lst.protocol == "TCP" else {}
+            else:
+                attrs = {"load_balancing.cross_zone.enabled": str(cfg.cross_zone).lower(),
+                         **cfg.attributes}
+        except ApiError as exc:
+            return exc.status, _error(exc.code, exc.message)
+        return 200, {"Attributes": [{"Key": k, "Value": v} for k, v in attrs.items()]}
 
     async def start(self) -> asyncio.AbstractServer:
         loop = asyncio.get_running_loop()
@@ -81,6 +135,7 @@ class _AdminProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpRequestParser(self)
         self.url = b""
+        self.body = b""
         self.keep_alive = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -97,6 +152,12 @@ class _AdminProtocol(asyncio.Protocol):
     # httptools callbacks
     def on_message_begin(self) -> None:
         self.url = b""
+        self.body = b""
+
+    def on_body(self, body: bytes) -> None:
+        if len(self.body) + len(body) > 1 << 20:
+            raise httptools.HttpParserError("body over 1 MiB")
+        self.body += body
 
     def on_url(self, url: bytes) -> None:
         self.url += url
@@ -107,18 +168,20 @@ class _AdminProtocol(asyncio.Protocol):
     def on_message_complete(self) -> None:
         method = self.parser.get_method().decode("latin-1")
         try:
-            status, body = self.api.handle(method, self.url)
+            status, body = self.api.handle(method, self.url, self.body)
         except Exception as exc:  # a bug must not kill the API
             log.exception("admin request %r failed", self.url)
             status, body = 500, _error("InternalFailure", str(exc))
         self._respond(status, body, self.keep_alive, head=method == "HEAD")
 
-    def _respond(self, status: int, body: dict[str, Any], keep_alive: bool, head: bool = False) -> None:
+    def _respond(self, status: int, body: Any, keep_alive: bool, head: bool = False) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        payload = (json.dumps(body) + "\n").encode()
+        text = isinstance(body, str)
+        payload = (body if text else json.dumps(body) + "\n").encode()
+        ctype = "text/plain; version=0.0.4" if text else "application/json"
         head_lines = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-                      "Content-Type: application/json\r\n"
+                      f"Content-Type: {ctype}\r\n"
                       f"Content-Length: {len(payload)}\r\n"
                       f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")
         self.transport.write(head_lines.encode("ascii") + (b"" if head else payload))

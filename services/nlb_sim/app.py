@@ -8,15 +8,22 @@ import random
 import ssl
 from typing import Callable
 
-from . import netsetup
+from . import control, netsetup
 from .admin import AdminApi
 from .checker import HealthRegistry, run_checker
-from .config import NlbConfig
+from .config import NlbConfig, Node, Target, TargetGroup
+from .dnspublish import run_publisher
 from .flowlog import FlowLog
+from .health import State, Transition
 from .listeners import ListenerRuntime
+from .metrics import Metrics, render
 from .tlsconf import server_context, target_context
 
 log = logging.getLogger("nlb")
+
+
+def _attributes(attrs: dict | object) -> dict:
+    return {"Attributes": [{"Key": k, "Value": v} for k, v in dict(attrs).items()]}  # type: ignore[call-overload]
 
 
 class StartupError(Exception):
@@ -30,8 +37,138 @@ class NlbApp:
         self.rng = rng or random.Random()
         self.on_ready = on_ready or (lambda line: None)
         self.registry = HealthRegistry(cfg)
+        self.initial_targets = [t for tg in cfg.target_groups for t in tg.targets]
         self.listeners: list[ListenerRuntime] = []
         self.ready = asyncio.Event()
+        self.metrics = {n.name: Metrics() for n in cfg.nodes}
+        self._group: asyncio.TaskGroup | None = None
+        self._checkers: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._drains: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    # --- run-time control (admin API) ---
+    def set_config(self, cfg: NlbConfig) -> None:
+        """Swap in a new config: new flows use it at once; open flows keep what they had."""
+        self.cfg = cfg
+        self.registry.cfg = cfg
+        for rt in self.listeners:
+            rt.refresh(cfg)
+
+    def register_targets(self, body: dict) -> dict:
+        cfg = self.cfg
+        tg = control.lookup_target_group(cfg, body.get("TargetGroupName"))
+        known = {t.id: t for g in cfg.target_groups for t in g.targets}
+        known.update({t.id: t for t in self.registry.draining.values()})
+        known.update({t.id: t for t in self.initial_targets})
+        new_tg, added = control.register_targets(tg, body.get("Targets"), known.values(),
+                                                 [n.az for n in cfg.nodes])
+        self.set_config(control.replace_target_group(cfg, new_tg))
+        for t in added:
+            drain = self._drains.pop((tg.name, t.id), None)
+            if drain is not None:
+                drain.cancel()
+                self.registry.draining.pop((tg.name, t.id), None)
+            self.registry.add(new_tg, t)
+            self._start_checkers(new_tg, t)
+        return {}
+
+    def deregister_targets(self, body: dict) -> dict:
+        cfg = self.cfg
+        tg = control.lookup_target_group(cfg, body.get("TargetGroupName"))
+        new_tg, removed = control.deregister_targets(tg, body.get("Targets"))
+        self.set_config(control.replace_target_group(cfg, new_tg))
+        for t in removed:
+            self.registry.draining[(tg.name, t.id)] = t
+            self._drains[(tg.name, t.id)] = asyncio.get_running_loop().create_task(
+                self._drain(new_tg.name, t))
+        return {}
+
+    async def _drain(self, tg_name: str, target: Target) -> None:
+        """``draining`` for deregistration_delay.timeout_seconds; then, with
+        connection_termination enabled, RST its open flows; then forgotten (``unused``)."""
+        tg = self.cfg.target_group(tg_name)
+        await asyncio.sleep(tg.deregistration_delay_seconds)
+        tg = self.cfg.target_group(tg_name)
+        if tg.connection_termination:
+            n = sum(rt.reset_flows_to(tg_name, target.id) for rt in self.listeners)
+            log.info("%s %s: deregistration delay over, reset %d open flows", tg_name, target.id, n)
+        self._drains.pop((tg_name, target.id), None)
+        for node in self.cfg.nodes:
+            task = self._checkers.pop((node.name, tg_name, target.id), None)
+            if task is not None:
+                task.cancel()
+        self.registry.remove(tg_name, target.id)
+        log.info("%s %s: draining -> unused (deregistered)", tg_name, target.id)
+
+    def modify_target_group_attributes(self, body: dict) -> dict:
+        tg = control.lookup_target_group(self.cfg, body.get("TargetGroupName"))
+        new_tg = control.modify_target_group_attributes(self.cfg, tg, body.get("Attributes"))
+        self.set_config(control.replace_target_group(self.cfg, new_tg))
+        return _attributes(new_tg.attributes)
+
+    def modify_load_balancer_attributes(self, body: dict) -> dict:
+        self.set_config(control.modify_load_balancer_attributes(self.cfg, body.get("Attributes")))
+        return _attributes(self.cfg.attributes)
+
+    def modify_listener_attributes(self, body: dict) -> dict:
+        listener = control.lookup_listener(self.cfg, body.get("Port"))
+        new = control.modify_listener_attributes(listener, body.get("Attributes"), self.cfg.relaxed_limits)
+        self.set_config(control.replace_listener(self.cfg, new))
+        return _attributes({"tcp.idle_timeout.seconds": str(new.idle_timeout_seconds),
+                            **new.attributes})
+
+    def metrics_text(self) -> str:
+        per_node = [({"LoadBalancer": self.cfg.name, "AvailabilityZone": n.az}, self.metrics[n.name])
+                    for n in self.cfg.nodes]
+        gauges: list[tuple[str, dict[str, str], float]] = []
+        for n in self.cfg.nodes:
+            active = sum(len(rt.flows) for rt in self.listeners if rt.node.name == n.name)
+            gauges.append(("ActiveFlowCount", {"LoadBalancer": self.cfg.name, "AvailabilityZone": n.az},
+                           active))
+        for kind in ("HealthyHostCount", "UnHealthyHostCount"):
+            for tg in self.cfg.target_groups:
+                for n in self.cfg.nodes:
+                    ok = sum(self.registry.healthy(n.name, tg.name, t.id) for t in tg.targets
+                             if t.az == n.az)
+                    own = sum(1 for t in tg.targets if t.az == n.az)
+                    gauges.append((kind, {"LoadBalancer": self.cfg.name, "TargetGroup": tg.name,
+                                          "AvailabilityZone": n.az},
+                                   ok if kind == "HealthyHostCount" else own - ok))
+        return render(per_node, gauges)
+
+    # --- health-check lifecycle ---
+    def _start_checkers(self, tg: TargetGroup, target: Target) -> None:
+        assert self._group is not None
+        for node in self.cfg.nodes:
+            key = (node.name, tg.name, target.id)
+            if key in self._checkers and not self._checkers[key].done():
+                continue
+            self._checkers[key] = self._group.create_task(
+                run_checker(self.cfg, node, tg, target, self.registry.get(*key), self._on_health),
+                name=f"hc {node.name} {tg.name} {target.id}")
+
+    def _on_health(self, node: Node, tg: TargetGroup, target: Target, change: Transition) -> None:
+        """A target the node now sees as unhealthy: RST its flows through that node (AWS default
+        target_health_state.unhealthy.connection_termination.enabled=true), unless failing open."""
+        if change.new is not State.UNHEALTHY:
+            return
+        tg = self.cfg.target_group(tg.name)
+        if not tg.unhealthy_connection_termination:
+            return
+        for rt in self.listeners:
+            if rt.node.name == node.name and rt.tg.name == tg.name:
+                pool = [t for t in tg.targets if rt.cross_zone or t.az == node.az]
+                if not any(rt.is_healthy(t) for t in pool):
+                    continue  # fail open: flows keep going to unhealthy targets
+                n = rt.reset_flows_to(tg.name, target.id)
+                if n:
+                    log.info("%s %s %s unhealthy: reset %d flows", node.name, tg.name, target.id, n)
+
+    def _dns_healthy(self, node: str, tg: str, target_id: str) -> bool:
+        try:
+            state = self.registry.get(node, tg, target_id).state
+        except KeyError:
+            return False
+        return state in (State.HEALTHY, State.INITIAL)
 
     def all_bound(self) -> bool:
         return bool(self.listeners) and all(rt.bound for rt in self.listeners)
@@ -72,11 +209,12 @@ class NlbApp:
         try:
             for node in cfg.nodes:
                 for lst, (front, back) in zip(cfg.listeners, contexts):
-                    rt = ListenerRuntime(cfg, node, lst, self.registry, flowlog, self.rng, front, back)
+                    rt = ListenerRuntime(cfg, node, lst, self.registry, flowlog, self.rng, front, back,
+                                         self.metrics[node.name])
                     self.listeners.append(rt)
                     await rt.start()
             try:
-                admin_server = await AdminApi(cfg, self.registry, self.all_bound).start()
+                admin_server = await AdminApi(self).start()
             except OSError as exc:
                 raise StartupError(f"admin: cannot listen on {cfg.admin.address}:{cfg.admin.port}:"
                                    f" {exc.strerror}") from None
@@ -84,13 +222,17 @@ class NlbApp:
                 self.on_ready(f"nlb ready: {rt.node.name} {rt.label} on {rt.node.elastic_ip}")
             self.on_ready(f"nlb admin: http://{cfg.admin.address}:{cfg.admin.port}/health")
             async with asyncio.TaskGroup() as group:
-                checkers = [group.create_task(run_checker(cfg, node, tg, t,
-                                                          self.registry.get(node.name, tg.name, t.id)),
-                                              name=f"hc {node.name} {tg.name} {t.id}")
-                            for node in cfg.nodes for tg in cfg.target_groups for t in tg.targets]
+                self._group = group
+                for tg in cfg.target_groups:
+                    for t in tg.targets:
+                        self._start_checkers(tg, t)
+                helpers = [group.create_task(rt.sweep_idle(), name=f"idle {rt.node.name} {rt.label}")
+                           for rt in self.listeners]
+                helpers.append(group.create_task(run_publisher(lambda: self.cfg, self._dns_healthy),
+                                                 name="dns publisher"))
                 self.ready.set()
                 await stop.wait()
-                for task in checkers:
+                for task in [*self._checkers.values(), *self._drains.values(), *helpers]:
                     task.cancel()
         finally:
             for rt in self.listeners:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import ssl
-from typing import Any
+from typing import Any, Callable
 
 from .config import NlbConfig, Node, Target, TargetGroup
-from .health import State, TargetHealth, consensus, matches, parse_matcher
+from .health import State, TargetHealth, Transition, consensus, matches, parse_matcher
 from .proxy_v2 import encode_v2_local
 from .upstream import connect_target, describe
 
@@ -25,26 +25,50 @@ _MAX_STATUS_LINE = 8192
 
 
 class HealthRegistry:
-    """TargetHealth per (node, target group, target id)."""
+    """TargetHealth per (node, target group, target id), plus the targets that are draining.
+
+    ``cfg`` is replaced by the app whenever the run-time API changes it.
+    """
 
     def __init__(self, cfg: NlbConfig) -> None:
         self.cfg = cfg
         self._health: dict[tuple[str, str, str], TargetHealth] = {}
-        for node in cfg.nodes:
-            for tg in cfg.target_groups:
-                hc = tg.health_check
-                for t in tg.targets:
-                    self._health[(node.name, tg.name, t.id)] = TargetHealth(
-                        hc.healthy_threshold, hc.unhealthy_threshold)
+        self.draining: dict[tuple[str, str], Target] = {}  # (tg, target id) -> target
+        for tg in cfg.target_groups:
+            for t in tg.targets:
+                self.add(tg, t)
+
+    def add(self, tg: TargetGroup, target: Target) -> None:
+        """A newly registered target: ``initial`` on every node (kept if already known)."""
+        hc = tg.health_check
+        for node in self.cfg.nodes:
+            self._health.setdefault((node.name, tg.name, target.id),
+                                    TargetHealth(hc.healthy_threshold, hc.unhealthy_threshold))
+
+    def remove(self, tg_name: str, target_id: str) -> None:
+        for node in self.cfg.nodes:
+            self._health.pop((node.name, tg_name, target_id), None)
+        self.draining.pop((tg_name, target_id), None)
 
     def get(self, node: str, tg: str, target_id: str) -> TargetHealth:
         return self._health[(node, tg, target_id)]
+
+    def healthy(self, node: str, tg: str, target_id: str) -> bool:
+        h = self._health.get((node, tg, target_id))
+        return h is not None and h.is_healthy
 
     def describe(self, tg_name: str, node: str | None = None) -> dict[str, Any]:
         """DescribeTargetHealth-shaped answer; ``node`` picks one node's view (default consensus)."""
         tg = self.cfg.target_group(tg_name)
         nodes = [n.name for n in self.cfg.nodes if node is None or n.name == node]
         out = []
+        for (tg_key, _), t in self.draining.items():
+            if tg_key == tg.name:
+                out.append({"Target": {"Id": t.id, "Port": t.port, "AvailabilityZone": t.az},
+                            "HealthCheckPort": str(tg.health_check.port_for(t)),
+                            "TargetHealth": {"State": "draining",
+                                             "Reason": "Target.DeregistrationInProgress",
+                                             "Description": "Target deregistration is in progress"}})
         for t in tg.targets:
             views = [self._health[(n, tg.name, t.id)] for n in nodes]
             state = consensus(v.state for v in views)
@@ -120,7 +144,9 @@ async def check_once(cfg: NlbConfig, node: Node, tg: TargetGroup, target: Target
 
 
 async def run_checker(cfg: NlbConfig, node: Node, tg: TargetGroup, target: Target,
-                      health: TargetHealth) -> None:
+                      health: TargetHealth,
+                      on_change: Callable[[Node, TargetGroup, Target, Transition], None] | None = None
+                      ) -> None:
     """Check ``target`` forever: first check at once, then every ``interval_seconds``."""
     hc = tg.health_check
     loop = asyncio.get_running_loop()
@@ -132,4 +158,6 @@ async def run_checker(cfg: NlbConfig, node: Node, tg: TargetGroup, target: Targe
         if change is not None:
             log.info("%s %s %s: %s -> %s%s (%s)", node.name, tg.name, target.id, change.old,
                      change.new, f" {change.reason}" if change.reason else "", detail)
+            if on_change is not None:
+                on_change(node, tg, target, change)
         await asyncio.sleep(max(0.0, started + hc.interval_seconds - loop.time()))

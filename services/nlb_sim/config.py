@@ -8,6 +8,7 @@ Attribute keys and values are AWS's own strings (``"true"``/``"false"``).
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 import os
@@ -55,6 +56,8 @@ class Listener:
     certificate: Certificate | None
     ssl_policy: str | None
     alpn_policy: str
+    attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    idle_timeout_seconds: int = 350  # tcp.idle_timeout.seconds (TCP listeners); TLS fixed 350
 
     @property
     def label(self) -> str:
@@ -100,6 +103,32 @@ class TargetGroup:
     health_check: HealthCheck
     attributes: Mapping[str, str]
 
+    def flag(self, key: str, default: bool = False) -> bool:
+        return self.attributes.get(key, "true" if default else "false") == "true"
+
+    @property
+    def connection_termination(self) -> bool:
+        """deregistration_delay.connection_termination.enabled (default false)."""
+        return self.flag("deregistration_delay.connection_termination.enabled")
+
+    @property
+    def unhealthy_connection_termination(self) -> bool:
+        """target_health_state.unhealthy.connection_termination.enabled (default true)."""
+        return self.flag("target_health_state.unhealthy.connection_termination.enabled", True)
+
+    @property
+    def stickiness(self) -> bool:
+        return self.flag("stickiness.enabled")
+
+
+@dataclass(frozen=True, slots=True)
+class Dns:
+    """Where the NLB publishes its node addresses (the lab DNS admin API) and under which names."""
+
+    admin_url: str  # http://10.20.0.2:8053
+    ttl: int
+    names: tuple[str, ...]  # names that resolve to every healthy AZ's Elastic IP
+
 
 @dataclass(frozen=True, slots=True)
 class Admin:
@@ -120,6 +149,7 @@ class NlbConfig:
     admin: Admin
     transparent: bool
     relaxed_limits: bool
+    dns: Dns | None = None
 
     def target_group(self, name: str) -> TargetGroup:
         for tg in self.target_groups:
@@ -268,10 +298,23 @@ class _Loader:
         transparent = raw.get("transparent", True)
         if not isinstance(transparent, bool):
             raise self.err("transparent", f"{json.dumps(transparent)} must be true or false")
+        dns = self.dns(raw["dns"]) if raw.get("dns") is not None else None
         return NlbConfig(name=name, arn=arn, nodes=nodes, cross_zone=cross_zone,
                          attributes=attributes, listeners=listeners, target_groups=tgs,
                          log_dir=log_dir, admin=admin, transparent=transparent,
-                         relaxed_limits=relaxed)
+                         relaxed_limits=relaxed, dns=dns)
+
+    def dns(self, raw: Any) -> Dns:
+        raw = self.obj(raw, "dns")
+        url = self.string(raw, "admin_url", "dns")
+        if not url.startswith("http://"):
+            raise self.err("dns.admin_url", f"{json.dumps(url)} must start with http://")
+        ttl = int(self.number(raw, "ttl", "dns", 60, 1, 86400, integer=True))
+        names = self.list_(raw, "names", "dns")
+        for i, n in enumerate(names):
+            if not isinstance(n, str) or not n:
+                raise self.err(f"dns.names[{i}]", f"{json.dumps(n)} is not a non-empty string")
+        return Dns(admin_url=url.rstrip("/"), ttl=ttl, names=tuple(names))
 
     def unique(self, values: list[Any], section: str, key: str) -> None:
         seen: dict[Any, int] = {}
@@ -322,8 +365,23 @@ class _Loader:
             raise self.err(f"{path}.certificate" if "certificate" in raw else f"{path}.ssl_policy",
                            "only TLS listeners take a certificate and ssl_policy")
         alpn = self.choice(raw, "alpn_policy", path, ALPN_POLICIES, "None")
+        attrs = self.attrs(raw, path)
+        idle = 350
+        for key, value in attrs.items():
+            if key != "tcp.idle_timeout.seconds":
+                raise self.err(f"{path}.attributes.{key}", "is not a listener attribute"
+                                                           " (known: tcp.idle_timeout.seconds)")
+            lo = 10 if self.relaxed else 60
+            if not value.isdigit() or not lo <= int(value) <= 6000:
+                raise self.err(f"{path}.attributes.{key}",
+                               f"{json.dumps(value)} is not an integer in {lo}-6000")
+            if protocol != "TCP":
+                raise self.err(f"{path}.attributes.{key}", f"only TCP listeners have it ({protocol}"
+                                                           " listeners: fixed 350 s)")
+            idle = int(value)
         return Listener(protocol=protocol, port=port, target_group=tg_name, certificate=cert,
-                        ssl_policy=policy, alpn_policy=alpn)
+                        ssl_policy=policy, alpn_policy=alpn, attributes=attrs,
+                        idle_timeout_seconds=idle)
 
     def target_group(self, raw: Any, path: str, azs: tuple[str, ...]) -> TargetGroup:
         raw = self.obj(raw, path)

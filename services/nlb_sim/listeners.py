@@ -13,6 +13,7 @@ from .config import Listener, NlbConfig, Node, Target
 from .flowhash import candidates, choose, flow_hash
 from .flowlog import FlowLog
 from .checker import HealthRegistry
+from .metrics import Metrics
 from .relay import ClientSide, Flow
 
 LISTEN_BACKLOG = 1024
@@ -28,9 +29,23 @@ class ListenerRuntime:
 
     def __init__(self, cfg: NlbConfig, node: Node, listener: Listener, registry: HealthRegistry,
                  flowlog: FlowLog, rng: random.Random, server_ssl: ssl.SSLContext | None,
-                 target_ssl: ssl.SSLContext | None) -> None:
+                 target_ssl: ssl.SSLContext | None, metrics: Metrics | None = None) -> None:
+        self.listener_port = listener.port
         self.node = node
-        self.listener = listener
+        self.server_ssl = server_ssl
+        self.target_ssl = target_ssl
+        self.registry = registry
+        self.flowlog = flowlog
+        self.rng = rng
+        self.flows: set[Flow] = set()
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.server: asyncio.AbstractServer | None = None
+        self.metrics = metrics or Metrics()
+        self.refresh(cfg)
+
+    def refresh(self, cfg: NlbConfig) -> None:
+        """Take the current config (run-time API changes): applies to NEW flows only, as in AWS."""
+        listener = self.listener = next(x for x in cfg.listeners if x.port == self.listener_port)
         self.label = listener.label
         self.tg = cfg.target_group(listener.target_group)
         self.cross_zone = cfg.cross_zone_for(self.tg)
@@ -39,27 +54,44 @@ class ListenerRuntime:
                                    and self.tg.header_placement == "on_first_ack_with_payload")
         self.preserve_client_ip = self.tg.preserve_client_ip
         self.transparent = cfg.transparent
-        self.server_ssl = server_ssl
-        self.target_ssl = target_ssl
-        # Seam for a later os.splice pump: plain bytes both ways, nothing injected.
-        self.splice_eligible = server_ssl is None and target_ssl is None and not self.proxy_protocol_v2
-        self.registry = registry
-        self.flowlog = flowlog
-        self.rng = rng
-        self.flows: set[Flow] = set()
-        self.tasks: set[asyncio.Task[None]] = set()
-        self.server: asyncio.AbstractServer | None = None
-        self._health = {t.id: registry.get(node.name, self.tg.name, t.id) for t in self.tg.targets}
+        self.sticky = self.tg.stickiness
+        self.idle_timeout = float(listener.idle_timeout_seconds)
+        # Plain bytes both ways, nothing injected: the flow may be handed to the splice pump.
+        self.splice_eligible = (self.server_ssl is None and self.target_ssl is None
+                                and not self.proxy_protocol_v2)
 
     # --- FlowContext ---
     def is_healthy(self, target: Target) -> bool:
-        return self._health[target.id].is_healthy
+        return self.registry.healthy(self.node.name, self.tg.name, target.id)
 
     def pick(self, client: tuple[str, int], local: tuple[str, int]) -> Target | None:
         pool = candidates(self.tg.targets, self.node.az, self.cross_zone, self.is_healthy)
+        if self.sticky:  # stickiness.type source_ip: the client's address alone picks the target
+            return choose(pool, flow_hash(self.listener.protocol, client[0], 0, local[0], 0, 0))
         seq = self.rng.getrandbits(32)  # stands in for the TCP initial sequence number
         return choose(pool, flow_hash(self.listener.protocol, client[0], client[1],
                                       local[0], local[1], seq))
+
+    def reset_flows_to(self, tg_name: str, target_id: str) -> int:
+        """RST both sides of every open flow to a target (deregistration termination, unhealthy)."""
+        if self.tg.name != tg_name:
+            return 0
+        hit = [f for f in self.flows if f.target is not None and f.target.id == target_id]
+        for flow in hit:
+            flow.reset_both("target " + target_id)
+        self.metrics.inc("TCP_ELB_Reset_Count", 2 * len(hit))
+        return len(hit)
+
+    async def sweep_idle(self) -> None:
+        """Every second: a flow that moved no byte for ``idle_timeout`` seconds expires; from then
+        on whichever side speaks next gets a TCP RST (NLB-LB23, NLB-TS23)."""
+        loop = asyncio.get_running_loop()
+        while True:
+            await asyncio.sleep(1.0)
+            now = loop.time()
+            for flow in list(self.flows):
+                if flow.idle_check(now, self.idle_timeout):
+                    self.metrics.inc("IdleTimeoutFlowCount")
 
     def bind_source(self, client: tuple[str, int]) -> tuple[tuple[str, int] | None, bool]:
         """(address to bind the target socket to, use IP_TRANSPARENT)."""
@@ -80,6 +112,7 @@ class ListenerRuntime:
 
     def flow_started(self, flow: Flow) -> None:
         self.flows.add(flow)
+        self.metrics.inc("NewFlowCount")
 
     def flow_ended(self, flow: Flow) -> None:
         self.flows.discard(flow)

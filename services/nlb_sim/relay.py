@@ -40,6 +40,7 @@ class FlowContext(TypingProtocol):
     connect_on_payload: bool  # PROXY v2 placement on_first_ack_with_payload
     target_ssl: ssl.SSLContext | None
     splice_eligible: bool
+    metrics: Any  # metrics.Metrics
 
     def pick(self, client: tuple[str, int], local: tuple[str, int]) -> Target | None: ...
     def bind_source(self, client: tuple[str, int]) -> tuple[tuple[str, int] | None, bool]: ...
@@ -51,7 +52,7 @@ class FlowContext(TypingProtocol):
 
 class _Half(asyncio.Protocol):
     __slots__ = ("flow", "transport", "peer", "nbytes", "read_eof", "closed", "paused_writing",
-                 "lost_exc")
+                 "lost_exc", "expired")
 
     def __init__(self, flow: Flow | None) -> None:
         self.flow = flow
@@ -62,12 +63,16 @@ class _Half(asyncio.Protocol):
         self.closed = False
         self.paused_writing = False
         self.lost_exc: BaseException | None = None
+        self.expired = False  # the NLB dropped this flow (idle timeout): next packet gets a RST
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
         transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
 
     def data_received(self, data: bytes) -> None:
+        if self.expired:
+            self.flow.rst_expired(self)  # type: ignore[union-attr]
+            return
         self.nbytes += len(data)
         self.peer.transport.write(data)  # type: ignore[union-attr]
 
@@ -84,6 +89,9 @@ class _Half(asyncio.Protocol):
             peer.transport.resume_reading()
 
     def eof_received(self) -> bool:
+        if self.expired:
+            self.flow.rst_expired(self)  # type: ignore[union-attr]
+            return False
         return self.flow.on_eof(self)  # type: ignore[union-attr]
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -109,6 +117,9 @@ class ClientSide(_Half):
         self.flow = Flow(self.ctx, self)
 
     def data_received(self, data: bytes) -> None:
+        if self.expired:
+            self.flow.rst_expired(self)  # type: ignore[union-attr]
+            return
         self.nbytes += len(data)
         peer = self.peer
         if peer is not None:
@@ -120,7 +131,7 @@ class ClientSide(_Half):
 class Flow:
     __slots__ = ("ctx", "client", "target_half", "client_addr", "local_addr", "started", "pending",
                  "client_eof_early", "task", "connecting", "target", "source_seen", "end",
-                 "finished")
+                 "finished", "seen_bytes", "last_active", "expired")
 
     def __init__(self, ctx: FlowContext, client: ClientSide) -> None:
         self.ctx = ctx
@@ -139,6 +150,9 @@ class Flow:
         self.source_seen: str | None = None
         self.end: str | None = None
         self.finished = False
+        self.seen_bytes = 0
+        self.last_active = asyncio.get_running_loop().time()
+        self.expired = False
         ctx.flow_started(self)
         if not ctx.connect_on_payload:
             client.transport.pause_reading()
@@ -262,6 +276,13 @@ class Flow:
         self._lost(half, exc)
 
     def _lost(self, half: _Half, exc: BaseException | None) -> None:
+        if self.expired:  # the NLB forgot this flow: nothing is passed on to the other side
+            if all(h is None or h.closed for h in (self.client, self.target_half)):
+                self._finish()
+            return
+        if isinstance(exc, ConnectionResetError):
+            self.ctx.metrics.inc("TCP_Client_Reset_Count" if half is self.client
+                                 else "TCP_Target_Reset_Count")
         if exc is not None and self.end is None:
             self.end = "rst" if isinstance(exc, (ConnectionResetError, BrokenPipeError)) \
                 else f"error: {describe(exc)}"
@@ -289,6 +310,7 @@ class Flow:
         record["bytes_out"] = self.target_half.nbytes if self.target_half is not None else 0
         record["duration_ms"] = round((time.monotonic() - self.started) * 1000, 3)
         record["end"] = self.end or "fin"
+        self.ctx.metrics.inc("ProcessedBytes", record["bytes_in"] + record["bytes_out"])
         self.ctx.log(record)
         self.ctx.flow_ended(self)
 
@@ -300,6 +322,37 @@ class Flow:
                 "target_addr": f"{t.ip}:{t.port}" if t else None,
                 "source_seen_by_target": self.source_seen,
                 "proxy_protocol_v2": self.ctx.proxy_protocol_v2}
+
+    # --- idle timeout and resets the NLB generates ---
+    def idle_check(self, now: float, idle_timeout: float) -> bool:
+        """Called about once a second; True when the flow has just expired."""
+        if self.expired or self.target_half is None or self.connecting:
+            return False
+        moved = self.client.nbytes + self.target_half.nbytes
+        if moved != self.seen_bytes:
+            self.seen_bytes, self.last_active = moved, now
+            return False
+        if now - self.last_active < idle_timeout:
+            return False
+        self.expired = True
+        self.end = "idle timeout"
+        for half in (self.client, self.target_half):
+            half.expired = True
+            if not half.closed:
+                half.transport.resume_reading()  # so the next packet is seen (and answered by RST)
+        return True
+
+    def rst_expired(self, half: _Half) -> None:
+        """A side spoke after the idle timeout: it gets a TCP RST; the other side hears nothing."""
+        self.ctx.metrics.inc("TCP_ELB_Reset_Count")
+        if not half.closed and half.transport is not None:
+            reset(half.transport)
+
+    def reset_both(self, why: str) -> None:
+        """The NLB ends the flow with a RST to both sides (deregistration, unhealthy target)."""
+        if self.end is None:
+            self.end = f"rst by nlb: {why}"
+        self.abort()
 
     def abort(self) -> None:
         """Shutdown: reset both sides now."""

@@ -78,7 +78,7 @@ def test_ip_target_without_proxy_protocol_loses_client_ip():
      "nlb.target_groups.haproxy-https.attributes.proxy_protocol.enabled: unknown attribute (supported: "
      "preserve_client_ip.enabled, proxy_protocol_v2.enabled, proxy_protocol_v2.client_to_server.header_placement, "
      "deregistration_delay.timeout_seconds, deregistration_delay.connection_termination.enabled, stickiness.enabled, "
-     "stickiness.type, load_balancing.cross_zone.enabled) in t.yaml"),
+     "stickiness.type, load_balancing.cross_zone.enabled, target_health_state.unhealthy.connection_termination.enabled) in t.yaml"),
     ("nlb.target_groups.haproxy-https.targets", ["haproxy-c"],
      "nlb.target_groups.haproxy-https.targets[0]: unknown target 'haproxy-c' (known here: haproxy-a, haproxy-b) in t.yaml"),
     ("nlb.target_groups.haproxy-https.health_check", {"interval_seconds": 3},
@@ -115,7 +115,7 @@ def test_unknown_key_lists_allowed_keys():
     with pytest.raises(TopologyError) as caught:
         load(data)
     assert str(caught.value) == ("nlb.listners: unknown key (allowed here: name, attributes, subnet_mappings, listeners, "
-                                 "target_groups) in t.yaml")
+                                 "target_groups, relaxed_limits) in t.yaml")
 
 
 def test_tls_listener_cannot_forward_to_alb_target_group():
@@ -140,7 +140,7 @@ def test_invalid_alb_rule_is_rejected_at_load(tmp_path):
 def test_unknown_topology_name_lists_known():
     with pytest.raises(TopologyError) as caught:
         resolve_topology_path("nope")
-    assert str(caught.value) == ("unknown topology 'nope' (known: default, ip-proxy-v2; or give a path to a .yaml file)")
+    assert str(caught.value) == ("unknown topology 'nope' (known: default, ip-proxy-v2, nlb-ops; or give a path to a .yaml file)")
 
 
 def test_bad_yaml_reports_line(tmp_path):

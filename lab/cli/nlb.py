@@ -1,0 +1,140 @@
+"""`lab nlb ...`: the NLB's run-time API in AWS's vocabulary (ELBv2 action names, attribute keys).
+
+  lab nlb describe-target-health [--target-group NAME] [--node NODE]
+  lab nlb register-targets   --target-group NAME ID[:PORT][@AZ] ...
+  lab nlb deregister-targets --target-group NAME ID[:PORT] ...
+  lab nlb describe-attributes [--target-group NAME | --listener PORT]
+  lab nlb modify-target-group-attributes --target-group NAME KEY=VALUE ...
+  lab nlb modify-load-balancer-attributes KEY=VALUE ...
+  lab nlb modify-listener-attributes --listener PORT KEY=VALUE ...
+  lab nlb metrics
+
+Changes apply live (no restart) to new flows; `lab status` shows the result.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import quote
+
+from lab import model as m
+from lab.cli._common import admin_request, current_topology, require_running
+from lab.errors import LabError
+from lab.runtime import docker_client
+
+ACTIONS = ("describe-target-health", "register-targets", "deregister-targets", "describe-attributes",
+           "modify-target-group-attributes", "modify-load-balancer-attributes",
+           "modify-listener-attributes", "metrics")
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("nlb", help="NLB run-time API: target health, (de)register targets, attributes")
+    actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
+    p = actions.add_parser("describe-target-health", help="target states and reasons (consensus of the nodes)")
+    p.add_argument("--target-group", default=None, help="default: every target group")
+    p.add_argument("--node", default=None, help="one node's own view, e.g. nlb-a")
+    p.add_argument("--json", action="store_true")
+    for name, helptext in (("register-targets", "register targets (ID[:PORT][@AZ])"),
+                           ("deregister-targets", "deregister targets: draining, then unused")):
+        p = actions.add_parser(name, help=helptext)
+        p.add_argument("--target-group", required=True)
+        p.add_argument("targets", nargs="+", metavar="ID[:PORT]")
+    p = actions.add_parser("describe-attributes", help="attributes of the LB, a target group or a listener")
+    group = p.add_mutually_exclusive_group()
+    group.add_argument("--target-group", default=None)
+    group.add_argument("--listener", type=int, default=None, metavar="PORT")
+    p = actions.add_parser("modify-target-group-attributes", help="KEY=VALUE ... (AWS keys)")
+    p.add_argument("--target-group", required=True)
+    p.add_argument("attributes", nargs="+", metavar="KEY=VALUE")
+    p = actions.add_parser("modify-load-balancer-attributes", help="KEY=VALUE ... (AWS keys)")
+    p.add_argument("attributes", nargs="+", metavar="KEY=VALUE")
+    p = actions.add_parser("modify-listener-attributes", help="KEY=VALUE ... (tcp.idle_timeout.seconds)")
+    p.add_argument("--listener", type=int, required=True, metavar="PORT")
+    p.add_argument("attributes", nargs="+", metavar="KEY=VALUE")
+    actions.add_parser("metrics", help="the Prometheus endpoint (AWS/NetworkELB metric names)")
+    parser.set_defaults(run=run)
+
+
+def parse_targets(items: list[str]) -> list[dict[str, Any]]:
+    """``haproxy-a``, ``10.20.1.20:443``, ``10.20.1.21:443@a`` -> AWS TargetDescriptions."""
+    out = []
+    for item in items:
+        text, _, az = item.partition("@")
+        tid, _, port = text.partition(":")
+        if not tid or (port and not port.isdigit()) or (az == "" and "@" in item):
+            raise LabError(f"target {item!r} is not ID[:PORT][@AZ], e.g. haproxy-a or 10.20.1.20:443@a")
+        target: dict[str, Any] = {"Id": tid}
+        if port:
+            target["Port"] = int(port)
+        if az:
+            target["AvailabilityZone"] = az
+        out.append(target)
+    return out
+
+
+def parse_attributes(items: list[str]) -> list[dict[str, str]]:
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LabError(f"attribute {item!r} is not KEY=VALUE, e.g. deregistration_delay.timeout_seconds=30")
+        out.append({"Key": key, "Value": value})
+    return out
+
+
+def _call(client, url: str, body: Any = None) -> Any:
+    status, text = admin_request(client, m.NLB_SERVICE, url, body)
+    try:
+        doc = json.loads(text) if not url.endswith("/metrics") else text
+    except ValueError:
+        raise LabError(f"NLB admin API {url} returned non-JSON: {text[:80]!r}") from None
+    if status != 200:
+        err = doc.get("Error", {}) if isinstance(doc, dict) else {}
+        raise LabError(f"{err.get('Code', status)}: {err.get('Message', text.strip())}")
+    return doc
+
+
+def run(args) -> int:
+    topology = current_topology(None)
+    client = docker_client()
+    require_running(client)
+    base = f"http://{topology.nlb.nodes[0].private_ip}:{m.NLB_ADMIN_PORT}"
+    action = args.action
+    if action == "describe-target-health":
+        names = [args.target_group] if args.target_group else [tg.name for tg in topology.nlb.target_groups]
+        docs = {}
+        for name in names:
+            url = f"{base}/target-health?target_group={quote(name)}" + (f"&node={quote(args.node)}" if args.node else "")
+            docs[name] = _call(client, url)["TargetHealthDescriptions"]
+        if args.json:
+            print(json.dumps(docs, indent=2))
+            return 0
+        print(f"{'TARGET GROUP':16} {'TARGET':16} {'PORT':6} {'AZ':4} {'STATE':10} REASON")
+        for name, descriptions in docs.items():
+            for d in descriptions:
+                t, h = d["Target"], d["TargetHealth"]
+                print(f"{name:16} {t['Id']:16} {t['Port']:<6} {t.get('AvailabilityZone', ''):4} {h['State']:10} "
+                      f"{h.get('Reason', '')}")
+        return 0
+    if action in ("register-targets", "deregister-targets"):
+        _call(client, f"{base}/{action}", {"TargetGroupName": args.target_group, "Targets": parse_targets(args.targets)})
+        print(f"{action}: {args.target_group}: {' '.join(args.targets)}")
+        return 0
+    if action == "describe-attributes":
+        query = (f"?target_group={quote(args.target_group)}" if args.target_group
+                 else f"?listener={args.listener}" if args.listener is not None else "")
+        doc = _call(client, f"{base}/attributes{query}")
+    elif action == "modify-target-group-attributes":
+        doc = _call(client, f"{base}/{action}", {"TargetGroupName": args.target_group,
+                                                "Attributes": parse_attributes(args.attributes)})
+    elif action == "modify-load-balancer-attributes":
+        doc = _call(client, f"{base}/{action}", {"Attributes": parse_attributes(args.attributes)})
+    elif action == "modify-listener-attributes":
+        doc = _call(client, f"{base}/{action}", {"Port": args.listener, "Attributes": parse_attributes(args.attributes)})
+    else:
+        print(_call(client, f"{base}/metrics"), end="")
+        return 0
+    for attr in doc["Attributes"]:
+        print(f"{attr['Key']} = {attr['Value']}")
+    return 0

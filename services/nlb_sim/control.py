@@ -1,0 +1,224 @@
+"""Run-time control (no I/O): the ELBv2 write actions, applied to the frozen config.
+
+Each function takes the current frozen object and the request, and returns a NEW frozen object
+(``dataclasses.replace``) or raises ``ApiError`` with AWS's error code and an AWS-worded message.
+The asyncio shell (``app.NlbApp``) swaps the new config in and tells the listeners; nothing here
+touches sockets.
+
+Wording: unknown keys use AWS's own text ("Target group attribute key 'x' is not recognized");
+bad values name the key, the value and what is allowed (docs/decisions.md #21).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from typing import Any, Iterable, Mapping, Sequence
+
+from .config import Listener, NlbConfig, Target, TargetGroup
+
+BOOL = ("true", "false")
+# Modifiable target-group attributes and their allowed values; a (lo, hi) tuple is an integer range.
+TG_ATTRIBUTES: Mapping[str, tuple[str, ...] | tuple[int, int]] = {
+    "preserve_client_ip.enabled": BOOL,
+    "proxy_protocol_v2.enabled": BOOL,
+    "proxy_protocol_v2.client_to_server.header_placement": ("on_first_ack_with_payload", "on_connect"),
+    "deregistration_delay.timeout_seconds": (0, 3600),
+    "deregistration_delay.connection_termination.enabled": BOOL,
+    "stickiness.enabled": BOOL,
+    "stickiness.type": ("source_ip",),
+    "load_balancing.cross_zone.enabled": ("true", "false", "use_load_balancer_configuration"),
+    "target_health_state.unhealthy.connection_termination.enabled": BOOL,
+}
+LB_ATTRIBUTES: Mapping[str, tuple[str, ...] | tuple[int, int]] = {
+    "load_balancing.cross_zone.enabled": BOOL,
+    "deletion_protection.enabled": BOOL,
+}
+LISTENER_ATTRIBUTES: Mapping[str, tuple[str, ...] | tuple[int, int]] = {
+    "tcp.idle_timeout.seconds": (60, 6000),
+}
+
+
+class ApiError(Exception):
+    """An ELBv2 API error: ``code`` (e.g. ValidationError) and an AWS-worded ``message``."""
+
+    def __init__(self, code: str, message: str, status: int = 400) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+        self.status = status
+
+
+def _attribute_pairs(raw: Any, what: str) -> list[tuple[str, str]]:
+    if not isinstance(raw, list) or not raw:
+        raise ApiError("ValidationError", "Attributes must be a non-empty list of"
+                                          ' {"Key": ..., "Value": ...}')
+    out = []
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("Key"), str) \
+                or not isinstance(item.get("Value"), str):
+            raise ApiError("ValidationError", f"{what} attribute {item!r} must be"
+                                              ' {"Key": "<string>", "Value": "<string>"}')
+        out.append((item["Key"], item["Value"]))
+    return out
+
+
+def validate_attributes(raw: Any, allowed: Mapping[str, tuple[str, ...] | tuple[int, int]],
+                        what: str) -> dict[str, str]:
+    """``[{"Key", "Value"}]`` -> {key: value}. ``what``: "Target group" / "Load balancer" / "Listener"."""
+    out: dict[str, str] = {}
+    for key, value in _attribute_pairs(raw, what):
+        if key not in allowed:
+            raise ApiError("ValidationError", f"{what} attribute key '{key}' is not recognized")
+        choices = allowed[key]
+        if choices and isinstance(choices[0], int):
+            lo, hi = choices  # type: ignore[misc]
+            if not (value.isdigit() and lo <= int(value) <= hi):
+                raise ApiError("ValidationError", f"{what} attribute '{key}' value '{value}' is not"
+                                                  f" valid: must be an integer from {lo} to {hi}")
+        elif value not in choices:
+            raise ApiError("ValidationError", f"{what} attribute '{key}' value '{value}' is not"
+                                              f" valid: must be one of {', '.join(choices)}")  # type: ignore[arg-type]
+        out[key] = value
+    return out
+
+
+def modify_target_group_attributes(cfg: NlbConfig, tg: TargetGroup, raw: Any) -> TargetGroup:
+    changes = validate_attributes(raw, TG_ATTRIBUTES, "Target group")
+    if tg.target_type == "alb":
+        raise ApiError("InvalidConfigurationRequest", "The attributes of target groups with target"
+                                                      " type 'alb' cannot be modified")
+    attrs = {**tg.attributes, **changes}
+    if attrs.get("stickiness.enabled") == "true" and any(
+            x.protocol == "TLS" and x.target_group == tg.name for x in cfg.listeners) \
+            and tg.protocol == "TLS":
+        raise ApiError("InvalidConfigurationRequest", "Stickiness is not supported for target groups"
+                                                      " with the TLS protocol behind TLS listeners")
+    cz = attrs.get("load_balancing.cross_zone.enabled", "use_load_balancer_configuration")
+    return dataclasses.replace(
+        tg, attributes=attrs,
+        preserve_client_ip=attrs.get("preserve_client_ip.enabled", str(tg.preserve_client_ip).lower()) == "true",
+        proxy_protocol_v2=attrs.get("proxy_protocol_v2.enabled") == "true",
+        header_placement=attrs.get("proxy_protocol_v2.client_to_server.header_placement",
+                                   tg.header_placement),
+        deregistration_delay_seconds=int(attrs.get("deregistration_delay.timeout_seconds",
+                                                   tg.deregistration_delay_seconds)),
+        cross_zone=None if cz == "use_load_balancer_configuration" else cz == "true")
+
+
+def modify_load_balancer_attributes(cfg: NlbConfig, raw: Any) -> NlbConfig:
+    changes = validate_attributes(raw, LB_ATTRIBUTES, "Load balancer")
+    attrs = {**cfg.attributes, **changes}
+    return dataclasses.replace(cfg, attributes=attrs,
+                               cross_zone=attrs.get("load_balancing.cross_zone.enabled") == "true")
+
+
+def modify_listener_attributes(listener: Listener, raw: Any, relaxed: bool = False) -> Listener:
+    """``relaxed`` (lab-only ``relaxed_limits``): tcp.idle_timeout.seconds from 10 instead of 60."""
+    allowed = {"tcp.idle_timeout.seconds": (10, 6000)} if relaxed else LISTENER_ATTRIBUTES
+    changes = validate_attributes(raw, allowed, "Listener")
+    if "tcp.idle_timeout.seconds" in changes and listener.protocol != "TCP":
+        raise ApiError("ValidationError", f"Listener attribute 'tcp.idle_timeout.seconds' is only"
+                                          f" supported on TCP listeners, not {listener.protocol}")
+    attrs = {**listener.attributes, **changes}
+    return dataclasses.replace(listener, attributes=attrs,
+                               idle_timeout_seconds=int(attrs.get("tcp.idle_timeout.seconds", "350")))
+
+
+def _target_specs(raw: Any) -> list[dict[str, Any]]:
+    if not isinstance(raw, list) or not raw:
+        raise ApiError("ValidationError", 'Targets must be a non-empty list of {"Id": ..., "Port": ...}')
+    for item in raw:
+        if not isinstance(item, dict) or not isinstance(item.get("Id"), str) or not item["Id"]:
+            raise ApiError("ValidationError", f"target {item!r} needs an \"Id\" (a string)")
+        port = item.get("Port")
+        if port is not None and (isinstance(port, bool) or not isinstance(port, int)
+                                 or not 1 <= port <= 65535):
+            raise ApiError("ValidationError", f"Port {port!r} of target '{item['Id']}' is not a"
+                                              " valid port (1-65535)")
+    return raw
+
+
+def register_targets(tg: TargetGroup, raw: Any, known: Iterable[Target],
+                     azs: Sequence[str]) -> tuple[TargetGroup, list[Target]]:
+    """Add targets (already registered ones are left as they are, like AWS). Returns the new TG and
+    the targets that were added. ``known``: targets the lab knows (id -> address, AZ)."""
+    by_id = {t.id: t for t in known}
+    by_ip = {t.ip: t for t in known}
+    current = {(t.id, t.port) for t in tg.targets}
+    added: list[Target] = []
+    for item in _target_specs(raw):
+        tid, port = item["Id"], item.get("Port") or tg.port
+        az = item.get("AvailabilityZone")
+        if tg.target_type == "ip":
+            try:
+                ip = str(ipaddress.IPv4Address(tid))
+            except ValueError:
+                raise ApiError("ValidationError", f"The IP address '{tid}' is not a valid IPv4"
+                                                  " address") from None
+            base = by_ip.get(ip)
+            if az is None:
+                if base is None:
+                    raise ApiError("ValidationError", f"AvailabilityZone is required for IP address"
+                                                      f" '{ip}' (the lab does not know its subnet)")
+                az = base.az
+            target = Target(id=base.id if base else ip, ip=ip, port=port, az=az)
+        else:
+            base = by_id.get(tid)
+            if base is None:
+                raise ApiError("InvalidTarget", f"The following targets are not valid: '{tid}'"
+                                                f" (known: {', '.join(sorted(by_id))})")
+            target = Target(id=base.id, ip=base.ip, port=port, az=base.az)
+        if target.az not in azs:
+            raise ApiError("ValidationError", f"Availability Zone '{target.az}' is not enabled for"
+                                              f" the load balancer (enabled: {', '.join(azs)})")
+        if (target.id, target.port) not in current:
+            current.add((target.id, target.port))
+            added.append(target)
+    return dataclasses.replace(tg, targets=tg.targets + tuple(added)), added
+
+
+def deregister_targets(tg: TargetGroup, raw: Any) -> tuple[TargetGroup, list[Target]]:
+    """Remove targets; returns the new TG and the removed targets (which then drain).
+    Ids may be a target's id or (ip targets) its address; Port defaults to any port."""
+    removed: list[Target] = []
+    keep = list(tg.targets)
+    for item in _target_specs(raw):
+        tid, port = item["Id"], item.get("Port")
+        match = [t for t in keep if (t.id == tid or t.ip == tid) and (port is None or t.port == port)]
+        if not match:
+            raise ApiError("InvalidTarget", f"The following targets are not registered in target"
+                                            f" group '{tg.name}': '{tid}'")
+        for t in match:
+            keep.remove(t)
+            removed.append(t)
+    return dataclasses.replace(tg, targets=tuple(keep)), removed
+
+
+def replace_target_group(cfg: NlbConfig, tg: TargetGroup) -> NlbConfig:
+    return dataclasses.replace(cfg, target_groups=tuple(tg if t.name == tg.name else t
+                                                        for t in cfg.target_groups))
+
+
+def replace_listener(cfg: NlbConfig, listener: Listener) -> NlbConfig:
+    return dataclasses.replace(cfg, listeners=tuple(listener if x.port == listener.port else x
+                                                    for x in cfg.listeners))
+
+
+def lookup_target_group(cfg: NlbConfig, name: Any) -> TargetGroup:
+    if not isinstance(name, str) or not name:
+        raise ApiError("ValidationError", "TargetGroupName is required, e.g."
+                                          f" {cfg.target_groups[0].name!r}")
+    for tg in cfg.target_groups:
+        if tg.name == name or tg.arn == name:
+            return tg
+    raise ApiError("TargetGroupNotFound", f"One or more target groups not found: '{name}'"
+                                          f" (known: {', '.join(t.name for t in cfg.target_groups)})")
+
+
+def lookup_listener(cfg: NlbConfig, port: Any) -> Listener:
+    for x in cfg.listeners:
+        if x.port == port or str(x.port) == str(port):
+            return x
+    raise ApiError("ListenerNotFound", f"One or more listeners not found: port {port!r}"
+                                       f" (listeners: {', '.join(x.label for x in cfg.listeners)})")
