@@ -340,6 +340,7 @@ class Flow:
             half.expired = True
             if not half.closed:
                 half.transport.resume_reading()  # so the next packet is seen (and answered by RST)
+        self._finish()  # the NLB's flow ends now; the sockets stay only to answer with a RST
         return True
 
     def rst_expired(self, half: _Half) -> None:
