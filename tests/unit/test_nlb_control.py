@@ -1,0 +1,205 @@
+"""Run-time control (no I/O): attribute validation with AWS wording, register/deregister, DNS choice,
+metrics text. Exact inputs, exact outputs."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from services.nlb_sim import control
+from services.nlb_sim.config import Target, load_config
+from services.nlb_sim.control import ApiError
+from services.nlb_sim.dnspublish import published_addresses
+from services.nlb_sim.metrics import Metrics, render
+from tests.unit.test_nlb_config import BASE
+
+
+def cfg(**changes: Any):
+    raw = copy.deepcopy(BASE)
+    raw.update(changes)
+    raw["target_groups"][1]["targets"].append({"id": "haproxy-b", "ip": "10.20.2.20", "az": "b"})
+    raw["dns"] = {"admin_url": "http://10.20.0.2:8053", "ttl": 60, "names": ["nlb.example", "www.lab.test"]}
+    return load_config(raw)
+
+
+def attrs(**kv: str) -> list[dict[str, str]]:
+    return [{"Key": k.replace("__", "."), "Value": v} for k, v in kv.items()]
+
+
+def error(fn, *args) -> tuple[str, str]:
+    with pytest.raises(ApiError) as caught:
+        fn(*args)
+    return caught.value.code, caught.value.message
+
+
+# --- attribute validation -------------------------------------------------------------------
+
+@pytest.mark.parametrize("raw, code, message", [
+    ([{"Key": "foo.bar", "Value": "1"}], "ValidationError", "Target group attribute key 'foo.bar' is not recognized"),
+    ([{"Key": "proxy_protocol_v2.enabled", "Value": "yes"}], "ValidationError",
+     "Target group attribute 'proxy_protocol_v2.enabled' value 'yes' is not valid: must be one of true, false"),
+    ([{"Key": "deregistration_delay.timeout_seconds", "Value": "3601"}], "ValidationError",
+     "Target group attribute 'deregistration_delay.timeout_seconds' value '3601' is not valid: "
+     "must be an integer from 0 to 3600"),
+    ([{"Key": "deregistration_delay.timeout_seconds", "Value": "-1"}], "ValidationError",
+     "Target group attribute 'deregistration_delay.timeout_seconds' value '-1' is not valid: "
+     "must be an integer from 0 to 3600"),
+    ([{"Key": "stickiness.type", "Value": "lb_cookie"}], "ValidationError",
+     "Target group attribute 'stickiness.type' value 'lb_cookie' is not valid: must be one of source_ip"),
+    ([{"Key": "load_balancing.cross_zone.enabled", "Value": "maybe"}], "ValidationError",
+     "Target group attribute 'load_balancing.cross_zone.enabled' value 'maybe' is not valid: "
+     "must be one of true, false, use_load_balancer_configuration"),
+    ([], "ValidationError", 'Attributes must be a non-empty list of {"Key": ..., "Value": ...}'),
+    ([{"Key": "stickiness.enabled", "Value": True}], "ValidationError",
+     "Target group attribute {'Key': 'stickiness.enabled', 'Value': True} must be "
+     '{"Key": "<string>", "Value": "<string>"}'),
+])
+def test_target_group_attribute_errors(raw, code, message) -> None:
+    c = cfg()
+    assert error(control.modify_target_group_attributes, c, c.target_group("haproxy-http"), raw) == (code, message)
+
+
+def test_target_group_attributes_apply_to_the_typed_fields() -> None:
+    c = cfg()
+    tg = control.modify_target_group_attributes(c, c.target_group("haproxy-http"), attrs(
+        proxy_protocol_v2__enabled="true", deregistration_delay__timeout_seconds="10",
+        deregistration_delay__connection_termination__enabled="true",
+        proxy_protocol_v2__client_to_server__header_placement="on_connect",
+        load_balancing__cross_zone__enabled="true", stickiness__enabled="true"))
+    assert (tg.proxy_protocol_v2, tg.deregistration_delay_seconds, tg.connection_termination,
+            tg.header_placement, tg.cross_zone, tg.stickiness) == (True, 10, True, "on_connect", True, True)
+    assert tg.attributes["deregistration_delay.timeout_seconds"] == "10"
+    new = control.replace_target_group(c, tg)
+    assert new.target_group("haproxy-http") is tg and new.target_group("haproxy-https") is c.target_group("haproxy-https")
+    assert c.target_group("haproxy-http").proxy_protocol_v2 is False  # the old config is untouched
+
+
+def test_stickiness_refused_for_tls_target_group_behind_tls_listener() -> None:
+    c = cfg()
+    assert error(control.modify_target_group_attributes, c, c.target_group("haproxy-https"),
+                 attrs(stickiness__enabled="true")) == (
+        "InvalidConfigurationRequest",
+        "Stickiness is not supported for target groups with the TLS protocol behind TLS listeners")
+
+
+def test_load_balancer_attributes() -> None:
+    c = cfg()
+    assert error(control.modify_load_balancer_attributes, c, attrs(idle_timeout__timeout_seconds="60")) == (
+        "ValidationError", "Load balancer attribute key 'idle_timeout.timeout_seconds' is not recognized")
+    new = control.modify_load_balancer_attributes(c, attrs(load_balancing__cross_zone__enabled="true"))
+    assert new.cross_zone is True and c.cross_zone is False
+    assert new.cross_zone_for(new.target_group("haproxy-http")) is True
+
+
+@pytest.mark.parametrize("port, value, relaxed, message", [
+    (80, "59", False, "Listener attribute 'tcp.idle_timeout.seconds' value '59' is not valid: "
+                      "must be an integer from 60 to 6000"),
+    (80, "6001", False, "Listener attribute 'tcp.idle_timeout.seconds' value '6001' is not valid: "
+                        "must be an integer from 60 to 6000"),
+    (80, "9", True, "Listener attribute 'tcp.idle_timeout.seconds' value '9' is not valid: "
+                    "must be an integer from 10 to 6000"),
+    (443, "100", False, "Listener attribute 'tcp.idle_timeout.seconds' is only supported on TCP listeners, not TLS"),
+])
+def test_listener_idle_timeout_errors(port, value, relaxed, message) -> None:
+    c = cfg()
+    listener = control.lookup_listener(c, port)
+    assert error(control.modify_listener_attributes, listener, attrs(tcp__idle_timeout__seconds=value),
+                 relaxed) == ("ValidationError", message)
+
+
+def test_listener_idle_timeout_applies() -> None:
+    c = cfg()
+    assert control.lookup_listener(c, 80).idle_timeout_seconds == 350  # AWS default
+    new = control.modify_listener_attributes(control.lookup_listener(c, "80"), attrs(tcp__idle_timeout__seconds="60"))
+    assert new.idle_timeout_seconds == 60
+    assert control.replace_listener(c, new).listeners[1].idle_timeout_seconds == 60
+    assert error(control.lookup_listener, c, 8443) == (
+        "ListenerNotFound", "One or more listeners not found: port 8443 (listeners: TLS:443, TCP:80)")
+
+
+# --- register / deregister -----------------------------------------------------------------
+
+def test_lookup_target_group() -> None:
+    c = cfg()
+    assert error(control.lookup_target_group, c, "nope") == (
+        "TargetGroupNotFound", "One or more target groups not found: 'nope' (known: haproxy-https, haproxy-http)")
+    assert error(control.lookup_target_group, c, None) == (
+        "ValidationError", "TargetGroupName is required, e.g. 'haproxy-https'")
+
+
+def test_deregister_then_register_instance_target() -> None:
+    c = cfg()
+    tg = c.target_group("haproxy-https")
+    smaller, removed = control.deregister_targets(tg, [{"Id": "haproxy-a"}])
+    assert [t.id for t in smaller.targets] == ["haproxy-b"] and [t.id for t in removed] == ["haproxy-a"]
+    assert error(control.deregister_targets, smaller, [{"Id": "haproxy-a"}]) == (
+        "InvalidTarget", "The following targets are not registered in target group 'haproxy-https': 'haproxy-a'")
+    back, added = control.register_targets(smaller, [{"Id": "haproxy-a"}], tg.targets, ["a", "b"])
+    assert added == [Target(id="haproxy-a", ip="10.20.1.20", port=443, az="a")]
+    assert [t.id for t in back.targets] == ["haproxy-b", "haproxy-a"]
+    again, none = control.register_targets(back, [{"Id": "haproxy-a", "Port": 443}], tg.targets, ["a", "b"])
+    assert none == [] and again.targets == back.targets  # registering twice changes nothing
+    assert error(control.register_targets, back, [{"Id": "i-0123"}], tg.targets, ["a", "b"]) == (
+        "InvalidTarget", "The following targets are not valid: 'i-0123' (known: haproxy-a, haproxy-b)")
+
+
+def test_register_ip_targets() -> None:
+    c = cfg()
+    tg = c.target_group("haproxy-http")  # target type ip
+    known = tg.targets
+    new, added = control.register_targets(tg, [{"Id": "10.20.1.99", "Port": 8080, "AvailabilityZone": "a"}],
+                                          known, ["a", "b"])
+    assert added == [Target(id="10.20.1.99", ip="10.20.1.99", port=8080, az="a")]
+    assert error(control.register_targets, tg, [{"Id": "10.20.1.98"}], known, ["a", "b"]) == (
+        "ValidationError", "AvailabilityZone is required for IP address '10.20.1.98' (the lab does not know its subnet)")
+    assert error(control.register_targets, tg, [{"Id": "not-an-ip"}], known, ["a", "b"]) == (
+        "ValidationError", "The IP address 'not-an-ip' is not a valid IPv4 address")
+    assert error(control.register_targets, tg, [{"Id": "10.20.3.1", "AvailabilityZone": "c"}], known, ["a", "b"]) == (
+        "ValidationError", "Availability Zone 'c' is not enabled for the load balancer (enabled: a, b)")
+    assert error(control.register_targets, tg, [{"Id": "10.20.1.20", "Port": 0}], known, ["a", "b"]) == (
+        "ValidationError", "Port 0 of target '10.20.1.20' is not a valid port (1-65535)")
+    assert error(control.register_targets, tg, [], known, ["a", "b"]) == (
+        "ValidationError", 'Targets must be a non-empty list of {"Id": ..., "Port": ...}')
+
+
+# --- DNS: which Elastic IPs the names resolve to --------------------------------------------
+
+@pytest.mark.parametrize("healthy_ids, cross_zone, expected", [
+    ({"haproxy-a", "haproxy-b"}, "false", ["198.51.100.10", "198.51.100.11"]),
+    ({"haproxy-b"}, "false", ["198.51.100.11"]),           # AZ a has no healthy target: leaves DNS
+    ({"haproxy-a"}, "false", ["198.51.100.10"]),
+    (set(), "false", ["198.51.100.10", "198.51.100.11"]),  # nothing healthy anywhere: fail open
+    ({"haproxy-b"}, "true", ["198.51.100.10", "198.51.100.11"]),  # cross-zone: node a can use b's target
+])
+def test_published_addresses(healthy_ids, cross_zone, expected) -> None:
+    c = cfg(attributes={"load_balancing.cross_zone.enabled": cross_zone})
+    assert published_addresses(c, lambda node, tg, tid: tid in healthy_ids) == expected
+
+
+def test_an_az_needs_a_healthy_target_in_every_listener_target_group() -> None:
+    c = cfg()
+    # haproxy-a healthy only for TLS:443's group: AZ a still fails TCP:80's group.
+    up = published_addresses(c, lambda node, tg, tid: tid == "haproxy-b" or tg == "haproxy-https")
+    assert up == ["198.51.100.11"]
+
+
+# --- metrics -----------------------------------------------------------------------------------
+
+def test_metrics_text_uses_aws_names() -> None:
+    a, b = Metrics(), Metrics()
+    a.inc("NewFlowCount", 3)
+    a.inc("TCP_ELB_Reset_Count")
+    b.inc("ProcessedBytes", 1234)
+    text = render([({"LoadBalancer": "lb", "AvailabilityZone": "a"}, a),
+                   ({"LoadBalancer": "lb", "AvailabilityZone": "b"}, b)],
+                  [("ActiveFlowCount", {"LoadBalancer": "lb", "AvailabilityZone": "a"}, 2)])
+    lines = text.splitlines()
+    assert "# TYPE aws_networkelb_NewFlowCount counter" in lines
+    assert 'aws_networkelb_NewFlowCount{LoadBalancer="lb",AvailabilityZone="a"} 3' in lines
+    assert 'aws_networkelb_NewFlowCount{LoadBalancer="lb",AvailabilityZone="b"} 0' in lines
+    assert 'aws_networkelb_TCP_ELB_Reset_Count{LoadBalancer="lb",AvailabilityZone="a"} 1' in lines
+    assert 'aws_networkelb_ProcessedBytes{LoadBalancer="lb",AvailabilityZone="b"} 1234' in lines
+    assert lines[-2:] == ["# TYPE aws_networkelb_ActiveFlowCount gauge",
+                          'aws_networkelb_ActiveFlowCount{LoadBalancer="lb",AvailabilityZone="a"} 2']

@@ -1,0 +1,107 @@
+"""In-process NLB on loopback: the run-time API (register/deregister/draining, attributes) applied
+live, idle-timeout expiry, metrics endpoint. Helpers shared with test_nlb_relay."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.unit.test_nlb_relay import (LO, Server, echo, flow_lines, nlb_config, run, running, target_group,
+                                       tcp_listener, wait_healthy, wait_until)
+
+
+def test_register_deregister_drain_and_attributes_over_the_admin_api(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with Server(echo) as t1, Server(echo) as t2:
+            tg = target_group("tg", [("t-1", t1.port, "a"), ("t-2", t2.port, "a")])
+            tg["attributes"]["deregistration_delay.timeout_seconds"] = "1"
+            cfg = nlb_config(tmp_path, [tcp_listener("tg")], [tg])
+            port = cfg["listeners"][0]["port"]
+            async with running(cfg) as app:
+                await wait_healthy(app, "tg", ["t-1", "t-2"])
+                async with httpx.AsyncClient(base_url=f"http://{LO}:{cfg['admin']['port']}") as http:
+                    # An open flow to t-1 survives t-1's deregistration (draining), new flows avoid it.
+                    r, w = await asyncio.open_connection(LO, port)
+                    w.write(b"ping")
+                    assert await r.readexactly(4) == b"ping"
+                    first_target = flow_lines(cfg)[-1]["target"]
+                    gone = await http.post("/deregister-targets", json={"TargetGroupName": "tg",
+                                                                        "Targets": [{"Id": first_target}]})
+                    assert gone.status_code == 200, gone.text
+                    states = {d["Target"]["Id"]: d["TargetHealth"] for d in
+                              (await http.get("/target-health", params={"target_group": "tg"})).json()[
+                                  "TargetHealthDescriptions"]}
+                    assert states[first_target] == {"State": "draining", "Reason": "Target.DeregistrationInProgress",
+                                                    "Description": "Target deregistration is in progress"}
+                    w.write(b"still")
+                    assert await r.readexactly(5) == b"still"
+                    for _ in range(6):
+                        r2, w2 = await asyncio.open_connection(LO, port)
+                        w2.write(b"x")
+                        await r2.readexactly(1)
+                        w2.close()
+                    opened = [x["target"] for x in flow_lines(cfg) if x["event"] == "open"]
+                    assert set(opened[-6:]) == {"t-2" if first_target == "t-1" else "t-1"}
+                    # After the 1 s delay the target is forgotten (unused); connection_termination is
+                    # off by default, so the open flow still works.
+                    await wait_until(lambda: not app.registry.draining, "drain over", timeout=5)
+                    doc = (await http.get("/target-health", params={"target_group": "tg"})).json()
+                    assert [d["Target"]["Id"] for d in doc["TargetHealthDescriptions"]] != [] and \
+                        first_target not in [d["Target"]["Id"] for d in doc["TargetHealthDescriptions"]]
+                    w.write(b"after")
+                    assert await r.readexactly(5) == b"after"
+                    w.close()
+                    # Register it again: initial, then healthy.
+                    back = await http.post("/register-targets", json={"TargetGroupName": "tg",
+                                                                      "Targets": [{"Id": first_target}]})
+                    assert back.status_code == 200, back.text
+                    await wait_healthy(app, "tg", [first_target])
+                    # Attribute errors come back AWS-shaped; good values apply live.
+                    bad = await http.post("/modify-target-group-attributes", json={
+                        "TargetGroupName": "tg", "Attributes": [{"Key": "nope", "Value": "1"}]})
+                    assert (bad.status_code, bad.json()) == (400, {"Error": {
+                        "Code": "ValidationError", "Message": "Target group attribute key 'nope' is not recognized"}})
+                    ok = await http.post("/modify-target-group-attributes", json={
+                        "TargetGroupName": "tg", "Attributes": [{"Key": "stickiness.enabled", "Value": "true"}]})
+                    assert {"Key": "stickiness.enabled", "Value": "true"} in ok.json()["Attributes"]
+                    assert app.listeners[0].sticky is True
+                    # source_ip stickiness: every flow from 127.0.0.1 now lands on one target.
+                    for _ in range(6):
+                        r3, w3 = await asyncio.open_connection(LO, port)
+                        w3.write(b"y")
+                        await r3.readexactly(1)
+                        w3.close()
+                    opened = [x["target"] for x in flow_lines(cfg) if x["event"] == "open"]
+                    assert len(set(opened[-6:])) == 1
+                    metrics = (await http.get("/metrics")).text
+                    assert 'aws_networkelb_NewFlowCount{LoadBalancer="static-ingress",AvailabilityZone="a"}' in metrics
+                    assert 'aws_networkelb_HealthyHostCount{LoadBalancer="static-ingress",TargetGroup="tg",' \
+                           'AvailabilityZone="a"} 2' in metrics
+    run(main())
+
+
+def test_idle_expired_flow_answers_the_next_speaker_with_a_reset(tmp_path: Path) -> None:
+    async def main() -> None:
+        async with Server(echo) as t:
+            cfg = nlb_config(tmp_path, [tcp_listener("tg")], [target_group("tg", [("t-1", t.port, "a")])])
+            async with running(cfg) as app:
+                await wait_healthy(app, "tg", ["t-1"])
+                r, w = await asyncio.open_connection(LO, cfg["listeners"][0]["port"])
+                w.write(b"hello")
+                assert await r.readexactly(5) == b"hello"
+                rt = app.listeners[0]
+                flow = next(iter(rt.flows))
+                loop = asyncio.get_running_loop()
+                assert flow.idle_check(loop.time(), 350.0) is False  # bytes moved since the last look
+                assert flow.idle_check(loop.time() + 349, 350.0) is False
+                assert flow.idle_check(loop.time() + 351, 350.0) is True  # 350 s without a byte
+                assert [x["end"] for x in flow_lines(cfg) if x["event"] == "close"] == ["idle timeout"]
+                w.write(b"late")
+                with pytest.raises(ConnectionResetError):  # a RST, not the echo and not a FIN
+                    await asyncio.wait_for(r.read(10), 5)
+                assert app.metrics["nlb-a"].counts["TCP_ELB_Reset_Count"] >= 1
+                w.close()
+    run(main())
