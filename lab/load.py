@@ -498,11 +498,30 @@ class _Loader:
             raise attr_node.fail("the attributes of target groups of target type alb cannot be modified")
         attributes = _attributes(attr_node, m.NLB_TG_ATTRIBUTES, defaults,
                                  {"deregistration_delay.timeout_seconds": (0, 3600)})
-        targets = self._targets(spec["targets"], port, self.instances)
-        health_check = _health_check(spec.get("health_check", {}), NLB_HC_DEFAULTS, ("TCP", "HTTP", "HTTPS"))
+        if target_type == "alb":
+            targets = self._alb_targets(spec["targets"], port)
+            health_check = _health_check(spec.get("health_check", {"protocol": "HTTPS"}), NLB_HC_DEFAULTS,
+                                         ("HTTP", "HTTPS"))
+        else:
+            targets = self._targets(spec["targets"], port, self.instances)
+            health_check = _health_check(spec.get("health_check", {}), NLB_HC_DEFAULTS, ("TCP", "HTTP", "HTTPS"))
         return m.NlbTargetGroup(
             name=name, arn=self._tg_arn(name), protocol=protocol, port=port, target_type=target_type,
             targets=targets, health_check=health_check, attributes=attributes)
+
+    def _alb_targets(self, node: _Node, port: int) -> tuple[m.Target, ...]:
+        """An `alb` target group holds the one ALB of the topology; the NLB simulator sends to its nodes
+        (one target per ALB node, id `alb-<az>`; docs/decisions.md #24)."""
+        items = list(node.items())
+        alb_raw = self.root.value.get("alb") or {}
+        alb_name = alb_raw.get("name")
+        if len(items) != 1 or items[0].value != alb_name:
+            raise node.fail(f"a target group of target type alb holds exactly one target: the ALB's name ({alb_name!r})")
+        ports = [ls.get("port") for ls in alb_raw.get("listeners") or []]
+        if port not in ports:
+            raise node.fail(f"the target group port {port} must be a listener port of the ALB ({', '.join(map(str, ports))})")
+        return tuple(m.Target(id=f"alb-{n['az']}", ip=IPv4Address(str(n["address"])), port=port, az=str(n["az"]))
+                     for n in alb_raw.get("nodes") or [])
 
     def _tg_arn(self, name: str) -> str:
         return f"arn:aws:elasticloadbalancing:{self.region}:{self.account}:targetgroup/{name}/{m.aws_id('tg', name)}"

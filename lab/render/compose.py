@@ -79,9 +79,13 @@ def compose_document(topology: m.Topology, config_dir: str = "./.lab/config") ->
     alb = topology.alb
     first, *others = alb.nodes
     alb_port = alb.listeners[0].port
+    alb_routes = []
+    if any(tg.target_type == "alb" for tg in topology.nlb.target_groups):
+        # NLB `alb` targets see the client's own address: replies must go back through the NLB.
+        alb_routes.append(f"{topology.internet} via {topology.nlb.nodes[0].private_ip}")
     services[m.ALB_SERVICE] = service(
         m.ALB_SERVICE,
-        [*_netsetup(addresses=[str(n.address) for n in others]),
+        [*_netsetup(addresses=[str(n.address) for n in others], routes=alb_routes),
          "python3", "-m", "services.alb_sim", "--config", f"{CONFIG_DIR}/alb.json"],
         {"vpc": first.address}, cap_add=["NET_ADMIN"], healthcheck=_listening(alb_port),
         depends_on=_healthy(*(w.name for w in topology.web)))

@@ -121,10 +121,38 @@ def test_unknown_key_lists_allowed_keys():
 def test_tls_listener_cannot_forward_to_alb_target_group():
     data = edited("nlb.target_groups.haproxy-https.target_type", "alb")
     data["nlb"]["target_groups"]["haproxy-https"]["protocol"] = "TCP"
+    data["nlb"]["target_groups"]["haproxy-https"]["targets"] = ["internal-app"]
+    data["nlb"]["target_groups"]["haproxy-https"]["health_check"] = {"protocol": "HTTPS"}
     with pytest.raises(TopologyError) as caught:
         load(data)
     assert str(caught.value) == ("nlb.listeners[0].target_group: a TLS listener cannot forward to target groups of "
                                  "target type alb (use a TCP listener) in t.yaml")
+
+
+@pytest.mark.parametrize("targets, port, hc, message", [
+    (["haproxy-a"], 443, {"protocol": "HTTPS"}, "nlb.target_groups.haproxy-http.targets: a target group of target "
+     "type alb holds exactly one target: the ALB's name ('internal-app') in t.yaml"),
+    (["internal-app"], 8443, {"protocol": "HTTPS"}, "nlb.target_groups.haproxy-http.targets: the target group port "
+     "8443 must be a listener port of the ALB (443, 80) in t.yaml"),
+    (["internal-app"], 443, {"protocol": "TCP"}, "nlb.target_groups.haproxy-http.health_check.protocol: 'TCP' is "
+     "not one of HTTP, HTTPS in t.yaml"),
+])
+def test_alb_target_groups(targets, port, hc, message):
+    data = edited("nlb.target_groups.haproxy-http.target_type", "alb")
+    tg = data["nlb"]["target_groups"]["haproxy-http"]
+    tg.update(targets=targets, port=port, health_check=hc)
+    with pytest.raises(TopologyError) as caught:
+        load(data)
+    assert str(caught.value) == message
+
+
+def test_alb_target_group_expands_to_the_alb_nodes():
+    data = edited("nlb.target_groups.haproxy-http.target_type", "alb")
+    data["nlb"]["target_groups"]["haproxy-http"].update(targets=["internal-app"], health_check={"protocol": "HTTP"})
+    tg = load(data).nlb.target_group("haproxy-http")
+    assert [(t.id, str(t.ip), t.port, t.az) for t in tg.targets] == [("alb-a", "10.20.1.30", 80, "a"),
+                                                                     ("alb-b", "10.20.2.30", 80, "b")]
+    assert tg.preserve_client_ip and tg.health_check.protocol == "HTTP"
 
 
 def test_invalid_alb_rule_is_rejected_at_load(tmp_path):
@@ -140,7 +168,7 @@ def test_invalid_alb_rule_is_rejected_at_load(tmp_path):
 def test_unknown_topology_name_lists_known():
     with pytest.raises(TopologyError) as caught:
         resolve_topology_path("nope")
-    assert str(caught.value) == ("unknown topology 'nope' (known: default, ip-proxy-v2, nlb-ops; or give a path to a .yaml file)")
+    assert str(caught.value) == ("unknown topology 'nope' (known: default, ip-proxy-v2, nlb-alb, nlb-ip, nlb-ops; or give a path to a .yaml file)")
 
 
 def test_bad_yaml_reports_line(tmp_path):
