@@ -150,6 +150,7 @@ class NlbConfig:
     transparent: bool
     relaxed_limits: bool
     dns: Dns | None = None
+    splice: bool = True  # plain TCP flows relayed with os.splice (false: the Protocol relay)
 
     def target_group(self, name: str) -> TargetGroup:
         for tg in self.target_groups:
@@ -299,10 +300,13 @@ class _Loader:
         if not isinstance(transparent, bool):
             raise self.err("transparent", f"{json.dumps(transparent)} must be true or false")
         dns = self.dns(raw["dns"]) if raw.get("dns") is not None else None
+        splice = raw.get("splice", True)
+        if not isinstance(splice, bool):
+            raise self.err("splice", f"{json.dumps(splice)} must be true or false")
         return NlbConfig(name=name, arn=arn, nodes=nodes, cross_zone=cross_zone,
                          attributes=attributes, listeners=listeners, target_groups=tgs,
                          log_dir=log_dir, admin=admin, transparent=transparent,
-                         relaxed_limits=relaxed, dns=dns)
+                         relaxed_limits=relaxed, dns=dns, splice=splice)
 
     def dns(self, raw: Any) -> Dns:
         raw = self.obj(raw, "dns")

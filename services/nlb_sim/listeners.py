@@ -15,8 +15,10 @@ from .flowlog import FlowLog
 from .checker import HealthRegistry
 from .metrics import Metrics
 from .relay import ClientSide, Flow
+from .splice import HAVE_SPLICE, SpliceFlow
 
-LISTEN_BACKLOG = 1024
+LISTEN_BACKLOG = 4096
+ACCEPT_BATCH = 64
 CLIENT_TLS_HANDSHAKE_TIMEOUT = 10.0
 
 
@@ -40,6 +42,9 @@ class ListenerRuntime:
         self.flows: set[Flow] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.server: asyncio.AbstractServer | None = None
+        self.listen_sock: socket.socket | None = None
+        self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
+        self.use_splice = HAVE_SPLICE and cfg.splice
         self.metrics = metrics or Metrics()
         self.refresh(cfg)
 
@@ -58,7 +63,7 @@ class ListenerRuntime:
         self.idle_timeout = float(listener.idle_timeout_seconds)
         # Plain bytes both ways, nothing injected: the flow may be handed to the splice pump.
         self.splice_eligible = (self.server_ssl is None and self.target_ssl is None
-                                and not self.proxy_protocol_v2)
+                                and not self.proxy_protocol_v2 and HAVE_SPLICE and cfg.splice)
 
     # --- FlowContext ---
     def is_healthy(self, target: Target) -> bool:
@@ -121,6 +126,12 @@ class ListenerRuntime:
     async def start(self) -> None:
         sock = bind_listener(self.node, self.listener)
         factory: Callable[[], ClientSide] = lambda: ClientSide(self)  # noqa: E731
+        if self.server_ssl is None and self.use_splice:
+            # Plain TCP: our own accept loop, so a flow can be spliced from the raw sockets.
+            self.listen_sock = sock
+            self.loop = asyncio.get_running_loop()
+            self.loop.add_reader(sock.fileno(), self._accept_ready)
+            return
         try:
             self.server = await asyncio.get_running_loop().create_server(
                 factory, sock=sock, backlog=LISTEN_BACKLOG, ssl=self.server_ssl,
@@ -129,12 +140,40 @@ class ListenerRuntime:
             sock.close()
             raise
 
+    def _accept_ready(self) -> None:
+        sock = self.listen_sock
+        assert sock is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError:  # ECONNABORTED, EMFILE...: the listener keeps serving
+                return
+            conn.setblocking(False)
+            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self.splice_eligible:
+                SpliceFlow(self, self.loop, conn, (addr[0], addr[1])).connect()
+            else:  # PROXY v2 switched on at run time: the Protocol relay takes the socket
+                self.spawn(self._adopt(conn))
+
+    async def _adopt(self, conn: socket.socket) -> None:
+        try:
+            await self.loop.connect_accepted_socket(lambda: ClientSide(self), conn)
+        except OSError:
+            conn.close()
+
     @property
     def bound(self) -> bool:
+        if self.listen_sock is not None:
+            return self.listen_sock.fileno() >= 0
         return self.server is not None and self.server.is_serving()
 
     def stop(self) -> None:
         """Stop accepting, reset open flows, cancel pending target connects."""
+        if self.listen_sock is not None and self.listen_sock.fileno() >= 0:
+            self.loop.remove_reader(self.listen_sock.fileno())
+            self.listen_sock.close()
         if self.server is not None:
             self.server.close()
         for flow in list(self.flows):

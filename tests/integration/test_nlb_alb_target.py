@@ -18,16 +18,19 @@ SITE = "www.lab.test"
 
 def test_alb_sees_the_client_and_puts_it_in_x_forwarded_for():
     topology = load_topology(TOPOLOGY)
-    alb_by_az = {n.az: str(n.address) for n in topology.alb.nodes}
-    for node in topology.nlb.nodes:
-        for client in ("198.51.100.163", "198.51.100.164"):
+    for node, clients in zip(topology.nlb.nodes, (("198.51.100.163", "198.51.100.164"),
+                                                  ("198.51.100.165", "198.51.100.166"))):
+        for client in clients:
             result = exec_in("client", "curl", "-sS", "--cacert", "/lab/certs/public-ca.pem", "--interface", client,
                              "--resolve", f"{SITE}:443:{node.elastic_ip}", f"https://{SITE}/api/alb-target")
             assert result.returncode == 0, result.stderr
             echo = json.loads(result.stdout)
             assert echo["headers"]["x-forwarded-for"] == client, (node.name, echo["headers"]["x-forwarded-for"])
             assert echo["headers"]["x-forwarded-proto"] == "https"
-            assert echo["peer"]["ip"] == alb_by_az[node.az]  # cross-zone off on both load balancers
+            # Cross-zone off: the NLB node of each AZ sends to the ALB node of its own AZ.
+            flows = [json.loads(line) for line in exec_in("nlb", "cat", "/var/log/lab/nlb/flows.log").stdout.splitlines()]
+            opened = [f for f in flows if f["event"] == "open" and f["client"].startswith(client + ":")]
+            assert opened[-1]["target"] == f"alb-{node.az}" and opened[-1]["source_seen_by_target"].startswith(client)
 
 
 def test_alb_targets_are_health_checked_through_the_alb():
