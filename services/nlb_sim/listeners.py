@@ -15,7 +15,7 @@ from .flowlog import FlowLog
 from .checker import HealthRegistry
 from .metrics import Metrics
 from .relay import ClientSide, Flow
-from .splice import HAVE_SPLICE, SpliceFlow
+from .splice import HAVE_SPLICE, PipePool, SpliceFlow
 
 LISTEN_BACKLOG = 4096
 ACCEPT_BATCH = 64
@@ -45,6 +45,7 @@ class ListenerRuntime:
         self.listen_sock: socket.socket | None = None
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.use_splice = HAVE_SPLICE and cfg.splice
+        self.pipes = PipePool()
         self.metrics = metrics or Metrics()
         self.refresh(cfg)
 

@@ -98,7 +98,8 @@ def test_idle_expired_flow_answers_the_next_speaker_with_a_reset(tmp_path: Path)
                 assert flow.idle_check(loop.time(), 350.0) is False  # bytes moved since the last look
                 assert flow.idle_check(loop.time() + 349, 350.0) is False
                 assert flow.idle_check(loop.time() + 351, 350.0) is True  # 350 s without a byte
-                assert [x["end"] for x in flow_lines(cfg) if x["event"] == "close"] == ["idle timeout"]
+                await wait_until(lambda: [x["end"] for x in flow_lines(cfg) if x["event"] == "close"]
+                                 == ["idle timeout"], "the flow's close record")
                 w.write(b"late")
                 with pytest.raises(ConnectionResetError):  # a RST, not the echo and not a FIN
                     await asyncio.wait_for(r.read(10), 5)
