@@ -65,12 +65,13 @@ class PipePool:
 
 
 class _Direction:
-    __slots__ = ("flow", "src", "dst", "pr", "pw", "pending", "nbytes", "eof", "done", "reading",
-                 "writing")
+    __slots__ = ("flow", "src", "dst", "src_fd", "dst_fd", "pr", "pw", "pending", "nbytes", "eof",
+                 "done", "reading", "writing")
 
     def __init__(self, flow: SpliceFlow, src: socket.socket, dst: socket.socket) -> None:
         self.flow = flow
         self.src, self.dst = src, dst
+        self.src_fd, self.dst_fd = src.fileno(), dst.fileno()
         self.pr, self.pw = flow.pipes.get()
         self.pending = 0  # bytes in the pipe
         self.nbytes = 0
@@ -85,21 +86,21 @@ class _Direction:
     def _want_read(self, on: bool) -> None:
         loop = self.flow.loop
         if on and not self.reading:
-            loop.add_reader(self.src.fileno(), self.on_readable)
+            loop.add_reader(self.src_fd, self.on_readable)
         elif not on and self.reading:
-            loop.remove_reader(self.src.fileno())
+            loop.remove_reader(self.src_fd)
         self.reading = on
 
     def _want_write(self, on: bool) -> None:
         loop = self.flow.loop
         if on and not self.writing:
-            loop.add_writer(self.dst.fileno(), self.on_writable)
+            loop.add_writer(self.dst_fd, self.on_writable)
         elif not on and self.writing:
-            loop.remove_writer(self.dst.fileno())
+            loop.remove_writer(self.dst_fd)
         self.writing = on
 
     def on_readable(self) -> None:
-        src_fd, pw = self.src.fileno(), self.pw
+        src_fd, pw = self.src_fd, self.pw
         try:
             for _ in range(_MAX_ROUNDS):
                 n = os.splice(src_fd, pw, PIPE_SIZE, flags=_FLAGS)
@@ -136,7 +137,7 @@ class _Direction:
 
     def _flush(self) -> bool:
         """Move the pipe into the destination; False when the destination is full."""
-        dst_fd, pr = self.dst.fileno(), self.pr
+        dst_fd, pr = self.dst_fd, self.pr
         while self.pending:
             try:
                 n = os.splice(pr, dst_fd, self.pending, flags=_FLAGS)
@@ -224,12 +225,16 @@ class SpliceFlow:
             self._abort_with(f"error: connect {target.ip}:{target.port}: {describe(exc)}")
             return
         self.target_sock = sock
-        self.loop.add_writer(sock.fileno(), self._connected)
+        if err == 0:  # connected at once (loopback, same host): no need to wait for writability
+            self._connected(False)
+        else:
+            self.loop.add_writer(sock.fileno(), self._connected)
 
-    def _connected(self) -> None:
+    def _connected(self, waited: bool = True) -> None:
         sock = self.target_sock
         assert sock is not None and self.target is not None
-        self.loop.remove_writer(sock.fileno())
+        if waited:
+            self.loop.remove_writer(sock.fileno())
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
         if err:
             self.target_sock = None
@@ -244,6 +249,7 @@ class SpliceFlow:
         self.down = _Direction(self, sock, self.client)
         self.up.start()
         self.down.start()
+        self.up.on_readable()  # the client has usually sent its first bytes already
 
     # --- events from the directions ---
     def direction_done(self) -> None:
