@@ -73,10 +73,16 @@ class ListenerRuntime:
     def pick(self, client: tuple[str, int], local: tuple[str, int]) -> Target | None:
         pool = candidates(self.tg.targets, self.node.az, self.cross_zone, self.is_healthy)
         if self.sticky:  # stickiness.type source_ip: the client's address alone picks the target
-            return choose(pool, flow_hash(self.listener.protocol, client[0], 0, local[0], 0, 0))
+            target = choose(pool, flow_hash(self.listener.protocol, client[0], 0, local[0], 0, 0))
+            if target is not None and not self.is_healthy(target):
+                self.metrics.inc("UnhealthyRoutingFlowCount")
+            return target
         seq = self.rng.getrandbits(32)  # stands in for the TCP initial sequence number
-        return choose(pool, flow_hash(self.listener.protocol, client[0], client[1],
-                                      local[0], local[1], seq))
+        target = choose(pool, flow_hash(self.listener.protocol, client[0], client[1],
+                                        local[0], local[1], seq))
+        if target is not None and not self.is_healthy(target):
+            self.metrics.inc("UnhealthyRoutingFlowCount")  # failing open
+        return target
 
     def reset_flows_to(self, tg_name: str, target_id: str) -> int:
         """RST both sides of every open flow to a target (deregistration termination, unhealthy)."""

@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import Iterable, Mapping
 
 COUNTERS = ("NewFlowCount", "ProcessedBytes", "TCP_Client_Reset_Count", "TCP_ELB_Reset_Count",
-            "TCP_Target_Reset_Count", "ClientTLSNegotiationErrorCount",
-            "TargetTLSNegotiationErrorCount", "UnhealthyRoutingFlowCount", "IdleTimeoutFlowCount")
+            "TCP_Target_Reset_Count", "UnhealthyRoutingFlowCount", "IdleTimeoutFlowCount")
 PREFIX = "aws_networkelb_"
 
 
