@@ -6,9 +6,11 @@ import asyncio
 import logging
 import random
 import ssl
+import time
 from typing import Callable
 
 from . import control, netsetup
+from .accesslog import AccessLog, elb_field
 from .admin import AdminApi
 from .checker import HealthRegistry, run_checker
 from .config import NlbConfig, Node, Target, TargetGroup
@@ -41,6 +43,7 @@ class NlbApp:
         self.listeners: list[ListenerRuntime] = []
         self.ready = asyncio.Event()
         self.metrics = {n.name: Metrics() for n in cfg.nodes}
+        self.hello: dict[int, tuple[str | None, float]] = {}  # id(SSLObject) -> (SNI, ClientHello time)
         self._group: asyncio.TaskGroup | None = None
         self._checkers: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self._drains: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -189,6 +192,13 @@ class NlbApp:
                                    f" {lst.certificate.pem}: {getattr(exc, 'strerror', None) or exc}"
                                    ) from None
             back = target_context(lst.ssl_policy) if tg.protocol == "TLS" else None
+            hello = self.hello
+
+            def on_hello(obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+                if len(hello) > 10000:  # handshakes that never completed
+                    hello.clear()
+                hello[id(obj)] = (name, time.monotonic())
+            front.sni_callback = on_hello
             out.append((front, back))
         return out
 
@@ -205,12 +215,14 @@ class NlbApp:
             log.warning("transparent is false: target groups with preserve_client_ip.enabled=true"
                         " connect from an ordinary local address; targets will not see client IPs")
         flowlog = FlowLog(cfg.log_dir)
+        access = AccessLog(cfg.log_dir, elb_field(cfg.arn))
         admin_server: asyncio.AbstractServer | None = None
         try:
             for node in cfg.nodes:
                 for lst, (front, back) in zip(cfg.listeners, contexts):
                     rt = ListenerRuntime(cfg, node, lst, self.registry, flowlog, self.rng, front, back,
                                          self.metrics[node.name])
+                    rt.access_log, rt.hello = access, self.hello
                     self.listeners.append(rt)
                     await rt.start()
             try:
@@ -241,3 +253,4 @@ class NlbApp:
                 admin_server.close()
             await asyncio.sleep(0)  # let aborted transports deliver connection_lost
             flowlog.close()
+            access.close()

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import datetime
 import errno
+import time
 import random
 import socket
 import ssl
@@ -13,6 +15,7 @@ from .config import Listener, NlbConfig, Node, Target
 from .flowhash import candidates, choose, flow_hash
 from .flowlog import FlowLog
 from .checker import HealthRegistry
+from .accesslog import AccessLog, TlsConnection, listener_id
 from .metrics import Metrics
 from .relay import ClientSide, Flow
 from .splice import HAVE_SPLICE, PipePool, SpliceFlow
@@ -47,6 +50,9 @@ class ListenerRuntime:
         self.use_splice = HAVE_SPLICE and cfg.splice
         self.pipes = PipePool()
         self.metrics = metrics or Metrics()
+        self.access_log: AccessLog | None = None
+        self.hello: dict[int, tuple[str | None, float]] = {}
+        self.listener_id = listener_id(cfg.arn, listener.port)
         self.refresh(cfg)
 
     def refresh(self, cfg: NlbConfig) -> None:
@@ -128,6 +134,25 @@ class ListenerRuntime:
 
     def flow_ended(self, flow: Flow) -> None:
         self.flows.discard(flow)
+
+    def tls_started(self, transport: Any) -> tuple[str | None, float | None]:
+        """(SNI, handshake seconds) of a just-completed client TLS handshake."""
+        obj = transport.get_extra_info("ssl_object")
+        name, hello_at = self.hello.pop(id(obj), (None, None))
+        return name, (time.monotonic() - hello_at) if hello_at is not None else None
+
+    def tls_ended(self, flow: Flow, duration: float, received: int, sent: int) -> None:
+        if self.access_log is None or flow.tls is None:
+            return
+        sni, handshake, cipher, version, alpn = flow.tls
+        self.access_log.write(self.listener_id, TlsConnection(
+            end_time=datetime.datetime.now(datetime.timezone.utc),
+            client=f"{flow.client_addr[0]}:{flow.client_addr[1]}",
+            destination=f"{flow.local_addr[0]}:{flow.local_addr[1]}",
+            connection_ms=round(duration * 1000), handshake_ms=None if handshake is None else round(handshake * 1000),
+            received_bytes=received, sent_bytes=sent,
+            cert_arn=self.listener.certificate.arn if self.listener.certificate else "",
+            cipher=cipher, protocol=version, sni=sni, alpn=alpn))
 
     # --- lifecycle ---
     async def start(self) -> None:

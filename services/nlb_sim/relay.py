@@ -48,6 +48,8 @@ class FlowContext(TypingProtocol):
     def log(self, record: dict[str, Any]) -> None: ...
     def flow_started(self, flow: Flow) -> None: ...
     def flow_ended(self, flow: Flow) -> None: ...
+    def tls_started(self, transport: Any) -> tuple[str | None, float | None]: ...
+    def tls_ended(self, flow: Flow, duration: float, received: int, sent: int) -> None: ...
 
 
 class _Half(asyncio.Protocol):
@@ -131,7 +133,7 @@ class ClientSide(_Half):
 class Flow:
     __slots__ = ("ctx", "client", "target_half", "client_addr", "local_addr", "started", "pending",
                  "client_eof_early", "task", "connecting", "target", "source_seen", "end",
-                 "finished", "seen_bytes", "last_active", "expired")
+                 "finished", "seen_bytes", "last_active", "expired", "tls")
 
     def __init__(self, ctx: FlowContext, client: ClientSide) -> None:
         self.ctx = ctx
@@ -153,6 +155,13 @@ class Flow:
         self.seen_bytes = 0
         self.last_active = asyncio.get_running_loop().time()
         self.expired = False
+        self.tls: tuple[str | None, float | None, str | None, str | None, str | None] | None = None
+        ssl_object = client.transport.get_extra_info("ssl_object")
+        if ssl_object is not None:
+            sni, handshake = ctx.tls_started(client.transport)
+            cipher = ssl_object.cipher()
+            self.tls = (sni, handshake, cipher[0] if cipher else None, ssl_object.version(),
+                        ssl_object.selected_alpn_protocol())
         ctx.flow_started(self)
         if not ctx.connect_on_payload:
             client.transport.pause_reading()
@@ -312,6 +321,8 @@ class Flow:
         record["end"] = self.end or "fin"
         self.ctx.metrics.inc("ProcessedBytes", record["bytes_in"] + record["bytes_out"])
         self.ctx.log(record)
+        if self.tls is not None:
+            self.ctx.tls_ended(self, time.monotonic() - self.started, record["bytes_in"], record["bytes_out"])
         self.ctx.flow_ended(self)
 
     def _record(self, event: str) -> dict[str, Any]:

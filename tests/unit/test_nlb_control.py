@@ -203,3 +203,31 @@ def test_metrics_text_uses_aws_names() -> None:
     assert 'aws_networkelb_ProcessedBytes{LoadBalancer="lb",AvailabilityZone="b"} 1234' in lines
     assert lines[-2:] == ["# TYPE aws_networkelb_ActiveFlowCount gauge",
                           'aws_networkelb_ActiveFlowCount{LoadBalancer="lb",AvailabilityZone="a"} 2']
+
+
+# --- access log (TLS listeners) -----------------------------------------------------------------
+
+def test_access_log_line_has_aws_fields_in_order() -> None:
+    import datetime
+
+    from services.nlb_sim.accesslog import TlsConnection, elb_field, format_line
+
+    conn = TlsConnection(end_time=datetime.datetime(2020, 4, 1, 8, 51, 42, 123456, tzinfo=datetime.timezone.utc),
+                         client="72.21.218.154:51341", destination="172.100.100.185:443", connection_ms=5,
+                         handshake_ms=2, received_bytes=98, sent_bytes=246,
+                         cert_arn="arn:aws:acm:us-east-2:671290407336:certificate/2a108f19",
+                         cipher="ECDHE-RSA-AES128-SHA", protocol="TLSv1.2",
+                         sni="my-network-loadbalancer-c6e77e28c25b2234.elb.us-east-2.amazonaws.com", alpn="h2")
+    elb = elb_field("arn:aws:elasticloadbalancing:us-east-2:671290407336:loadbalancer/net/my-network-loadbalancer/"
+                    "c6e77e28c25b2234")
+    # AWS's documented example, except the two ALPN fields the simulator cannot know ("-").
+    assert format_line(elb, "g3d4b5e8bb8464cd", conn) == (
+        "tls 2.0 2020-04-01T08:51:42 net/my-network-loadbalancer/c6e77e28c25b2234 g3d4b5e8bb8464cd "
+        "72.21.218.154:51341 172.100.100.185:443 5 2 98 246 - "
+        "arn:aws:acm:us-east-2:671290407336:certificate/2a108f19 - ECDHE-RSA-AES128-SHA tlsv12 - "
+        "my-network-loadbalancer-c6e77e28c25b2234.elb.us-east-2.amazonaws.com h2 - -")
+    bare = TlsConnection(end_time=conn.end_time, client="1.2.3.4:5", destination="6.7.8.9:443", connection_ms=0,
+                         handshake_ms=None, received_bytes=0, sent_bytes=0, cert_arn="", cipher=None,
+                         protocol="TLSv1.3", sni=None, alpn=None)
+    assert format_line("net/x/1", "l", bare).split()[7:] == ["0", "-", "0", "0", "-", "-", "-", "-", "tlsv13",
+                                                            "-", "-", "-", "-", "-"]

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.unit.test_nlb_relay import (LO, Server, echo, flow_lines, nlb_config, run, running, target_group,
-                                       tcp_listener, wait_healthy, wait_until)
+from tests.unit.test_nlb_relay import (LO, Server, certs, echo, flow_lines, nlb_config, run, running, target_group,  # noqa: F401
+                                       tcp_listener, tls_listener, wait_healthy, wait_until)
 
 
 def test_register_deregister_drain_and_attributes_over_the_admin_api(tmp_path: Path) -> None:
@@ -105,4 +105,33 @@ def test_idle_expired_flow_answers_the_next_speaker_with_a_reset(tmp_path: Path)
                     await asyncio.wait_for(r.read(10), 5)
                 assert app.metrics["nlb-a"].counts["TCP_ELB_Reset_Count"] >= 1
                 w.close()
+    run(main())
+
+
+def test_tls_listener_writes_an_access_log_line(tmp_path: Path, certs) -> None:
+    async def main() -> None:
+        async with Server(echo) as t:
+            listener = tls_listener("tg", certs["listener_pem"])
+            listener["alpn_policy"] = "HTTP2Preferred"
+            cfg = nlb_config(tmp_path, [listener], [target_group("tg", [("t-1", t.port, "a")])])
+            async with running(cfg) as app:
+                await wait_healthy(app, "tg", ["t-1"])
+                ctx = certs["client_ctx"]
+                ctx.set_alpn_protocols(["http/1.1", "h2"])
+                r, w = await asyncio.open_connection(LO, listener["port"], ssl=ctx, server_hostname="www.lab.test")
+                local = w.get_extra_info("sockname")
+                w.write(b"x" * 1000)
+                assert await r.readexactly(1000) == b"x" * 1000
+                w.close()
+                path = Path(cfg["log_dir"]) / "access.log"
+                await wait_until(lambda: path.exists() and path.read_text().strip(), "access log line")
+                fields = path.read_text().split()
+                assert fields[:2] == ["tls", "2.0"]
+                assert fields[3] == "net/static-ingress/6d0ecf831eec9f09"
+                assert fields[5] == f"{local[0]}:{local[1]}" and fields[6] == f"{LO}:{listener['port']}"
+                assert int(fields[7]) >= 0 and int(fields[8]) >= 0
+                assert fields[9:12] == ["1000", "1000", "-"]
+                assert fields[12] == "arn:aws:acm:eu-west-2:123456789012:certificate/lab-www"
+                assert fields[14].startswith("TLS_") and fields[15] == "tlsv13"  # OpenSSL's TLS 1.3 suite name
+                assert fields[17:] == ["www.lab.test", "h2", "-", "-"]  # the LB's preference (HTTP2Preferred) wins
     run(main())
