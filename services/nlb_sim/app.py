@@ -16,6 +16,7 @@ from .checker import HealthRegistry, run_checker
 from .config import NlbConfig, Node, Target, TargetGroup
 from .dnspublish import run_publisher
 from .flowlog import FlowLog
+from .vpcflow import VpcFlowLog, account_of
 from .health import State, Transition
 from .listeners import ListenerRuntime
 from .metrics import Metrics, render
@@ -214,7 +215,7 @@ class NlbApp:
         elif not cfg.transparent and any(tg.preserve_client_ip for tg in cfg.target_groups):
             log.warning("transparent is false: target groups with preserve_client_ip.enabled=true"
                         " connect from an ordinary local address; targets will not see client IPs")
-        flowlog = FlowLog(cfg.log_dir)
+        flowlog = FlowLog(cfg.log_dir, VpcFlowLog(cfg.log_dir), account_of(cfg.arn), cfg.arn)
         access = AccessLog(cfg.log_dir, elb_field(cfg.arn))
         admin_server: asyncio.AbstractServer | None = None
         try:

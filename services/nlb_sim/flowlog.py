@@ -16,7 +16,10 @@ import asyncio
 import datetime
 import json
 import os
+import time
 from typing import IO, Any
+
+from .vpcflow import VpcFlowLog, interface_id, records
 
 
 def utc_now_iso() -> str:
@@ -28,17 +31,23 @@ class FlowLog:
     """Append-only JSON-lines file. Lines written in one event-loop iteration are flushed together
     at the end of it (one write(2) for many flows under load; still visible within milliseconds)."""
 
-    def __init__(self, log_dir: str) -> None:
+    def __init__(self, log_dir: str, vpc: VpcFlowLog | None = None,
+                 account: str = "unknown", lb_arn: str = "") -> None:
         os.makedirs(log_dir, exist_ok=True)
+        self.vpc = vpc
+        self.account = account
+        self.lb_arn = lb_arn
         self.path = os.path.join(log_dir, "flows.log")
         self._file: IO[str] | None = open(self.path, "a", encoding="utf-8", buffering=1 << 16)
         self._flush_scheduled = False
 
-    def write(self, record: dict[str, Any]) -> None:
+    def write(self, record: dict[str, Any], listener_addr: tuple[str, int] | None = None) -> None:
         if self._file is None:
             return
         line = json.dumps({"time": utc_now_iso(), **record}, separators=(", ", ": "))
         self._file.write(line + "\n")
+        if self.vpc is not None and record.get("event") == "close":
+            self.vpc.write(self._vpc_lines(record, listener_addr or ("0.0.0.0", 0)))
         if not self._flush_scheduled:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
@@ -46,12 +55,28 @@ class FlowLog:
             except RuntimeError:  # no loop (tests, shutdown): write through
                 self._file.flush()
 
+    def _vpc_lines(self, r: dict[str, Any], listener_addr: tuple[str, int]) -> list[str]:
+        def addr(text: str | None) -> tuple[str, int] | None:
+            if not text:
+                return None
+            ip, _, port = text.rpartition(":")
+            return ip, int(port)
+        end = int(time.time())
+        start = end - int(r.get("duration_ms", 0) // 1000)
+        return records(self.account, interface_id(self.lb_arn, r["node"]), addr(r["client"]),  # type: ignore[arg-type]
+                       listener_addr, addr(r.get("source_seen_by_target")),
+                       addr(r.get("target_addr")), r.get("bytes_in", 0), r.get("bytes_out", 0), start, end)
+
     def flush(self) -> None:
         self._flush_scheduled = False
         if self._file is not None:
             self._file.flush()
+        if self.vpc is not None:
+            self.vpc.flush()
 
     def close(self) -> None:
         if self._file is not None:
             self._file.close()
             self._file = None
+        if self.vpc is not None:
+            self.vpc.close()

@@ -126,7 +126,7 @@ class ListenerRuntime:
         return task
 
     def log(self, record: dict[str, Any]) -> None:
-        self.flowlog.write(record)
+        self.flowlog.write(record, (self.node.elastic_ip, self.listener.port))
 
     def flow_started(self, flow: Flow) -> None:
         self.flows.add(flow)

@@ -231,3 +231,23 @@ def test_access_log_line_has_aws_fields_in_order() -> None:
                          protocol="TLSv1.3", sni=None, alpn=None)
     assert format_line("net/x/1", "l", bare).split()[7:] == ["0", "-", "0", "0", "-", "-", "-", "-", "tlsv13",
                                                             "-", "-", "-", "-", "-"]
+
+
+# --- VPC Flow Logs default format ----------------------------------------------------------------
+
+def test_vpc_flow_log_records_default_format() -> None:
+    from services.nlb_sim.vpcflow import account_of, interface_id, records
+
+    arn = "arn:aws:elasticloadbalancing:eu-west-2:123456789012:loadbalancer/net/static-ingress/6d0ecf831eec9f09"
+    eni = interface_id(arn, "nlb-a")
+    assert eni.startswith("eni-") and len(eni) == 21 and account_of(arn) == "123456789012"
+    assert account_of("") == "unknown"
+    lines = records("123456789012", eni, ("198.51.100.150", 40000), ("198.51.100.10", 443),
+                    ("198.51.100.150", 40000), ("10.20.1.20", 443), 2000, 100, 1700000000, 1700000003)
+    assert lines == [
+        f"2 123456789012 {eni} 198.51.100.150 198.51.100.10 40000 443 6 4 2000 1700000000 1700000003 ACCEPT OK",
+        f"2 123456789012 {eni} 198.51.100.10 198.51.100.150 443 40000 6 3 100 1700000000 1700000003 ACCEPT OK",
+        f"2 123456789012 {eni} 198.51.100.150 10.20.1.20 40000 443 6 4 2000 1700000000 1700000003 ACCEPT OK",
+        f"2 123456789012 {eni} 10.20.1.20 198.51.100.150 443 40000 6 3 100 1700000000 1700000003 ACCEPT OK",
+    ]
+    assert len(records("unknown", eni, ("1.1.1.1", 1), ("2.2.2.2", 80), None, None, 0, 0, 1, 1)) == 2

@@ -134,4 +134,9 @@ def test_tls_listener_writes_an_access_log_line(tmp_path: Path, certs) -> None:
                 assert fields[12] == "arn:aws:acm:eu-west-2:123456789012:certificate/lab-www"
                 assert fields[14].startswith("TLS_") and fields[15] == "tlsv13"  # OpenSSL's TLS 1.3 suite name
                 assert fields[17:] == ["www.lab.test", "h2", "-", "-"]  # the LB's preference (HTTP2Preferred) wins
+                vpc = (Path(cfg["log_dir"]) / "vpc-flow.log").read_text().splitlines()
+                mine = [line.split() for line in vpc if f" {local[0]} " in line and f" {local[1]} " in line]
+                assert [(f[0], f[1], f[7], f[9], f[12], f[13]) for f in mine][:2] == [
+                    ("2", "123456789012", "6", "1000", "ACCEPT", "OK")] * 2
+                assert (mine[0][3], mine[0][4], mine[0][6]) == (local[0], LO, str(listener["port"]))
     run(main())
