@@ -7,6 +7,8 @@ Every error names the key path, the offending value, the file and what is allowe
 
 from __future__ import annotations
 
+import re
+
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from types import MappingProxyType
@@ -408,12 +410,15 @@ class _Loader:
 
     def _nlb(self, node: _Node, dns: m.Dns) -> m.Nlb:
         spec = node.mapping(allowed=("name", "attributes", "subnet_mappings", "listeners", "target_groups",
-                                     "relaxed_limits"),
+                                     "relaxed_limits", "vpc_endpoint_id"),
                             required=("name", "subnet_mappings", "listeners", "target_groups"))
         name = spec["name"].string()
         relaxed = spec.get("relaxed_limits", False).value
         if not isinstance(relaxed, bool):
             raise spec["relaxed_limits"].fail(f"{relaxed!r} must be true or false (lab-only: shorter idle timeouts)")
+        vpce = spec.get("vpc_endpoint_id", None).value
+        if vpce is not None and not (isinstance(vpce, str) and re.fullmatch(r"vpce-[0-9a-f]{8,17}", vpce)):
+            raise spec["vpc_endpoint_id"].fail(f"{vpce!r} is not a VPC endpoint id (vpce- and 8-17 hex digits)")
         nlb_id = m.aws_id("nlb", name)
         nodes = []
         for item in spec["subnet_mappings"].items():
@@ -472,7 +477,7 @@ class _Loader:
             arn=f"arn:aws:elasticloadbalancing:{self.region}:{self.account}:loadbalancer/net/{name}/{nlb_id}",
             dns_name=f"{name}-{nlb_id}.elb.{self.region}.amazonaws.com",
             nodes=tuple(nodes), listeners=tuple(listeners), target_groups=tuple(groups.values()),
-            attributes=attributes, relaxed_limits=relaxed)
+            attributes=attributes, relaxed_limits=relaxed, vpc_endpoint_id=vpce)
 
     def _nlb_target_group(self, node: _Node, name: str) -> m.NlbTargetGroup:
         spec = node.mapping(allowed=("protocol", "port", "target_type", "targets", "health_check", "attributes"),

@@ -136,6 +136,9 @@ class Nlb:
     # Lab-only (docs/decisions.md #23): tcp.idle_timeout.seconds down to 10 s so tests can show
     # the idle-timeout RST before HAProxy's own 60 s client timeout closes the connection.
     relaxed_limits: bool = False
+    # Lab-only: clients arrive through this PrivateLink endpoint, so PROXY v2 headers carry the
+    # PP2_TYPE_AWS (0xEA) VPC-endpoint TLV (aws-elb.md section 3).
+    vpc_endpoint_id: str | None = None
 
     def target_group(self, name: str) -> NlbTargetGroup:
         return next(tg for tg in self.target_groups if tg.name == name)

@@ -56,6 +56,7 @@ def nlb_config(topology: m.Topology) -> dict[str, Any]:
         "admin": {"address": str(nlb.nodes[0].private_ip), "port": m.NLB_ADMIN_PORT},
         "transparent": True,
         **({"relaxed_limits": True} if nlb.relaxed_limits else {}),
+        **({"vpc_endpoint_id": nlb.vpc_endpoint_id} if nlb.vpc_endpoint_id else {}),
         # The NLB keeps these names pointed at its healthy AZs (an AZ without healthy targets leaves DNS).
         "dns": {"admin_url": f"http://{topology.dns.vpc_address}:{m.DNS_ADMIN_PORT}", "ttl": topology.dns.ttl,
                 "names": [nlb.dns_name, topology.site]},

@@ -147,7 +147,8 @@ class NlbApp:
             if key in self._checkers and not self._checkers[key].done():
                 continue
             self._checkers[key] = self._group.create_task(
-                run_checker(self.cfg, node, tg, target, self.registry.get(*key), self._on_health),
+                run_checker(self.cfg, node, tg, target, self.registry.get(*key), self._on_health,
+                            lambda name=tg.name: self.cfg.target_group(name)),
                 name=f"hc {node.name} {tg.name} {target.id}")
 
     def _on_health(self, node: Node, tg: TargetGroup, target: Target, change: Transition) -> None:

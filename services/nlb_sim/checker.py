@@ -145,19 +145,20 @@ async def check_once(cfg: NlbConfig, node: Node, tg: TargetGroup, target: Target
 
 async def run_checker(cfg: NlbConfig, node: Node, tg: TargetGroup, target: Target,
                       health: TargetHealth,
-                      on_change: Callable[[Node, TargetGroup, Target, Transition], None] | None = None
-                      ) -> None:
-    """Check ``target`` forever: first check at once, then every ``interval_seconds``."""
-    hc = tg.health_check
+                      on_change: Callable[[Node, TargetGroup, Target, Transition], None] | None = None,
+                      tg_of: Callable[[], TargetGroup] | None = None) -> None:
+    """Check ``target`` forever: first check at once, then every ``interval_seconds``.
+    ``tg_of`` returns the target group's current settings (run-time changes, e.g. PROXY v2 on)."""
     loop = asyncio.get_running_loop()
-    ctx = _https_context() if hc.protocol == "HTTPS" else None
+    ctx = _https_context() if tg.health_check.protocol == "HTTPS" else None
     while True:
+        current = tg_of() if tg_of is not None else tg
         started = loop.time()
-        ok, detail = await check_once(cfg, node, tg, target, ctx)
+        ok, detail = await check_once(cfg, node, current, target, ctx)
         change = health.record(ok, detail)
         if change is not None:
             log.info("%s %s %s: %s -> %s%s (%s)", node.name, tg.name, target.id, change.old,
                      change.new, f" {change.reason}" if change.reason else "", detail)
             if on_change is not None:
-                on_change(node, tg, target, change)
-        await asyncio.sleep(max(0.0, started + hc.interval_seconds - loop.time()))
+                on_change(node, current, target, change)
+        await asyncio.sleep(max(0.0, started + current.health_check.interval_seconds - loop.time()))

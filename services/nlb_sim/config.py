@@ -151,6 +151,7 @@ class NlbConfig:
     relaxed_limits: bool
     dns: Dns | None = None
     splice: bool = True  # plain TCP flows relayed with os.splice (false: the Protocol relay)
+    vpc_endpoint_id: str | None = None  # PROXY v2 headers carry the 0xEA VPC-endpoint TLV
 
     def target_group(self, name: str) -> TargetGroup:
         for tg in self.target_groups:
@@ -300,13 +301,17 @@ class _Loader:
         if not isinstance(transparent, bool):
             raise self.err("transparent", f"{json.dumps(transparent)} must be true or false")
         dns = self.dns(raw["dns"]) if raw.get("dns") is not None else None
+        vpce = raw.get("vpc_endpoint_id")
+        if vpce is not None and (not isinstance(vpce, str) or not vpce.startswith("vpce-")
+                                 or not vpce.isascii()):
+            raise self.err("vpc_endpoint_id", f"{json.dumps(vpce)} is not a VPC endpoint id (vpce-...)")
         splice = raw.get("splice", True)
         if not isinstance(splice, bool):
             raise self.err("splice", f"{json.dumps(splice)} must be true or false")
         return NlbConfig(name=name, arn=arn, nodes=nodes, cross_zone=cross_zone,
                          attributes=attributes, listeners=listeners, target_groups=tgs,
                          log_dir=log_dir, admin=admin, transparent=transparent,
-                         relaxed_limits=relaxed, dns=dns, splice=splice)
+                         relaxed_limits=relaxed, dns=dns, splice=splice, vpc_endpoint_id=vpce)
 
     def dns(self, raw: Any) -> Dns:
         raw = self.obj(raw, "dns")

@@ -66,6 +66,7 @@ class ListenerRuntime:
                                    and self.tg.header_placement == "on_first_ack_with_payload")
         self.preserve_client_ip = self.tg.preserve_client_ip
         self.transparent = cfg.transparent
+        self.vpce_id = cfg.vpc_endpoint_id
         self.sticky = self.tg.stickiness
         self.idle_timeout = float(listener.idle_timeout_seconds)
         # Plain bytes both ways, nothing injected: the flow may be handed to the splice pump.

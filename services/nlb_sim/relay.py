@@ -40,6 +40,7 @@ class FlowContext(TypingProtocol):
     connect_on_payload: bool  # PROXY v2 placement on_first_ack_with_payload
     target_ssl: ssl.SSLContext | None
     splice_eligible: bool
+    vpce_id: str | None  # PrivateLink endpoint id for the 0xEA TLV (None: no TLV)
     metrics: Any  # metrics.Metrics
 
     def pick(self, client: tuple[str, int], local: tuple[str, int]) -> Target | None: ...
@@ -202,7 +203,7 @@ class Flow:
                 raise
             if ctx.proxy_protocol_v2:
                 transport.write(encode_v2_proxy(self.client_addr[0], self.client_addr[1],
-                                                self.local_addr[0], self.local_addr[1]))
+                                                self.local_addr[0], self.local_addr[1], ctx.vpce_id))
             if ctx.target_ssl is not None:
                 transport = await loop.start_tls(
                     transport, half, ctx.target_ssl, server_hostname=None,

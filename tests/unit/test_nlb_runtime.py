@@ -140,3 +140,36 @@ def test_tls_listener_writes_an_access_log_line(tmp_path: Path, certs) -> None:
                     ("2", "123456789012", "6", "1000", "ACCEPT", "OK")] * 2
                 assert (mine[0][3], mine[0][4], mine[0][6]) == (local[0], LO, str(listener["port"]))
     run(main())
+
+
+def test_vpc_endpoint_tlv_in_proxy_header_and_proxy_v2_switched_on_live(tmp_path: Path) -> None:
+    from services.nlb_sim.proxy_v2 import Command
+    from tests.unit.test_nlb_relay import PpTarget
+
+    pp = PpTarget(None)
+
+    async def main() -> None:
+        async with Server(pp, handle_health_checks=True) as target:
+            cfg = nlb_config(tmp_path, [tcp_listener("tg")], [target_group("tg", [("t-a", target.port, "a")])])
+            cfg["vpc_endpoint_id"] = "vpce-08d2bf15fac5001c9"
+            async with running(cfg) as app:
+                await wait_healthy(app, "tg", ["t-a"])  # no PROXY v2 yet: checks are plain connects
+                assert app.listeners[0].splice_eligible
+                async with httpx.AsyncClient(base_url=f"http://{LO}:{cfg['admin']['port']}") as http:
+                    ok = await http.post("/modify-target-group-attributes", json={
+                        "TargetGroupName": "tg", "Attributes": [{"Key": "proxy_protocol_v2.enabled", "Value": "true"},
+                                                                {"Key": "proxy_protocol_v2.client_to_server."
+                                                                         "header_placement", "Value": "on_connect"}]})
+                    assert ok.status_code == 200, ok.text
+                assert not app.listeners[0].splice_eligible  # new flows: Protocol relay with a header
+                r, w = await asyncio.open_connection(LO, cfg["listeners"][0]["port"])
+                w.write(b"ping")
+                assert await r.readexactly(4) == b"ping"
+                w.close()
+                # Health checks follow the change too: they now start with a LOCAL header.
+                await wait_until(lambda: any(h.command is Command.LOCAL for h in pp.headers), "a LOCAL check")
+                proxied = [h for h in pp.headers if h.command is Command.PROXY]
+                assert len(proxied) == 1
+                assert proxied[0].vpce_id == "vpce-08d2bf15fac5001c9"
+                assert proxied[0].length == 100 and proxied[0].crc_valid is True  # AWS's fixed 100 bytes
+    run(main())

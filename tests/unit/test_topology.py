@@ -115,7 +115,7 @@ def test_unknown_key_lists_allowed_keys():
     with pytest.raises(TopologyError) as caught:
         load(data)
     assert str(caught.value) == ("nlb.listners: unknown key (allowed here: name, attributes, subnet_mappings, listeners, "
-                                 "target_groups, relaxed_limits) in t.yaml")
+                                 "target_groups, relaxed_limits, vpc_endpoint_id) in t.yaml")
 
 
 def test_tls_listener_cannot_forward_to_alb_target_group():
