@@ -32,6 +32,7 @@ F_SETPIPE_SZ = 1031
 _FLAGS = 0x01 | 0x02  # SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 _MAX_ROUNDS = 16  # splice rounds per readiness callback (fairness between flows)
 _LINGER_RST = struct.pack("ii", 1, 0)
+IP_BIND_ADDRESS_NO_PORT = 24  # Linux: bind(ip, 0) defers the port choice to connect()
 HAVE_SPLICE = hasattr(os, "splice")
 
 
@@ -211,6 +212,8 @@ class SpliceFlow:
                 sock.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT
             if source is not None:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+                if source[1] == 0:  # choose the port at connect(), with the 4-tuple known
+                    sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
                 try:
                     sock.bind(source)
                 except OSError as exc:
@@ -235,7 +238,7 @@ class SpliceFlow:
         assert sock is not None and self.target is not None
         if waited:
             self.loop.remove_writer(sock.fileno())
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if waited else 0
         if err:
             self.target_sock = None
             sock.close()
