@@ -1,6 +1,11 @@
 """Errors the lab raises. Libraries raise these; only lab.cli prints them and exits."""
 
 
+def one_line(message: str) -> str:
+    """Control characters (a newline in a bad value) shown escaped, so an error stays one line."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in message)
+
+
 class LabError(Exception):
     """A problem the user can act on: the message is the whole story, one line."""
 

@@ -8,7 +8,6 @@ Every error names the key path, the offending value, the file and what is allowe
 from __future__ import annotations
 
 import re
-
 from ipaddress import IPv4Address, IPv4Network, ip_address
 from pathlib import Path
 from types import MappingProxyType
@@ -88,6 +87,17 @@ def read_topology_data(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     return _merge(read_topology_data(parent_path, (*_seen, path.resolve())), data)
 
 
+_PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\-]+")
+TARGET_GROUP_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?")
+
+
+def _target_group_name(parent: _Node, name: str) -> str:
+    if not TARGET_GROUP_NAME.fullmatch(str(name)):
+        raise parent.child(str(name), None).fail(
+            "is not a valid target group name (1-32 letters, digits and hyphens, not starting or ending with a hyphen)")
+    return str(name)
+
+
 class _Node:
     """A value in the YAML with its key path, for precise error messages."""
 
@@ -98,6 +108,8 @@ class _Node:
         return TopologyError(f"{self.path}: {message} in {self.source}")
 
     def child(self, key: str | int, value: Any) -> "_Node":
+        if not isinstance(key, int) and not _PLAIN_KEY.fullmatch(str(key)):
+            key = repr(key)  # a key with spaces or control characters: shown quoted, one line
         path = f"{self.path}[{key}]" if isinstance(key, int) else (f"{self.path}.{key}" if self.path else str(key))
         return _Node(value, path, self.source)
 
@@ -169,8 +181,8 @@ class _Map:
     def get(self, key: str, default: Any) -> _Node:
         return self.node.child(key, self.node.value.get(key, default))
 
-    def keys(self) -> list[str]:
-        return [str(k) for k in self.node.value]
+    def keys(self) -> list:
+        return list(self.node.value)
 
 
 def _shown(value: Any) -> str:
@@ -181,8 +193,9 @@ def _attributes(node: _Node, allowed: Mapping[str, tuple[str, ...] | None], defa
                 numeric: Mapping[str, tuple[int, int]]) -> Mapping[str, str]:
     """AWS attribute maps: string values; keys and values validated like ModifyTargetGroupAttributes."""
     values = dict(defaults)
-    for key in node.mapping().keys():
-        item = node.child(key, node.value[key])
+    for raw_key in node.mapping().keys():
+        key = str(raw_key)
+        item = node.child(key, node.value[raw_key])
         if key not in allowed:
             raise item.fail(f"unknown attribute (supported: {', '.join(allowed)})")
         raw = item.value
@@ -260,8 +273,11 @@ class _Loader:
             raise vpc_spec["cidr"].fail(f"{vpc} overlaps the internet subnet {internet}")
         subnets: dict[str, IPv4Network] = {}
         subnets_node = vpc_spec["subnets"]
-        for az in subnets_node.mapping().keys():
-            subnet = subnets_node.child(az, subnets_node.value[az]).network()
+        for key in subnets_node.mapping().keys():
+            az = str(key)
+            if not re.fullmatch(r"[a-z]", az):
+                raise subnets_node.child(az, None).fail("is not an availability zone letter (a-z)")
+            subnet = subnets_node.child(az, subnets_node.value[key]).network()
             if not subnet.subnet_of(vpc):
                 raise subnets_node.child(az, None).fail(f"{subnet} is not inside the VPC CIDR {vpc}")
             subnets[az] = subnet
@@ -431,12 +447,15 @@ class _Loader:
                 name=f"nlb-{az}", az=az,
                 elastic_ip=self._address(mapping["elastic_ip"], self.internet, f"nlb-{az}"),
                 private_ip=self._vpc_address(mapping["private_ipv4_address"], az, f"nlb-{az}")))
+        if not nodes:
+            raise spec["subnet_mappings"].fail("a load balancer needs at least one subnet mapping (one node per AZ)")
         attributes = _attributes(spec.get("attributes", {}), m.NLB_LB_ATTRIBUTES,
                                  {"load_balancing.cross_zone.enabled": "false", "deletion_protection.enabled": "false"}, {})
         groups = {}
         tgs_node = spec["target_groups"]
-        for tg_name in tgs_node.mapping().keys():
-            groups[tg_name] = self._nlb_target_group(tgs_node.child(tg_name, tgs_node.value[tg_name]), tg_name)
+        for key in tgs_node.mapping().keys():
+            tg_name = _target_group_name(tgs_node, key)
+            groups[tg_name] = self._nlb_target_group(tgs_node.child(tg_name, tgs_node.value[key]), tg_name)
         listeners = []
         for item in spec["listeners"].items():
             ls = item.mapping(allowed=("protocol", "port", "target_group", "certificate", "ssl_policy", "alpn_policy",
@@ -472,6 +491,8 @@ class _Loader:
             listeners.append(m.NlbListener(protocol=protocol, port=port, target_group=tg_name,
                                            certificate=certificate, ssl_policy=ssl_policy, alpn_policy=alpn,
                                            attributes=ls_attributes))
+        if not listeners:
+            raise spec["listeners"].fail("at least one listener is needed")
         return m.Nlb(
             name=name,
             arn=f"arn:aws:elasticloadbalancing:{self.region}:{self.account}:loadbalancer/net/{name}/{nlb_id}",
@@ -518,15 +539,23 @@ class _Loader:
         """An `alb` target group holds the one ALB of the topology; the NLB simulator sends to its nodes
         (one target per ALB node, id `alb-<az>`; docs/decisions.md #24)."""
         items = list(node.items())
-        alb_raw = self.root.value.get("alb") or {}
+        alb_raw = self.root.value.get("alb") if isinstance(self.root.value, dict) else None
+        alb_raw = alb_raw if isinstance(alb_raw, dict) else {}
         alb_name = alb_raw.get("name")
         if len(items) != 1 or items[0].value != alb_name:
             raise node.fail(f"a target group of target type alb holds exactly one target: the ALB's name ({alb_name!r})")
-        ports = [ls.get("port") for ls in alb_raw.get("listeners") or []]
+        listeners = alb_raw.get("listeners") if isinstance(alb_raw.get("listeners"), list) else []
+        ports = [ls.get("port") for ls in listeners if isinstance(ls, dict)]
         if port not in ports:
             raise node.fail(f"the target group port {port} must be a listener port of the ALB ({', '.join(map(str, ports))})")
-        return tuple(m.Target(id=f"alb-{n['az']}", ip=IPv4Address(str(n["address"])), port=port, az=str(n["az"]))
-                     for n in alb_raw.get("nodes") or [])
+        targets = []
+        for n in alb_raw.get("nodes") if isinstance(alb_raw.get("nodes"), list) else []:
+            try:
+                targets.append(m.Target(id=f"alb-{n['az']}", ip=IPv4Address(str(n["address"])), port=port,
+                                        az=str(n["az"])))
+            except (TypeError, KeyError, ValueError):
+                continue  # the ALB's own section reports its bad node with path and value
+        return tuple(targets)
 
     def _tg_arn(self, name: str) -> str:
         return f"arn:aws:elasticloadbalancing:{self.region}:{self.account}:targetgroup/{name}/{m.aws_id('tg', name)}"
@@ -547,8 +576,9 @@ class _Loader:
             raise spec["nodes"].fail("an Application Load Balancer needs nodes in at least two availability zones")
         groups = {}
         tgs_node = spec["target_groups"]
-        for tg_name in tgs_node.mapping().keys():
-            tg = tgs_node.child(tg_name, tgs_node.value[tg_name])
+        for key in tgs_node.mapping().keys():
+            tg_name = _target_group_name(tgs_node, key)
+            tg = tgs_node.child(tg_name, tgs_node.value[key])
             ts = tg.mapping(allowed=("protocol", "port", "targets", "health_check"), required=("protocol", "port", "targets"))
             protocol = ts["protocol"].string(("HTTP", "HTTPS"))
             port = ts["port"].port()
@@ -566,13 +596,13 @@ class _Loader:
             if protocol == "HTTPS":
                 certificate = self._certificate(ls["certificate"])
                 ssl_policy = self._ssl_policy(ls.get("ssl_policy", "ELBSecurityPolicy-2016-08"))
-            rules = ls.get("rules", [])
-            list(rules.items())  # must be a list; rule contents are validated by the ALB's own loader
-            actions = ls["default_actions"]
-            list(actions.items())
+            # Lists of mappings here; their contents are validated by the ALB's own config loader.
+            rules = tuple(item.mapping().node.value for item in ls.get("rules", []).items())
+            actions = tuple(item.mapping().node.value for item in ls["default_actions"].items())
             listeners.append(m.AlbListener(protocol=protocol, port=ls["port"].port(), certificate=certificate,
-                                           ssl_policy=ssl_policy, rules=tuple(rules.value),
-                                           default_actions=tuple(actions.value)))
+                                           ssl_policy=ssl_policy, rules=rules, default_actions=actions))
+        if not listeners:
+            raise spec["listeners"].fail("at least one listener is needed")
         attributes = _attributes(spec.get("attributes", {}), m.ALB_LB_ATTRIBUTES, {
             "routing.http.xff_header_processing.mode": "append",
             "routing.http.xff_client_port.enabled": "false",

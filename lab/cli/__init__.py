@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from lab.errors import LabError
+from lab.errors import LabError, one_line
 
 VERBS = ("up", "down", "status", "render", "curl", "trace", "logs", "build", "engine", "nlb")
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         code = args.run(args)
     except LabError as exc:
-        print(f"lab {args.verb}: error: {exc}", file=sys.stderr)
+        print(f"lab {args.verb}: error: {one_line(str(exc))}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         print(f"lab {args.verb}: interrupted", file=sys.stderr)

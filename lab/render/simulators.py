@@ -117,8 +117,10 @@ def validate_simulator_configs(topology: m.Topology) -> None:
     from services.alb_sim.config import ConfigError as AlbConfigError, load_config as load_alb
     from services.nlb_sim.config import ConfigError as NlbConfigError, load_config as load_nlb
 
-    for render, load, error in ((nlb_config, load_nlb, NlbConfigError), (alb_config, load_alb, AlbConfigError)):
+    checks = (("nlb", nlb_config, load_nlb, NlbConfigError), ("alb", alb_config, load_alb, AlbConfigError))
+    for prefix, render, load, error in checks:
         try:
             load(render(topology))
         except error as exc:
-            raise TopologyError(f"{exc} in {topology.source}") from None
+            # The simulators name paths inside their own config; in the topology they sit under nlb./alb.
+            raise TopologyError(f"{prefix}.{exc} in {topology.source}") from None

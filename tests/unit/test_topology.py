@@ -162,7 +162,8 @@ def test_invalid_alb_rule_is_rejected_at_load(tmp_path):
     path.write_text(yaml.safe_dump(data))
     with pytest.raises(TopologyError) as caught:
         load_topology(str(path))
-    assert "priority" in str(caught.value).lower() and str(caught.value).endswith(f"in {path}")
+    assert str(caught.value) == (f"alb.listeners[0].rules[0].priority: ValidationError: Priority '0' must be "
+                                 f"between 1 and 50000 in {path}")
 
 
 def test_unknown_topology_name_lists_known():
