@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from .model import (  # noqa: F401  (re-exported: the config API)
     Action, Admin, AlbConfig, Attributes, Certificate, Condition, ConditionValue, FixedResponseAction,
-    ForwardAction, HealthCheck, Listener, Node, QueryPair, RedirectAction, Rule, Target, TargetGroup,
+    ForwardAction, HealthCheck, Listener, Node, QueryPair, RedirectAction, Rotation, Rule, Target, TargetGroup,
     WeightedTargetGroup,
 )
 from .limits import (
@@ -156,7 +156,30 @@ def _parse(d: dict[str, Any], ctx: _Ctx) -> AlbConfig:
         attributes=_attributes(ctx.obj(d.get("attributes", {}), "attributes"), ctx),
         listeners=listeners, target_groups=tgs,
         log_dir=ctx.string(d, "log_dir", ""), admin=admin,
+        rotation=_rotation(ctx.obj(d.get("rotation", {}), "rotation"), nodes, ctx),
     )
+
+
+def _rotation(d: dict[str, Any], nodes: tuple[Node, ...], ctx: _Ctx) -> Rotation:
+    drain = ctx.integer(d.get("drain_seconds", 120), "rotation.drain_seconds", 0, 86400, "drain time in seconds")
+    interval = ctx.integer(d.get("interval_seconds", 0), "rotation.interval_seconds", 0, 86400 * 7,
+                           "rotation interval in seconds (0 = off)")
+    pools: dict[str, tuple[str, ...]] = {}
+    raw = ctx.obj(d.get("pools", {}), "rotation.pools")
+    for az, values in raw.items():
+        addresses = tuple(ctx.address(v, f"rotation.pools.{az}[{i}]")
+                          for i, v in enumerate(ctx.lst(values, f"rotation.pools.{az}")))
+        pools[str(az)] = addresses
+    for n in nodes:
+        pool = pools.setdefault(n.az, (n.address,))
+        if n.address not in pool:
+            pools[n.az] = (n.address, *pool)
+    dns_admin = d.get("dns_admin")
+    if dns_admin is not None and not isinstance(dns_admin, str):
+        raise ctx.fail("rotation.dns_admin", f"expected HOST:PORT, got {dns_admin!r}")
+    ttl = ctx.integer(d.get("dns_ttl", 60), "rotation.dns_ttl", 1, 86400, "TTL")
+    return Rotation(drain_seconds=float(drain), interval_seconds=float(interval), pools=pools,
+                    dns_admin=dns_admin, dns_ttl=ttl)
 
 
 def _unique(values: list[Any], path: str, key: str, ctx: _Ctx, aws: str | None = None) -> None:
@@ -225,10 +248,27 @@ def _target_group(d: dict[str, Any], path: str, ctx: _Ctx) -> TargetGroup:
         ))
     _unique([(t.ip, t.port) for t in targets], f"{path}.targets", "ip",
             ctx, "ValidationError: Duplicate target (ip, port)")
+    delay = target_group_attributes(ctx.obj(d.get("attributes", {}), f"{path}.attributes"), f"{path}.attributes", ctx)
     return TargetGroup(name=name, arn=ctx.string(d, "arn", path), protocol=protocol, port=port,
-                       targets=tuple(targets),
+                       targets=tuple(targets), deregistration_delay=delay,
                        health_check=_health_check(ctx.obj(d.get("health_check", {}), f"{path}.health_check"),
                                                   f"{path}.health_check", ctx))
+
+
+TARGET_GROUP_ATTRIBUTES = ("deregistration_delay.timeout_seconds",)
+
+
+def target_group_attributes(d: dict[str, Any], path: str, ctx: _Ctx) -> float:
+    """Target group attributes we model; returns deregistration_delay.timeout_seconds."""
+    for key in d:
+        if key not in TARGET_GROUP_ATTRIBUTES:
+            raise ctx.fail(f"{path}.{key}", f"ValidationError: Target group attribute key '{key}' is not recognized")
+    value = d.get("deregistration_delay.timeout_seconds", "300")
+    if not str(value).isdigit() or not 0 <= int(value) <= 3600:
+        raise ctx.fail(f"{path}.deregistration_delay.timeout_seconds",
+                       f"ValidationError: Target group attribute value '{value}' is not valid for "
+                       "'deregistration_delay.timeout_seconds' (0-3600)")
+    return float(int(value))
 
 
 def _health_check(d: dict[str, Any], path: str, ctx: _Ctx) -> HealthCheck:
@@ -492,3 +532,42 @@ def _fixed(d: dict[str, Any], ap: str, ctx: _Ctx) -> FixedResponseAction:
         raise ctx.fail(f"{ap}.message_body", "ValidationError: The message body must be a string of at most "
                        "1024 characters")
     return FixedResponseAction(status_code=status, content_type=content_type, message_body=body)
+
+
+# --- run-time changes (admin API): the same validation as at load, AWS-worded -------------------
+def parse_attributes(values: Mapping[str, Any], current: Attributes) -> Attributes:
+    """ModifyLoadBalancerAttributes: `values` over the current ones, validated as a whole."""
+    return _attributes({**current.raw, **values}, _Ctx(None))
+
+
+def parse_listener_rules(raw: Any, listener: Listener, tg_names: set[str]) -> Listener:
+    """Replace a listener's rules (the default rule stays)."""
+    ctx = _Ctx(None)
+    rules = [_rule(ctx.obj(r, f"rules[{i}]"), f"rules[{i}]", listener.protocol, tg_names, ctx)
+             for i, r in enumerate(ctx.lst(raw, "rules"))]
+    seen: set[int] = set()
+    for i, r in enumerate(rules):
+        if r.priority in seen:
+            raise ctx.fail(f"rules[{i}].priority", f"ValidationError: Priority '{r.priority}' was provided multiple times")
+        seen.add(r.priority)
+    return Listener(protocol=listener.protocol, port=listener.port,
+                    rules=tuple(sorted(rules, key=lambda r: r.priority)), default_actions=listener.default_actions,
+                    certificate=listener.certificate, ssl_policy=listener.ssl_policy)
+
+
+def parse_targets(raw: Any, default_port: int) -> list[Target]:
+    """RegisterTargets' `Targets`: [{"Id": "10.20.1.41", "Port": 8443}, ...] (ip targets)."""
+    ctx = _Ctx(None)
+    out = []
+    for i, t in enumerate(ctx.lst(raw, "Targets")):
+        t = ctx.obj(t, f"Targets[{i}]")
+        ip = ctx.address(ctx.req(t, "Id", f"Targets[{i}]"), f"Targets[{i}].Id")
+        out.append(Target(id=ip, ip=ip, port=ctx.integer(t.get("Port", default_port), f"Targets[{i}].Port",
+                                                          1, 65535, "port")))
+    if not out:
+        raise ctx.fail("Targets", "ValidationError: Targets cannot be empty")
+    return out
+
+
+def parse_target_group_attributes(values: Mapping[str, Any]) -> float:
+    return target_group_attributes(dict(values), "Attributes", _Ctx(None))

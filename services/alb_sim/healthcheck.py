@@ -60,7 +60,12 @@ async def run_target_checks(group: TargetGroupRuntime, target: Target, health: T
 
 
 def start_health_checks(tg: asyncio.TaskGroup, groups: dict[str, TargetGroupRuntime]) -> None:
+    """Checkers for every registered target; targets registered later get theirs via `spawn`."""
+
+    def spawn(coro, name: str) -> "asyncio.Task[None]":
+        return tg.create_task(coro, name=name)
+
     for group in groups.values():
-        for target, health in zip(group.tg.targets, group.health):
-            tg.create_task(run_target_checks(group, target, health),
-                           name=f"health:{group.tg.name}:{target.ip}:{target.port}")
+        group.spawn = spawn
+        for member in group.members:
+            group.start_checks(member)

@@ -114,6 +114,7 @@ class TargetGroup:
     port: int
     targets: tuple[Target, ...]
     health_check: HealthCheck
+    deregistration_delay: float = 300.0  # deregistration_delay.timeout_seconds (AWS default 300)
 
 
 @dataclass(frozen=True)
@@ -132,6 +133,16 @@ class Admin:
 
 
 @dataclass(frozen=True)
+class Rotation:
+    """How the ALB's node addresses change (decisions.md #40)."""
+    drain_seconds: float = 120.0  # old nodes keep serving this long after the DNS record changed
+    interval_seconds: float = 0.0  # periodic rotation; 0 = only on demand (`lab alb rotate`)
+    pools: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # AZ -> addresses a node may take
+    dns_admin: str | None = None  # "10.20.0.2:8053": the lab DNS admin API
+    dns_ttl: int = 60
+
+
+@dataclass(frozen=True)
 class AlbConfig:
     name: str
     arn: str
@@ -142,6 +153,7 @@ class AlbConfig:
     target_groups: tuple[TargetGroup, ...]
     log_dir: str
     admin: Admin | None
+    rotation: Rotation = field(default_factory=Rotation)
 
     def target_group(self, name: str) -> TargetGroup:
         for tg in self.target_groups:

@@ -21,7 +21,7 @@ from .config import FixedResponseAction, ForwardAction, RedirectAction
 from .limits import MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
 from .redirect import RedirectRequest, build_location, redirect_status
 from .rules import RequestView, host_without_port
-from .runtime import ListenerRuntime, TargetGroupRuntime, log_event
+from .runtime import ListenerRuntime, Member, TargetGroupRuntime, log_event
 from .upstream import UpstreamConnection, UpstreamError
 from .xff import process_xff
 
@@ -45,7 +45,7 @@ class Exchange:
         "header_bytes", "received_bytes", "sent_bytes", "upstream", "finished", "response_started",
         "resp_chunked", "elb_status", "target_status", "target", "group", "priority", "actions",
         "trace", "redirect_url", "error_reason", "t_pick", "t_sent", "t_head", "reused", "retried", "head", "pending_head",
-        "host", "uri", "user_agent",
+        "host", "uri", "user_agent", "member",
     )
 
     def __init__(self, created: float, t0: float) -> None:
@@ -80,6 +80,7 @@ class Exchange:
         self.host = ""
         self.uri = "/"
         self.user_agent: str | None = None
+        self.member: Member | None = None
 
 
 class ClientConnection(asyncio.Protocol):
@@ -104,6 +105,7 @@ class ClientConnection(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop transports are not subclasses
+        self.lr.state.connections.add(self)
         peer = transport.get_extra_info("peername") or ("-", 0)
         self.client_ip, self.client_port = peer[0], peer[1]
         ssl_obj = transport.get_extra_info("ssl_object")
@@ -144,6 +146,7 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.lr.state.connections.discard(self)
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         while self.queue:
@@ -154,6 +157,7 @@ class ClientConnection(asyncio.Protocol):
             if not ex.finished:
                 if ex.elb_status is None:
                     ex.elb_status = 460  # client closed before the ALB could answer
+                self._release(ex)
                 self._log(ex)
                 ex.finished = True
 
@@ -243,7 +247,20 @@ class ClientConnection(asyncio.Protocol):
             ex.upstream.send_body_end(ex.chunked_in)
 
     # --- request handling ---------------------------------------------------------------
+    def close_if_idle(self) -> bool:
+        """A retiring node closes connections between requests; busy ones close after their response."""
+        if self.closing:
+            return True
+        if not self.queue and self.current is None:
+            self._close()
+            return True
+        if self.queue:
+            self.queue[-1].keep_alive = False
+        return False
+
     def _start(self, ex: Exchange) -> None:
+        if self.lr.state.draining:
+            ex.keep_alive = False  # a draining node answers with `Connection: close`
         url = b"".join(ex.url)
         target = httpmsg.parse_target(url)
         ex.uri = target.origin_form.decode("latin-1")
@@ -281,11 +298,14 @@ class ClientConnection(asyncio.Protocol):
         ex.actions = ("forward",)
         group = self.alb.choose_group(action)
         ex.group = group
-        chosen = group.pick()
-        if chosen is None:
+        member = group.pick()
+        if member is None:
             self._respond_local(ex, 503, error="target group has no registered targets")
             return
-        ex.target = f"{chosen.ip}:{chosen.port}"
+        chosen = member.target
+        member.inflight += 1
+        ex.member = member
+        ex.target = member.addr
         ex.t_pick = self.loop.time()
         host = httpmsg.upstream_host(ex.host or None, listener_port=self.lr.listener.port,
                                      preserve=attrs.preserve_host, absolute_authority=target.authority,
@@ -429,8 +449,14 @@ class ClientConnection(asyncio.Protocol):
         self._write(ex, payload)
         self._finish(ex)
 
+    def _release(self, ex: Exchange) -> None:
+        member, ex.member = ex.member, None
+        if member is not None and ex.group is not None:
+            ex.group.request_done(member)
+
     def _finish(self, ex: Exchange, abort: bool = False) -> None:
         ex.finished = True
+        self._release(ex)
         self._log(ex)
         if self.queue and self.queue[0] is ex:
             self.queue.popleft()
