@@ -7,16 +7,16 @@ import sys
 
 from lab.errors import LabError
 
-VERBS = ("up", "down", "status", "render", "curl", "trace", "logs", "build", "engine")
+VERBS = ("up", "down", "status", "render", "curl", "trace", "logs", "build", "engine", "alb")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lab.cli import build, curl, down, engine, logs, render, status, trace, up
+    from lab.cli import alb, build, curl, down, engine, logs, render, status, trace, up
 
     parser = argparse.ArgumentParser(
         prog="lab", description="static-ingress-lab: the AWS NLB -> HAProxy -> ALB chain, offline.")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for module in (up, down, status, render, curl, trace, logs, build, engine):
+    for module in (up, down, status, render, curl, trace, logs, build, engine, alb):
         module.register(verbs)
     return parser
 

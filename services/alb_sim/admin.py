@@ -98,7 +98,7 @@ class AdminApi:
         try:
             return await self._post(url.path, data)
         except ConfigError as exc:
-            return _error(400, "ValidationError", str(exc).removeprefix("ValidationError: "))
+            return _error(400, "ValidationError", str(exc).replace(": ValidationError: ", ": "))
 
     async def _post(self, path: str, data: dict[str, Any]) -> Reply:
         if path == "/rotate":

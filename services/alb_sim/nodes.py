@@ -142,6 +142,8 @@ class NodeManager:
             self.alb.forget_node(state)
             raise
         self.nodes.append(state)
+        if self.alb.pool.source is None or self.alb.pool.source not in {n.node.address for n in self.active}:
+            self.alb.pool.source = node.address  # targets see an active node's address, as with AWS
         listeners = " ".join(f"{l.protocol}:{node.address}:{l.port}" for l in self.alb.listeners.values())
         self.announce(f"alb ready: {node.name} {listeners}")
         return state
@@ -173,6 +175,7 @@ class NodeManager:
                     raise
                 raise RotationError(f"cannot bind the new node addresses: {exc.strerror or exc}") from None
             self.generation += 1
+            self.alb.pool.source = planned[0].address
             now = self.alb.loop.time()
             for state in old:
                 state.draining = True
@@ -220,6 +223,9 @@ class NodeManager:
             if conn.transport is not None:
                 conn.transport.abort()
         state.connections.clear()
+        # Connections to targets from this address would hang once it is gone.
+        while self.alb.pool.retire_source(state.node.address) and self.alb.loop.time() < deadline:
+            await asyncio.sleep(0.1)
         if state in self.nodes:
             self.nodes.remove(state)
         self.alb.forget_node(state)
