@@ -4,6 +4,7 @@ checkers under one asyncio.TaskGroup; runs until cancelled."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import random
 import time
 from typing import Callable
@@ -54,6 +55,7 @@ class AlbSimulator:
                       listeners=[f"{l.protocol}:{l.port}" for l in self.config.listeners])
             async with asyncio.TaskGroup() as tg:
                 nodes.spawn = tg.create_task
+                gc.freeze()  # start-up objects live forever: keep them out of every later collection
                 start_health_checks(tg, alb.groups)
                 if self.config.rotation.interval_seconds > 0:
                     tg.create_task(nodes.run_periodic(), name="periodic rotation")
