@@ -8,6 +8,7 @@
     lab alb attributes [KEY=VALUE...]          Describe/ModifyLoadBalancerAttributes
     lab alb tg-attributes TG [KEY=VALUE...]    Describe/ModifyTargetGroupAttributes
     lab alb rules PORT [--set FILE]            the listener's rules; --set replaces them (YAML/JSON list)
+    lab alb metrics                            CloudWatch-named metrics (Prometheus text)
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ sys.stdout.write(f"{status}\\n{body.decode()}")
 """
 
 
-def admin_call(method: str, path: str, body: Any = None) -> Any:
+def admin_call(method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:
     """Call the ALB admin API; an AWS-shaped error becomes a LabError with AWS's code and message."""
     client = docker_client()
     require_running(client)
@@ -50,6 +51,8 @@ def admin_call(method: str, path: str, body: Any = None) -> Any:
         detail = err.decode(errors="replace").strip().splitlines()
         raise LabError(f"alb admin API {path} did not answer: {detail[-1] if detail else code}")
     status_text, _, text = out.decode(errors="replace").partition("\n")
+    if raw and status_text == "200":
+        return text
     try:
         doc = json.loads(text)
     except ValueError:
@@ -117,6 +120,8 @@ def register(verbs) -> None:
     p.add_argument("port", type=int)
     p.add_argument("--set", dest="rules_file", type=Path, default=None, help="YAML or JSON list of rules")
     p.set_defaults(run=run_rules)
+    p = sub.add_parser("metrics", help="CloudWatch-named metrics, Prometheus text format")
+    p.set_defaults(run=run_metrics)
     for p in sub.choices.values():
         p.add_argument("--json", action="store_true", help="print the admin API's JSON")
 
@@ -186,3 +191,8 @@ def run_rules(args) -> int:
     else:
         doc = admin_call("GET", f"/rules?port={args.port}")
     return _print(args, doc, [json.dumps(r) for r in doc["Rules"]])
+
+
+def run_metrics(args) -> int:
+    print(admin_call("GET", "/metrics", raw=True), end="")
+    return 0

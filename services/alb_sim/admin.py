@@ -12,6 +12,7 @@ POST /target-group-attributes         {"TargetGroupName": N, "Attributes": [{"Ke
 GET  /rules?port=443                  DescribeRules (as configured: topology-shaped)
 POST /rules                           {"Port": 443, "Rules": [...topology-shaped rules...]} replaces them
 GET  /nodes                           the ALB's nodes, active and draining
+GET  /metrics                         CloudWatch-named metrics, Prometheus text format
 POST /rotate                          {"DrainSeconds": n?}: new node addresses, DNS updated, old drain
 """
 
@@ -75,6 +76,10 @@ class AdminApi:
                                          "Value": str(int(group.deregistration_delay))}]}
         if route == ("GET", "/attributes"):
             return 200, {"Attributes": [{"Key": k, "Value": v} for k, v in sorted(self.alb.attributes.raw.items())]}
+        if route == ("GET", "/metrics"):
+            health = [(name, sum(1 for h in g.health if h.state == "healthy"),
+                       sum(1 for h in g.health if h.state == "unhealthy")) for name, g in sorted(self.alb.groups.items())]
+            return 200, self.alb.metrics.render(health)
         if route == ("GET", "/nodes"):
             return 200, self.nodes.describe()
         if route == ("GET", "/rules"):
@@ -165,8 +170,10 @@ class AdminApi:
             except Exception as exc:  # the admin API must not take the simulator down
                 log_event("error", where="admin api", error=repr(exc))
                 status, reply = 500, {"error": repr(exc)}
-        payload = json.dumps(reply, default=str).encode()
-        writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\nContent-Type: application/json\r\n"
+        text = isinstance(reply, str)
+        payload = reply.encode() if text else json.dumps(reply, default=str).encode()
+        ctype = "text/plain; version=0.0.4" if text else "application/json"
+        writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\nContent-Type: {ctype}\r\n"
                      f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload)
         try:
             await writer.drain()

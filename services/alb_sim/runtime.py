@@ -17,6 +17,7 @@ from typing import Any, Callable, Coroutine, TextIO
 
 from .config import AlbConfig, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup
 from .health import DRAINING, HEALTHY, UNUSED, Matcher, RoundRobin, TargetHealth
+from .metrics import Metrics
 from .rules import RuleTable
 from .trace_id import TraceIdGenerator
 from .upstream import UpstreamPool
@@ -261,6 +262,7 @@ class AlbRuntime:
         self.groups = {tg.name: TargetGroupRuntime(tg, loop) for tg in config.target_groups}
         self.pool = UpstreamPool(loop, config.attributes.idle_timeout)
         self.trace = TraceIdGenerator(clock, self.rng)
+        self.metrics = Metrics(config.lb_id)
         self.logs: dict[str, AccessLogWriter] = {}
         self.listeners = {l.port: l for l in config.listeners}
         self.contexts = {l.port: server_tls_context(l) if l.protocol == "HTTPS" else None for l in config.listeners}

@@ -106,6 +106,7 @@ class ClientConnection(asyncio.Protocol):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop transports are not subclasses
         self.lr.state.connections.add(self)
+        self.alb.metrics.connection_opened()
         peer = transport.get_extra_info("peername") or ("-", 0)
         self.client_ip, self.client_port = peer[0], peer[1]
         ssl_obj = transport.get_extra_info("ssl_object")
@@ -147,6 +148,8 @@ class ClientConnection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.lr.state.connections.discard(self)
+        if self.transport is not None:
+            self.alb.metrics.connection_closed()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         while self.queue:
@@ -498,6 +501,9 @@ class ClientConnection(asyncio.Protocol):
             redirect_url=ex.redirect_url, error_reason=None,
         )
         self.lr.log.write(format_entry(entry))
+        self.alb.metrics.request(target_group=ex.group.tg.name if ex.group else None, elb_status=ex.elb_status,
+                                 target_status=entry.target_status_code, target_time=entry.target_processing_time,
+                                 received=ex.received_bytes, sent=ex.sent_bytes)
 
     def _protocol_error(self, status: int, detail: str) -> None:
         """The client sent bytes we cannot parse: answer (after earlier requests), log, close."""
@@ -528,6 +534,8 @@ class ClientConnection(asyncio.Protocol):
             chosen_cert_arn=cert_arn, error_reason=None,
         )
         self.lr.log.write(format_entry(entry))
+        self.alb.metrics.request(target_group=None, elb_status=status, target_status=None, target_time=None,
+                                 received=ex.received_bytes, sent=ex.sent_bytes)
         if status >= 500:
             log_event("error", node=self.lr.node.name, status=status, client=f"{self.client_ip}:{self.client_port}",
                       detail=detail)

@@ -171,3 +171,23 @@ def test_modify_attributes_and_rules_live(rlab: Lab) -> None:
     bad = [{"priority": 0, "conditions": [], "actions": [{"type": "forward", "target_group": "api"}]}]
     status, doc = admin(rlab, "POST", "/rules", {"Port": rlab.https_port, "Rules": bad})
     assert status == 400 and "Priority '0' must be between 1 and 50000" in doc["Error"]["Message"]
+
+
+def test_metrics_use_aws_names(rlab: Lab) -> None:
+    get_on(rlab, "127.0.0.2", "/api/metrics")
+    get_on(rlab, "127.0.0.2", "/empty/x")  # 503 from the ALB itself
+    conn = http.client.HTTPConnection("127.0.0.1", rlab.admin_port, timeout=30)
+    conn.request("GET", "/metrics")
+    resp = conn.getresponse()
+    text = resp.read().decode()
+    assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/plain")
+    lb = 'LoadBalancer="app/internal-app/50dc6c495c0c9188"'
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if not line.startswith("#")}
+    assert values[f"RequestCount{{{lb}}}"] >= 2
+    assert values[f'RequestCount{{{lb},TargetGroup="api"}}'] >= 1
+    assert values[f'HTTPCode_Target_2XX_Count{{{lb},TargetGroup="api"}}'] >= 1
+    assert values[f"HTTPCode_ELB_5XX_Count{{{lb}}}"] >= 1 and values[f"HTTPCode_ELB_503_Count{{{lb}}}"] >= 1
+    assert values[f'TargetResponseTime_count{{{lb},TargetGroup="api"}}'] >= 1
+    assert f'HealthyHostCount{{{lb},TargetGroup="frontend"}}' in values
+    assert "# TYPE ActiveConnectionCount gauge" in text
