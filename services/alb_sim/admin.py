@@ -72,8 +72,7 @@ class AdminApi:
                 return group
             if url.path == "/target-health":
                 return 200, group.describe()
-            return 200, {"Attributes": [{"Key": "deregistration_delay.timeout_seconds",
-                                         "Value": str(int(group.deregistration_delay))}]}
+            return 200, group.describe_attributes()
         if route == ("GET", "/attributes"):
             return 200, {"Attributes": [{"Key": k, "Value": v} for k, v in sorted(self.alb.attributes.raw.items())]}
         if route == ("GET", "/metrics"):
@@ -142,9 +141,10 @@ class AdminApi:
                               f"'{group.tg.name}': {', '.join(missing)}")
             return 200, {}
         if path == "/target-group-attributes":
-            group.deregistration_delay = parse_target_group_attributes(_key_values(data))
-            return 200, {"Attributes": [{"Key": "deregistration_delay.timeout_seconds",
-                                         "Value": str(int(group.deregistration_delay))}]}
+            group.attributes = parse_target_group_attributes(_key_values(data), group.attributes)
+            log_event("target_group_attributes", target_group=group.tg.name, **{
+                a["Key"]: a["Value"] for a in group.describe_attributes()["Attributes"]})  # type: ignore[index]
+            return 200, group.describe_attributes()
         return 404, {"error": f"no such endpoint POST {path}"}
 
     async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from .model import (  # noqa: F401  (re-exported: the config API)
     Action, Admin, AlbConfig, Attributes, Certificate, Condition, ConditionValue, FixedResponseAction,
-    ForwardAction, HealthCheck, Listener, Node, QueryPair, RedirectAction, Rotation, Rule, Target, TargetGroup,
+    ForwardAction, HealthCheck, Listener, Node, QueryPair, RedirectAction, Rotation, Rule, Target, TargetGroup, TargetGroupAttributes,
     WeightedTargetGroup,
 )
 from .limits import (
@@ -248,27 +248,35 @@ def _target_group(d: dict[str, Any], path: str, ctx: _Ctx) -> TargetGroup:
         ))
     _unique([(t.ip, t.port) for t in targets], f"{path}.targets", "ip",
             ctx, "ValidationError: Duplicate target (ip, port)")
-    delay = target_group_attributes(ctx.obj(d.get("attributes", {}), f"{path}.attributes"), f"{path}.attributes", ctx)
+    attrs = target_group_attributes(ctx.obj(d.get("attributes", {}), f"{path}.attributes"), f"{path}.attributes", ctx)
     return TargetGroup(name=name, arn=ctx.string(d, "arn", path), protocol=protocol, port=port,
-                       targets=tuple(targets), deregistration_delay=delay,
+                       targets=tuple(targets), deregistration_delay=attrs.deregistration_delay,
+                       algorithm=attrs.algorithm,
                        health_check=_health_check(ctx.obj(d.get("health_check", {}), f"{path}.health_check"),
                                                   f"{path}.health_check", ctx))
 
 
-TARGET_GROUP_ATTRIBUTES = ("deregistration_delay.timeout_seconds",)
+TARGET_GROUP_ATTRIBUTES = ("deregistration_delay.timeout_seconds", "load_balancing.algorithm.type")
+ALGORITHMS = ("round_robin", "least_outstanding_requests")
 
 
-def target_group_attributes(d: dict[str, Any], path: str, ctx: _Ctx) -> float:
-    """Target group attributes we model; returns deregistration_delay.timeout_seconds."""
+def target_group_attributes(d: dict[str, Any], path: str, ctx: _Ctx,
+                            current: TargetGroupAttributes = TargetGroupAttributes()) -> TargetGroupAttributes:
+    """Target group attributes we model, over `current`."""
     for key in d:
         if key not in TARGET_GROUP_ATTRIBUTES:
             raise ctx.fail(f"{path}.{key}", f"ValidationError: Target group attribute key '{key}' is not recognized")
-    value = d.get("deregistration_delay.timeout_seconds", "300")
+    value = d.get("deregistration_delay.timeout_seconds", str(int(current.deregistration_delay)))
     if not str(value).isdigit() or not 0 <= int(value) <= 3600:
         raise ctx.fail(f"{path}.deregistration_delay.timeout_seconds",
                        f"ValidationError: Target group attribute value '{value}' is not valid for "
                        "'deregistration_delay.timeout_seconds' (0-3600)")
-    return float(int(value))
+    algorithm = str(d.get("load_balancing.algorithm.type", current.algorithm))
+    if algorithm not in ALGORITHMS:
+        raise ctx.fail(f"{path}.load_balancing.algorithm.type",
+                       f"ValidationError: Target group attribute value '{algorithm}' is not valid for "
+                       f"'load_balancing.algorithm.type' ({', '.join(ALGORITHMS)})")
+    return TargetGroupAttributes(float(int(value)), algorithm)
 
 
 def _health_check(d: dict[str, Any], path: str, ctx: _Ctx) -> HealthCheck:
@@ -569,5 +577,5 @@ def parse_targets(raw: Any, default_port: int) -> list[Target]:
     return out
 
 
-def parse_target_group_attributes(values: Mapping[str, Any]) -> float:
-    return target_group_attributes(dict(values), "Attributes", _Ctx(None))
+def parse_target_group_attributes(values: Mapping[str, Any], current: TargetGroupAttributes) -> TargetGroupAttributes:
+    return target_group_attributes(dict(values), "Attributes", _Ctx(None), current)

@@ -115,6 +115,13 @@ class TargetGroup:
     targets: tuple[Target, ...]
     health_check: HealthCheck
     deregistration_delay: float = 300.0  # deregistration_delay.timeout_seconds (AWS default 300)
+    algorithm: str = "round_robin"  # load_balancing.algorithm.type
+
+
+@dataclass(frozen=True)
+class TargetGroupAttributes:
+    deregistration_delay: float = 300.0
+    algorithm: str = "round_robin"
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Coroutine, TextIO
 
-from .config import AlbConfig, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup
-from .health import DRAINING, HEALTHY, UNUSED, Matcher, RoundRobin, TargetHealth
+from .config import (AlbConfig, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup,
+                     TargetGroupAttributes)
+from .health import DRAINING, HEALTHY, UNUSED, LeastOutstanding, Matcher, RoundRobin, TargetHealth
 from .metrics import Metrics
 from .rules import RuleTable
 from .trace_id import TraceIdGenerator
@@ -122,8 +123,9 @@ class TargetGroupRuntime:
         self.matcher = Matcher(tg.health_check.matcher)
         self.members: list[Member] = [self._member(t) for t in tg.targets]
         self._rr: RoundRobin[Member] = RoundRobin()
+        self._lor: LeastOutstanding[Member] = LeastOutstanding()
         self.tls = tg.protocol == "HTTPS"
-        self.deregistration_delay = tg.deregistration_delay
+        self.attributes = TargetGroupAttributes(tg.deregistration_delay, tg.algorithm)
         self.spawn: Spawn | None = None  # set once the simulator's TaskGroup runs
         self.on_removed: Callable[[Member], None] | None = None
 
@@ -135,8 +137,20 @@ class TargetGroupRuntime:
     def health(self) -> list[TargetHealth]:
         return [m.health for m in self.members]
 
+    @property
+    def deregistration_delay(self) -> float:
+        return self.attributes.deregistration_delay
+
     def pick(self) -> Member | None:
-        return self._rr.pick(self.members, [m.health.state for m in self.members])
+        states = [m.health.state for m in self.members]
+        if self.attributes.algorithm == "least_outstanding_requests":
+            return self._lor.pick(self.members, states, [m.inflight for m in self.members])
+        return self._rr.pick(self.members, states)
+
+    def describe_attributes(self) -> dict[str, object]:
+        return {"Attributes": [
+            {"Key": "deregistration_delay.timeout_seconds", "Value": str(int(self.attributes.deregistration_delay))},
+            {"Key": "load_balancing.algorithm.type", "Value": self.attributes.algorithm}]}
 
     def health_port(self, target: Target) -> int:
         port = self.tg.health_check.port

@@ -191,3 +191,16 @@ def test_metrics_use_aws_names(rlab: Lab) -> None:
     assert values[f'TargetResponseTime_count{{{lb},TargetGroup="api"}}'] >= 1
     assert f'HealthyHostCount{{{lb},TargetGroup="frontend"}}' in values
     assert "# TYPE ActiveConnectionCount gauge" in text
+
+
+def test_target_group_attributes_algorithm(rlab: Lab) -> None:
+    status, doc = admin(rlab, "POST", "/target-group-attributes", {"TargetGroupName": "frontend", "Attributes": [
+        {"Key": "load_balancing.algorithm.type", "Value": "least_outstanding_requests"}]})
+    assert status == 200
+    assert {"Key": "load_balancing.algorithm.type", "Value": "least_outstanding_requests"} in doc["Attributes"]
+    assert {"Key": "deregistration_delay.timeout_seconds", "Value": "300"} in doc["Attributes"]  # unchanged
+    assert get_on(rlab, "127.0.0.2", "/lor")[0] == 200
+    status, doc = admin(rlab, "POST", "/target-group-attributes", {"TargetGroupName": "frontend", "Attributes": [
+        {"Key": "load_balancing.algorithm.type", "Value": "random"}]})
+    assert status == 400 and "'load_balancing.algorithm.type' (round_robin, least_outstanding_requests)" in \
+        doc["Error"]["Message"]
