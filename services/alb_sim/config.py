@@ -251,12 +251,14 @@ def _target_group(d: dict[str, Any], path: str, ctx: _Ctx) -> TargetGroup:
     attrs = target_group_attributes(ctx.obj(d.get("attributes", {}), f"{path}.attributes"), f"{path}.attributes", ctx)
     return TargetGroup(name=name, arn=ctx.string(d, "arn", path), protocol=protocol, port=port,
                        targets=tuple(targets), deregistration_delay=attrs.deregistration_delay,
-                       algorithm=attrs.algorithm,
+                       algorithm=attrs.algorithm, stickiness=attrs.stickiness,
+                       stickiness_seconds=attrs.stickiness_seconds,
                        health_check=_health_check(ctx.obj(d.get("health_check", {}), f"{path}.health_check"),
                                                   f"{path}.health_check", ctx))
 
 
-TARGET_GROUP_ATTRIBUTES = ("deregistration_delay.timeout_seconds", "load_balancing.algorithm.type")
+TARGET_GROUP_ATTRIBUTES = ("deregistration_delay.timeout_seconds", "load_balancing.algorithm.type",
+                           "stickiness.enabled", "stickiness.type", "stickiness.lb_cookie.duration_seconds")
 ALGORITHMS = ("round_robin", "least_outstanding_requests")
 
 
@@ -276,7 +278,20 @@ def target_group_attributes(d: dict[str, Any], path: str, ctx: _Ctx,
         raise ctx.fail(f"{path}.load_balancing.algorithm.type",
                        f"ValidationError: Target group attribute value '{algorithm}' is not valid for "
                        f"'load_balancing.algorithm.type' ({', '.join(ALGORITHMS)})")
-    return TargetGroupAttributes(float(int(value)), algorithm)
+    enabled = str(d.get("stickiness.enabled", "true" if current.stickiness else "false")).lower()
+    if enabled not in ("true", "false"):
+        raise ctx.fail(f"{path}.stickiness.enabled", f"ValidationError: Target group attribute value '{enabled}' "
+                       "is not valid for 'stickiness.enabled' (true, false)")
+    kind = str(d.get("stickiness.type", "lb_cookie"))
+    if kind != "lb_cookie":
+        raise ctx.fail(f"{path}.stickiness.type", f"ValidationError: Target group attribute value '{kind}' is not "
+                       "valid for 'stickiness.type' (the lab supports lb_cookie)")
+    duration = str(d.get("stickiness.lb_cookie.duration_seconds", current.stickiness_seconds))
+    if not duration.isdigit() or not 1 <= int(duration) <= 604800:
+        raise ctx.fail(f"{path}.stickiness.lb_cookie.duration_seconds",
+                       f"ValidationError: Target group attribute value '{duration}' is not valid for "
+                       "'stickiness.lb_cookie.duration_seconds' (1-604800)")
+    return TargetGroupAttributes(float(int(value)), algorithm, enabled == "true", int(duration))
 
 
 def _health_check(d: dict[str, Any], path: str, ctx: _Ctx) -> HealthCheck:

@@ -116,12 +116,16 @@ class TargetGroup:
     health_check: HealthCheck
     deregistration_delay: float = 300.0  # deregistration_delay.timeout_seconds (AWS default 300)
     algorithm: str = "round_robin"  # load_balancing.algorithm.type
+    stickiness: bool = False  # stickiness.enabled with stickiness.type lb_cookie
+    stickiness_seconds: int = 86400  # stickiness.lb_cookie.duration_seconds
 
 
 @dataclass(frozen=True)
 class TargetGroupAttributes:
     deregistration_delay: float = 300.0
     algorithm: str = "round_robin"
+    stickiness: bool = False
+    stickiness_seconds: int = 86400
 
 
 @dataclass(frozen=True)

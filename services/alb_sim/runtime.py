@@ -8,6 +8,7 @@ import asyncio
 import email.utils
 import json
 import random
+import secrets
 import ssl
 import sys
 import time
@@ -19,6 +20,7 @@ from .config import (AlbConfig, ConfigError, ForwardAction, Listener, Node, Targ
                      TargetGroupAttributes)
 from .health import DRAINING, HEALTHY, UNUSED, LeastOutstanding, Matcher, RoundRobin, TargetHealth
 from .metrics import Metrics
+from .stickiness import StickyCodec
 from .rules import RuleTable
 from .trace_id import TraceIdGenerator
 from .upstream import UpstreamPool
@@ -125,7 +127,8 @@ class TargetGroupRuntime:
         self._rr: RoundRobin[Member] = RoundRobin()
         self._lor: LeastOutstanding[Member] = LeastOutstanding()
         self.tls = tg.protocol == "HTTPS"
-        self.attributes = TargetGroupAttributes(tg.deregistration_delay, tg.algorithm)
+        self.attributes = TargetGroupAttributes(tg.deregistration_delay, tg.algorithm, tg.stickiness,
+                                                tg.stickiness_seconds)
         self.spawn: Spawn | None = None  # set once the simulator's TaskGroup runs
         self.on_removed: Callable[[Member], None] | None = None
 
@@ -147,10 +150,27 @@ class TargetGroupRuntime:
             return self._lor.pick(self.members, states, [m.inflight for m in self.members])
         return self._rr.pick(self.members, states)
 
+    def sticky_member(self, target: str | None) -> Member | None:
+        """The member a valid stickiness cookie names, if it may still take requests: healthy, or
+        any registered one when none is healthy (fail open)."""
+        if target is None:
+            return None
+        for m in self.members:
+            if m.addr == target:
+                state = m.health.state
+                if state == HEALTHY or (state not in (DRAINING, UNUSED) and
+                                        not any(o.health.state == HEALTHY for o in self.members)):
+                    return m
+        return None
+
     def describe_attributes(self) -> dict[str, object]:
+        a = self.attributes
         return {"Attributes": [
-            {"Key": "deregistration_delay.timeout_seconds", "Value": str(int(self.attributes.deregistration_delay))},
-            {"Key": "load_balancing.algorithm.type", "Value": self.attributes.algorithm}]}
+            {"Key": "deregistration_delay.timeout_seconds", "Value": str(int(a.deregistration_delay))},
+            {"Key": "load_balancing.algorithm.type", "Value": a.algorithm},
+            {"Key": "stickiness.enabled", "Value": "true" if a.stickiness else "false"},
+            {"Key": "stickiness.type", "Value": "lb_cookie"},
+            {"Key": "stickiness.lb_cookie.duration_seconds", "Value": str(a.stickiness_seconds)}]}
 
     def health_port(self, target: Target) -> int:
         port = self.tg.health_check.port
@@ -277,6 +297,7 @@ class AlbRuntime:
         self.pool = UpstreamPool(loop, config.attributes.idle_timeout)
         self.trace = TraceIdGenerator(clock, self.rng)
         self.metrics = Metrics(config.lb_id)
+        self.sticky = StickyCodec(secrets.token_bytes(32))
         self.logs: dict[str, AccessLogWriter] = {}
         self.listeners = {l.port: l for l in config.listeners}
         self.contexts = {l.port: server_tls_context(l) if l.protocol == "HTTPS" else None for l in config.listeners}

@@ -15,7 +15,7 @@ from collections import deque
 
 import httptools
 
-from . import httpmsg
+from . import httpmsg, stickiness
 from .access_log import AccessLogEntry, format_entry, malformed_request_field, request_field
 from .config import FixedResponseAction, ForwardAction, RedirectAction
 from .limits import MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
@@ -45,7 +45,7 @@ class Exchange:
         "header_bytes", "received_bytes", "sent_bytes", "upstream", "finished", "response_started",
         "resp_chunked", "elb_status", "target_status", "target", "group", "priority", "actions",
         "trace", "redirect_url", "error_reason", "t_pick", "t_sent", "t_head", "reused", "retried", "head", "pending_head",
-        "host", "uri", "user_agent", "member",
+        "host", "uri", "user_agent", "member", "cookies",
     )
 
     def __init__(self, created: float, t0: float) -> None:
@@ -81,6 +81,7 @@ class Exchange:
         self.uri = "/"
         self.user_agent: str | None = None
         self.member: Member | None = None
+        self.cookies: list[tuple[bytes, bytes]] | None = None
 
 
 class ClientConnection(asyncio.Protocol):
@@ -301,11 +302,21 @@ class ClientConnection(asyncio.Protocol):
         ex.actions = ("forward",)
         group = self.alb.choose_group(action)
         ex.group = group
-        member = group.pick()
+        sticky = group.attributes.stickiness
+        member = None
+        if sticky:
+            now = self.alb.clock()
+            cookie = stickiness.cookie_value(ex.headers, stickiness.COOKIE)
+            member = group.sticky_member(self.alb.sticky.decode(cookie, group.tg.name, now) if cookie else None)
+        if member is None:
+            member = group.pick()
         if member is None:
             self._respond_local(ex, 503, error="target group has no registered targets")
             return
         chosen = member.target
+        if sticky:  # expiry reset on every request, as AWS does
+            value = self.alb.sticky.encode(group.tg.name, member.addr, now + group.attributes.stickiness_seconds)
+            ex.cookies = stickiness.set_cookie_headers(value, now)
         member.inflight += 1
         ex.member = member
         ex.target = member.addr
@@ -372,6 +383,8 @@ class ClientConnection(asyncio.Protocol):
             ex.keep_alive = False  # answered before the request body ended: do not reuse
         ex.response_started = True
         # Held back so the head and the first body bytes leave in one TLS record / one send.
+        if ex.cookies:
+            headers = headers + ex.cookies
         ex.pending_head = httpmsg.build_response_head(status, text, headers, framing=framing,
                                                       keep_alive=ex.keep_alive, http10_client=ex.version == "1.0")
 

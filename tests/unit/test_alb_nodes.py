@@ -204,3 +204,25 @@ def test_target_group_attributes_algorithm(rlab: Lab) -> None:
         {"Key": "load_balancing.algorithm.type", "Value": "random"}]})
     assert status == 400 and "'load_balancing.algorithm.type' (round_robin, least_outstanding_requests)" in \
         doc["Error"]["Message"]
+
+
+def test_lb_cookie_stickiness_sets_and_honours_awsalb(rlab: Lab) -> None:
+    status, doc = admin(rlab, "POST", "/target-group-attributes", {"TargetGroupName": "frontend", "Attributes": [
+        {"Key": "stickiness.enabled", "Value": "true"}, {"Key": "stickiness.lb_cookie.duration_seconds", "Value": "60"}]})
+    assert status == 200
+    conn = http.client.HTTPSConnection("www.lab.test", rlab.https_port, timeout=15)
+    conn.sock = rlab.client_ctx().wrap_socket(socket.create_connection(("127.0.0.2", rlab.https_port), 15),
+                                              server_hostname="www.lab.test")
+    conn.request("GET", "/sticky", headers={"Host": "www.lab.test"})
+    resp = conn.getresponse()
+    resp.read()
+    cookies = resp.headers.get_all("Set-Cookie")
+    assert [c.split("=", 1)[0] for c in cookies] == ["AWSALB", "AWSALBCORS"]
+    value = cookies[0].split("=", 1)[1].split(";", 1)[0]
+    conn.request("GET", "/sticky", headers={"Host": "www.lab.test", "Cookie": f"AWSALB={value}"})
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 200 and resp.headers.get_all("Set-Cookie")[0].startswith("AWSALB=")
+    status, doc = admin(rlab, "POST", "/target-group-attributes", {"TargetGroupName": "frontend", "Attributes": [
+        {"Key": "stickiness.type", "Value": "app_cookie"}]})
+    assert status == 400 and "'stickiness.type' (the lab supports lb_cookie)" in doc["Error"]["Message"]

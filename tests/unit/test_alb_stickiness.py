@@ -1,0 +1,33 @@
+"""lb_cookie stickiness: the AWSALB cookie codec and headers."""
+
+from __future__ import annotations
+
+from services.alb_sim.stickiness import StickyCodec, cookie_value, set_cookie_headers
+
+KEY = b"k" * 32
+
+
+def test_round_trip_and_what_is_refused() -> None:
+    codec = StickyCodec(KEY)
+    value = codec.encode("api", "10.20.1.41:8443", expires=1000)
+    assert codec.decode(value, "api", now=999) == "10.20.1.41:8443"
+    assert codec.decode(value, "api", now=1001) is None            # duration passed
+    assert codec.decode(value, "frontend", now=999) is None        # another target group's cookie
+    assert StickyCodec(b"x" * 32).decode(value, "api", now=999) is None  # another ALB's (or forged)
+    body, _, tag = value.partition(".")
+    assert codec.decode(body + "." + tag[::-1], "api", now=999) is None
+    assert codec.decode("garbage", "api", now=0) is None
+    assert "10.20.1.41" not in value                               # opaque to the client
+
+
+def test_cookie_value_from_request_headers() -> None:
+    headers = [(b"Cookie", b"a=1; AWSALB=xyz.tag; AWSALBCORS=xyz.tag"), (b"cookie", b"AWSALB=second")]
+    assert cookie_value(headers, "AWSALB") == "xyz.tag"
+    assert cookie_value([(b"Cookie", b"AWSALBCORS=v")], "AWSALB") is None
+
+
+def test_set_cookie_headers_expire_in_seven_days_with_cors_variant() -> None:
+    assert set_cookie_headers("v.t", now=0) == [
+        (b"Set-Cookie", b"AWSALB=v.t; Expires=Thu, 08 Jan 1970 00:00:00 GMT; Path=/"),
+        (b"Set-Cookie", b"AWSALBCORS=v.t; Expires=Thu, 08 Jan 1970 00:00:00 GMT; Path=/; SameSite=None; Secure"),
+    ]
