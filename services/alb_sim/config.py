@@ -252,13 +252,14 @@ def _target_group(d: dict[str, Any], path: str, ctx: _Ctx) -> TargetGroup:
     return TargetGroup(name=name, arn=ctx.string(d, "arn", path), protocol=protocol, port=port,
                        targets=tuple(targets), deregistration_delay=attrs.deregistration_delay,
                        algorithm=attrs.algorithm, stickiness=attrs.stickiness,
-                       stickiness_seconds=attrs.stickiness_seconds,
+                       stickiness_seconds=attrs.stickiness_seconds, slow_start=attrs.slow_start,
                        health_check=_health_check(ctx.obj(d.get("health_check", {}), f"{path}.health_check"),
                                                   f"{path}.health_check", ctx))
 
 
 TARGET_GROUP_ATTRIBUTES = ("deregistration_delay.timeout_seconds", "load_balancing.algorithm.type",
-                           "stickiness.enabled", "stickiness.type", "stickiness.lb_cookie.duration_seconds")
+                           "stickiness.enabled", "stickiness.type", "stickiness.lb_cookie.duration_seconds",
+                           "slow_start.duration_seconds")
 ALGORITHMS = ("round_robin", "least_outstanding_requests")
 
 
@@ -291,7 +292,15 @@ def target_group_attributes(d: dict[str, Any], path: str, ctx: _Ctx,
         raise ctx.fail(f"{path}.stickiness.lb_cookie.duration_seconds",
                        f"ValidationError: Target group attribute value '{duration}' is not valid for "
                        "'stickiness.lb_cookie.duration_seconds' (1-604800)")
-    return TargetGroupAttributes(float(int(value)), algorithm, enabled == "true", int(duration))
+    slow = str(d.get("slow_start.duration_seconds", current.slow_start))
+    if not slow.isdigit() or not (int(slow) == 0 or 30 <= int(slow) <= 900):
+        raise ctx.fail(f"{path}.slow_start.duration_seconds",
+                       f"ValidationError: Target group attribute value '{slow}' is not valid for "
+                       "'slow_start.duration_seconds' (0 or 30-900)")
+    if int(slow) and algorithm == "least_outstanding_requests":
+        raise ctx.fail(f"{path}.slow_start.duration_seconds", "ValidationError: Slow start mode is not supported "
+                       "with the least outstanding requests load balancing algorithm")
+    return TargetGroupAttributes(float(int(value)), algorithm, enabled == "true", int(duration), int(slow))
 
 
 def _health_check(d: dict[str, Any], path: str, ctx: _Ctx) -> HealthCheck:

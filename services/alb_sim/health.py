@@ -149,3 +149,10 @@ class LeastOutstanding(Generic[T]):
         choice = targets[tied[self._next % len(tied)]]
         self._next = (self._next + 1) % (1 << 30)
         return choice
+
+
+def slow_start_weight(now: float, healthy_since: float, slow_until: float, duration: float) -> float:
+    """A target's share during slow start: linear from ~0 to 1 over `duration` (1 when not in it)."""
+    if now >= slow_until or duration <= 0:
+        return 1.0
+    return max(0.01, (now - healthy_since) / duration)

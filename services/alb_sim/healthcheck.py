@@ -12,7 +12,7 @@ import ssl
 from typing import Callable
 
 from .config import Target
-from .health import CheckResult, TargetHealth
+from .health import HEALTHY, CheckResult, TargetHealth
 from .runtime import TargetGroupRuntime, log_event
 from .upstream import client_tls_context
 
@@ -53,6 +53,8 @@ async def run_target_checks(group: TargetGroupRuntime, target: Target, health: T
                                   matcher_matches=group.matcher.matches)
         before = health.state
         after = health.record(result)
+        if after == HEALTHY and before != HEALTHY:
+            group.became_healthy(health)
         if after != before:
             log_event("target_health", target_group=group.tg.name, target=f"{target.ip}:{target.port}",
                       id=target.id, state=after, previous=before, reason=health.reason)

@@ -118,6 +118,7 @@ class TargetGroup:
     algorithm: str = "round_robin"  # load_balancing.algorithm.type
     stickiness: bool = False  # stickiness.enabled with stickiness.type lb_cookie
     stickiness_seconds: int = 86400  # stickiness.lb_cookie.duration_seconds
+    slow_start: int = 0  # slow_start.duration_seconds (0 = off, else 30-900)
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,7 @@ class TargetGroupAttributes:
     algorithm: str = "round_robin"
     stickiness: bool = False
     stickiness_seconds: int = 86400
+    slow_start: int = 0
 
 
 @dataclass(frozen=True)

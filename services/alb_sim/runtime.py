@@ -18,7 +18,8 @@ from typing import Any, Callable, Coroutine, TextIO
 
 from .config import (AlbConfig, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup,
                      TargetGroupAttributes)
-from .health import DRAINING, HEALTHY, UNUSED, LeastOutstanding, Matcher, RoundRobin, TargetHealth
+from .health import (DRAINING, HEALTHY, UNUSED, LeastOutstanding, Matcher, RoundRobin, TargetHealth,
+                     slow_start_weight)
 from .metrics import Metrics
 from .stickiness import StickyCodec
 from .rules import RuleTable
@@ -98,7 +99,7 @@ class AccessLogWriter:
 class Member:
     """One registered target of a group: its health, requests in flight, its checker task."""
 
-    __slots__ = ("target", "addr", "health", "inflight", "task", "drain_timer")
+    __slots__ = ("target", "addr", "health", "inflight", "task", "drain_timer", "healthy_since", "slow_until")
 
     def __init__(self, target: Target, health: TargetHealth) -> None:
         self.target = target
@@ -107,6 +108,8 @@ class Member:
         self.inflight = 0
         self.task: asyncio.Task[None] | None = None
         self.drain_timer: asyncio.TimerHandle | None = None
+        self.healthy_since = 0.0
+        self.slow_until = 0.0  # in slow start until then (loop time)
 
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
@@ -128,7 +131,8 @@ class TargetGroupRuntime:
         self._lor: LeastOutstanding[Member] = LeastOutstanding()
         self.tls = tg.protocol == "HTTPS"
         self.attributes = TargetGroupAttributes(tg.deregistration_delay, tg.algorithm, tg.stickiness,
-                                                tg.stickiness_seconds)
+                                                tg.stickiness_seconds, tg.slow_start)
+        self.rng = random.Random()
         self.spawn: Spawn | None = None  # set once the simulator's TaskGroup runs
         self.on_removed: Callable[[Member], None] | None = None
 
@@ -144,7 +148,32 @@ class TargetGroupRuntime:
     def deregistration_delay(self) -> float:
         return self.attributes.deregistration_delay
 
+    def _now(self) -> float:
+        return self.loop.time() if self.loop is not None else time.monotonic()
+
+    def became_healthy(self, health: TargetHealth) -> None:
+        """Slow start (AWS): a target that becomes healthy ramps up linearly over
+        slow_start.duration_seconds, but only if another healthy target is not in slow start."""
+        now = self._now()
+        for m in self.members:
+            if m.health is health:
+                m.healthy_since = now
+                duration = self.attributes.slow_start
+                others = [o for o in self.members if o is not m and o.health.state == HEALTHY and o.slow_until <= now]
+                m.slow_until = now + duration if duration and others else 0.0
+
+    def _slow_start_pick(self, now: float) -> Member | None:
+        healthy = [m for m in self.members if m.health.state == HEALTHY]
+        if not healthy or all(m.slow_until <= now for m in healthy):
+            return None
+        weights = [slow_start_weight(now, m.healthy_since, m.slow_until, self.attributes.slow_start) for m in healthy]
+        return self.rng.choices(healthy, weights)[0]
+
     def pick(self) -> Member | None:
+        if self.attributes.slow_start:
+            member = self._slow_start_pick(self._now())
+            if member is not None:
+                return member
         states = [m.health.state for m in self.members]
         if self.attributes.algorithm == "least_outstanding_requests":
             return self._lor.pick(self.members, states, [m.inflight for m in self.members])
@@ -170,7 +199,8 @@ class TargetGroupRuntime:
             {"Key": "load_balancing.algorithm.type", "Value": a.algorithm},
             {"Key": "stickiness.enabled", "Value": "true" if a.stickiness else "false"},
             {"Key": "stickiness.type", "Value": "lb_cookie"},
-            {"Key": "stickiness.lb_cookie.duration_seconds", "Value": str(a.stickiness_seconds)}]}
+            {"Key": "stickiness.lb_cookie.duration_seconds", "Value": str(a.stickiness_seconds)},
+            {"Key": "slow_start.duration_seconds", "Value": str(a.slow_start)}]}
 
     def health_port(self, target: Target) -> int:
         port = self.tg.health_check.port
