@@ -510,7 +510,13 @@ def _forward(d: dict[str, Any], ap: str, tg_names: set[str], ctx: _Ctx) -> Forwa
     for g, p in zip(groups, paths):
         if g.name not in tg_names:
             raise ctx.fail(p, f"TargetGroupNotFound: Target group '{g.name}' not found")
-    return ForwardAction(target_groups=tuple(groups))
+    seconds = 0
+    if d.get("stickiness") is not None:  # TargetGroupStickinessConfig {enabled, duration_seconds}
+        st = ctx.obj(d["stickiness"], f"{ap}.stickiness")
+        if st.get("enabled") in (True, "true"):
+            seconds = ctx.integer(st.get("duration_seconds", 3600), f"{ap}.stickiness.duration_seconds", 1, 604800,
+                                  "target group stickiness duration in seconds")
+    return ForwardAction(target_groups=tuple(groups), stickiness_seconds=seconds)
 
 
 def _redirect(d: dict[str, Any], rp: str, protocol: str, ctx: _Ctx) -> RedirectAction:

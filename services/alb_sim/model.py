@@ -39,6 +39,7 @@ class WeightedTargetGroup:
 class ForwardAction:
     target_groups: tuple[WeightedTargetGroup, ...]
     type: str = "forward"
+    stickiness_seconds: int = 0  # TargetGroupStickinessConfig: 0 = off, else DurationSeconds
 
 
 @dataclass(frozen=True)

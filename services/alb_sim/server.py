@@ -300,7 +300,19 @@ class ClientConnection(asyncio.Protocol):
             return
         assert isinstance(action, ForwardAction)
         ex.actions = ("forward",)
-        group = self.alb.choose_group(action)
+        group = None
+        if action.stickiness_seconds:  # target group stickiness: AWSALBTG names the group
+            now = self.alb.clock()
+            cookie = stickiness.cookie_value(ex.headers, stickiness.GROUP_COOKIE)
+            name = self.alb.sticky.decode(cookie, "#group", now) if cookie else None
+            if name in {g.name for g in action.target_groups if g.weight > 0}:
+                group = self.alb.groups[name]
+        if group is None:
+            group = self.alb.choose_group(action)
+        if action.stickiness_seconds:
+            ex.cookies = stickiness.set_cookie_headers(
+                self.alb.sticky.encode("#group", group.tg.name, now + action.stickiness_seconds), now,
+                (stickiness.GROUP_COOKIE, stickiness.GROUP_CORS_COOKIE))
         ex.group = group
         sticky = group.attributes.stickiness
         member = None
@@ -316,7 +328,7 @@ class ClientConnection(asyncio.Protocol):
         chosen = member.target
         if sticky:  # expiry reset on every request, as AWS does
             value = self.alb.sticky.encode(group.tg.name, member.addr, now + group.attributes.stickiness_seconds)
-            ex.cookies = stickiness.set_cookie_headers(value, now)
+            ex.cookies = (ex.cookies or []) + stickiness.set_cookie_headers(value, now)
         member.inflight += 1
         ex.member = member
         ex.target = member.addr

@@ -17,6 +17,8 @@ import hmac
 
 COOKIE = "AWSALB"
 CORS_COOKIE = "AWSALBCORS"
+GROUP_COOKIE = "AWSALBTG"  # target group stickiness of a weighted forward action
+GROUP_CORS_COOKIE = "AWSALBTGCORS"
 COOKIE_LIFETIME = 7 * 24 * 3600
 
 
@@ -59,7 +61,9 @@ def cookie_value(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
     return None
 
 
-def set_cookie_headers(value: str, now: float) -> list[tuple[bytes, bytes]]:
+def set_cookie_headers(value: str, now: float, names: tuple[str, str] = (COOKIE, CORS_COOKIE)
+                       ) -> list[tuple[bytes, bytes]]:
     expires = email.utils.formatdate(now + COOKIE_LIFETIME, usegmt=True)
-    return [(b"Set-Cookie", f"{COOKIE}={value}; Expires={expires}; Path=/".encode()),
-            (b"Set-Cookie", f"{CORS_COOKIE}={value}; Expires={expires}; Path=/; SameSite=None; Secure".encode())]
+    plain, cors = names
+    return [(b"Set-Cookie", f"{plain}={value}; Expires={expires}; Path=/".encode()),
+            (b"Set-Cookie", f"{cors}={value}; Expires={expires}; Path=/; SameSite=None; Secure".encode())]

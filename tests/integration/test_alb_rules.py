@@ -99,3 +99,15 @@ def test_access_log_records_rule_priority_and_action() -> None:
     assert redirect["redirect_url"] == f"https://{SITE}:443/new/old/logged?&moved=1"
     default = parse_alb_entry([l for l in lines if " 0 " in l and '"forward"' in l][-1])
     assert default["matched_rule_priority"] == "0"
+
+
+def test_target_group_stickiness_keeps_a_client_on_one_group() -> None:
+    out = lab("curl", "-i", f"https://{SITE}/sticky?cookie").stdout
+    cookies = [line.split(":", 1)[1].strip() for line in out.replace("\r\n", "\n").split("\n\n")[0].split("\n")
+               if line.lower().startswith("set-cookie:")]
+    assert [c.split("=", 1)[0] for c in cookies] == ["AWSALBTG", "AWSALBTGCORS"]
+    assert "SameSite=None; Secure" in cookies[1]
+    value = cookies[0].split(";", 1)[0]
+    services = {service(f"/sticky?i={i}", "-H", f"Cookie: {value}") for i in range(12)}
+    assert len(services) == 1
+    assert {service(f"/sticky?n={i}") for i in range(30)} == {"api", "frontend"}  # without it: both

@@ -31,3 +31,24 @@ def test_set_cookie_headers_expire_in_seven_days_with_cors_variant() -> None:
         (b"Set-Cookie", b"AWSALB=v.t; Expires=Thu, 08 Jan 1970 00:00:00 GMT; Path=/"),
         (b"Set-Cookie", b"AWSALBCORS=v.t; Expires=Thu, 08 Jan 1970 00:00:00 GMT; Path=/; SameSite=None; Secure"),
     ]
+
+
+def test_target_group_stickiness_config() -> None:
+    import pytest
+
+    from services.alb_sim.config import ConfigError, load_config
+
+    def config(stickiness: dict) -> dict:
+        return {"nodes": [{"name": "alb-a", "az": "a", "address": "10.0.0.9"}],
+                "listeners": [{"protocol": "HTTP", "port": 80, "default_actions": [
+                    {"type": "forward", "target_groups": [{"name": "a", "weight": 1}, {"name": "b", "weight": 1}],
+                     "stickiness": stickiness}]}],
+                "name": "t", "arn": "z", "dns_name": "d", "log_dir": "/tmp",
+                "target_groups": [{"name": "a", "arn": "x", "port": 80}, {"name": "b", "arn": "y", "port": 80}]}
+
+    action = load_config(config({"enabled": True, "duration_seconds": 600})).listeners[0].default_actions[0]
+    assert action.stickiness_seconds == 600
+    assert load_config(config({"enabled": False})).listeners[0].default_actions[0].stickiness_seconds == 0
+    with pytest.raises(ConfigError, match=r"default_actions\[0\].stickiness.duration_seconds: 0 is not a valid "
+                                          r"target group stickiness duration in seconds \(1-604800\)"):
+        load_config(config({"enabled": True, "duration_seconds": 0}))
