@@ -350,6 +350,16 @@ def _listener(d: dict[str, Any], path: str, tg_names: set[str], ctx: _Ctx) -> Li
         c = d["certificate"]
         cert = Certificate(arn=ctx.string(c, "arn", f"{path}.certificate"),
                            pem=ctx.string(c, "pem", f"{path}.certificate"))
+    extra = []
+    for i, c in enumerate(ctx.lst(d.get("certificates", []), f"{path}.certificates")):
+        if protocol != "HTTPS":
+            raise ctx.fail(f"{path}.certificates", "ValidationError: Certificates can only be added to HTTPS listeners")
+        c = ctx.obj(c, f"{path}.certificates[{i}]")
+        extra.append(Certificate(arn=ctx.string(c, "arn", f"{path}.certificates[{i}]"),
+                                 pem=ctx.string(c, "pem", f"{path}.certificates[{i}]")))
+    if len(extra) > 25:
+        raise ctx.fail(f"{path}.certificates", "TooManyCertificates: a listener has at most 25 certificates "
+                       "besides the default one")
     ssl_policy = d.get("ssl_policy") or ("ELBSecurityPolicy-2016-08" if protocol == "HTTPS" else None)
     rules = []
     for i, r in enumerate(ctx.lst(d.get("rules", []), f"{path}.rules")):
@@ -362,7 +372,7 @@ def _listener(d: dict[str, Any], path: str, tg_names: set[str], ctx: _Ctx) -> Li
         seen.add(r.priority)
     defaults = _actions(ctx.req(d, "default_actions", path), f"{path}.default_actions", protocol, tg_names, ctx)
     return Listener(protocol=protocol, port=port, rules=tuple(sorted(rules, key=lambda r: r.priority)),
-                    default_actions=defaults, certificate=cert, ssl_policy=ssl_policy)
+                    default_actions=defaults, certificate=cert, ssl_policy=ssl_policy, certificates=tuple(extra))
 
 
 def _rule(d: dict[str, Any], path: str, protocol: str, tg_names: set[str], ctx: _Ctx) -> Rule:
@@ -590,7 +600,8 @@ def parse_listener_rules(raw: Any, listener: Listener, tg_names: set[str]) -> Li
         seen.add(r.priority)
     return Listener(protocol=listener.protocol, port=listener.port,
                     rules=tuple(sorted(rules, key=lambda r: r.priority)), default_actions=listener.default_actions,
-                    certificate=listener.certificate, ssl_policy=listener.ssl_policy)
+                    certificate=listener.certificate, ssl_policy=listener.ssl_policy,
+                    certificates=listener.certificates)
 
 
 def parse_targets(raw: Any, default_port: int) -> list[Target]:

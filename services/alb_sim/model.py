@@ -85,6 +85,7 @@ class Listener:
     default_actions: tuple[Action, ...]
     certificate: Certificate | None = None
     ssl_policy: str | None = None
+    certificates: tuple[Certificate, ...] = ()  # the listener's certificate list (SNI), besides the default
 
 
 @dataclass(frozen=True)

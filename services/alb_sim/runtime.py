@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Coroutine, TextIO
 
-from .config import (AlbConfig, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup,
+from .config import (AlbConfig, Certificate, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup,
                      TargetGroupAttributes)
 from .health import (DRAINING, HEALTHY, UNUSED, LeastOutstanding, Matcher, RoundRobin, TargetHealth,
                      slow_start_weight)
@@ -43,28 +43,76 @@ def log_event(event: str, **fields: object) -> None:
     sys.stdout.flush()
 
 
-def server_tls_context(listener: Listener) -> ssl.SSLContext:
-    """TLS for an HTTPS listener: the PEM holds the chain and the private key."""
-    assert listener.certificate is not None
+def _policy_context(listener: Listener, cert: Certificate) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        ctx.load_cert_chain(listener.certificate.pem)
+        ctx.load_cert_chain(cert.pem)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"listener {listener.protocol}:{listener.port}: certificate.pem "
-                          f"{listener.certificate.pem!r} cannot be loaded as certificate chain + private key: "
+                          f"{cert.pem!r} cannot be loaded as certificate chain + private key: "
                           f"{getattr(exc, 'strerror', None) or exc}") from None
     policy = listener.ssl_policy or "ELBSecurityPolicy-2016-08"
     if "TLS13" not in policy:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_ciphers(POLICY_2016_08_CIPHERS)
     ctx.set_alpn_protocols(["http/1.1"])  # no HTTP/2 front end yet: h2 clients fall back
+    return ctx
 
-    def remember_sni(ssl_obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+
+def certificate_names(pem: str) -> tuple[str, ...]:
+    """The DNS names (SANs) of the first certificate in a PEM file, lower case."""
+    try:
+        decoded = ssl._ssl._test_decode_cert(pem)  # type: ignore[attr-defined]  # stdlib, no extra wheel
+    except (OSError, ssl.SSLError, AttributeError):
+        return ()
+    return tuple(v.lower() for k, v in decoded.get("subjectAltName", ()) if k == "DNS")
+
+
+def name_matches(pattern: str, server_name: str) -> bool:
+    """Certificate name matching: exact, or `*.example.com` covering exactly one more label."""
+    if pattern == server_name:
+        return True
+    return pattern.startswith("*.") and server_name.count(".") >= 2 and \
+        server_name.split(".", 1)[1] == pattern[2:]
+
+
+def choose_certificate(candidates: list[tuple[tuple[str, ...], str]], server_name: str | None) -> int | None:
+    """Index of the certificate for SNI `server_name`: an exact name first, then a wildcard;
+    None = no match (the default certificate is used)."""
+    if not server_name:
+        return None
+    name = server_name.lower().rstrip(".")
+    for i, (names, _) in enumerate(candidates):
+        if name in names:
+            return i
+    for i, (names, _) in enumerate(candidates):
+        if any(name_matches(n, name) for n in names if n.startswith("*.")):
+            return i
+    return None
+
+
+def server_tls_context(listener: Listener) -> ssl.SSLContext:
+    """TLS for an HTTPS listener: the default certificate, plus the certificate list chosen by SNI
+    (AWS: the default certificate when no listed certificate covers the name, or no SNI)."""
+    assert listener.certificate is not None
+    ctx = _policy_context(listener, listener.certificate)
+    default_arn = listener.certificate.arn
+    extra = [(_policy_context(listener, c), c.arn) for c in listener.certificates]
+    candidates = [(certificate_names(c.pem), c.arn) for c in listener.certificates]
+
+    def on_sni(ssl_obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        chosen = choose_certificate(candidates, server_name)
+        arn = default_arn
+        if chosen is not None:
+            ssl_obj.context, arn = extra[chosen]
         try:
             ssl_obj.alb_sni = server_name  # type: ignore[attr-defined]
+            ssl_obj.alb_cert = arn  # type: ignore[attr-defined]
         except AttributeError:
             pass
-    ctx.sni_callback = remember_sni
+    ctx.sni_callback = on_sni
+    for other, _ in extra:
+        other.sni_callback = on_sni
     return ctx
 
 

@@ -114,7 +114,8 @@ class ClientConnection(asyncio.Protocol):
         if ssl_obj is not None:
             cipher = ssl_obj.cipher()
             cert = self.lr.listener.certificate
-            chosen = "session-reused" if ssl_obj.session_reused else (cert.arn if cert else None)
+            chosen = "session-reused" if ssl_obj.session_reused else (
+                getattr(ssl_obj, "alb_cert", None) or (cert.arn if cert else None))
             self.tls = (cipher[0] if cipher else None, ssl_obj.version(),
                         getattr(ssl_obj, "alb_sni", None), chosen)
         self._arm_idle()
