@@ -24,8 +24,8 @@ from dataclasses import asdict
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from .config import (ConfigError, parse_attributes, parse_listener_rules, parse_target_group_attributes,
-                     parse_targets)
+from .config_changes import (ConfigError, parse_attributes, parse_listener_rules, parse_target_group_attributes,
+                             parse_targets)
 from .nodes import NodeManager, RotationError
 from .runtime import AlbRuntime, TargetGroupRuntime, log_event
 
