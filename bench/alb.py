@@ -11,7 +11,9 @@ a temporary directory), health checks. HAProxy: Debian's /usr/sbin/haproxy, `nbt
 
 The proxy under test runs on CPU 1 (`taskset -c 1`), wrk and the backend on CPU 0. Runs are
 interleaved (alb, haproxy, alb, haproxy, ...) and medians reported, because these VMs are noisy
-(performance notes: +-10-25 %). Throughput: wrk with --connections connections. Added latency:
+(performance notes: +-10-25 %); CPU time per request of each proxy (from /proc) is printed too,
+since it moves much less than req/s when other work shares the machine. Throughput: wrk with
+--connections connections. Added latency:
 wrk with one connection (closed loop, so latency = service time), p50/p99 difference.
 
 Ends with one line:
@@ -23,6 +25,7 @@ script says what is missing rather than installing anything.
 from __future__ import annotations
 
 import argparse
+import os
 import json
 import re
 import shutil
@@ -125,10 +128,17 @@ def wait_port(port: int, what: str, timeout: float = 20) -> None:
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its threads), from /proc: robust against a busy machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def parse_wrk(out: str) -> dict[str, float]:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
-    result = {"rps": float(rps.group(1)) if rps else 0.0}
+    result = {"rps": float(rps.group(1)) if rps else 0.0, "requests": float(total.group(1)) if total else 0.0}
     for pct in ("50", "99"):
         m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
         result[f"p{pct}"] = float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
@@ -176,21 +186,28 @@ def main() -> int:
         for port in (alb_port, hap_port):  # warm up: TLS sessions, pools, caches
             wrk(port, 2, args.connections)
         results: dict[str, dict[str, list[float]]] = {"alb": {}, "haproxy": {}}
+        pids = {"alb": procs[1].pid, "haproxy": procs[2].pid}
         for run in range(args.runs):
             for name, port in (("alb", alb_port), ("haproxy", hap_port)):
+                cpu0 = cpu_seconds(pids[name])
                 tput = wrk(port, args.seconds, args.connections)
+                cpu_us = (cpu_seconds(pids[name]) - cpu0) / max(tput["requests"], 1) * 1e6
                 lat = wrk(port, max(3, args.seconds // 2), 1)
                 r = results[name]
                 r.setdefault("rps", []).append(tput["rps"])
+                r.setdefault("cpu_us", []).append(cpu_us)
                 r.setdefault("p50", []).append(lat["p50"])
                 r.setdefault("p99", []).append(lat["p99"])
                 r.setdefault("load_p50", []).append(tput["p50"])
                 r.setdefault("load_p99", []).append(tput["p99"])
-                print(f"run {run + 1} {name:8} {tput['rps']:9.0f} req/s (c={args.connections}: p50 {tput['p50']:.2f} ms "
+                print(f"run {run + 1} {name:8} {tput['rps']:9.0f} req/s {cpu_us:6.1f} us CPU/req "
+                      f"(c={args.connections}: p50 {tput['p50']:.2f} ms "
                       f"p99 {tput['p99']:.2f} ms)  c=1: p50 {lat['p50']:.3f} ms p99 {lat['p99']:.3f} ms", flush=True)
         med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
         log_lines = sum(1 for _ in (tmp / "logs" / "alb-a" / "access.log").open())
         print(f"median alb {med['alb']['rps']:.0f} req/s, haproxy {med['haproxy']['rps']:.0f} req/s; "
+              f"CPU per request alb {med['alb']['cpu_us']:.1f} us, haproxy {med['haproxy']['cpu_us']:.1f} us "
+              f"(ratio {med['haproxy']['cpu_us'] / med['alb']['cpu_us']:.2f}: less sensitive to a busy machine); "
               f"alb access log: {log_lines} entries")
         print(f"RESULT alb rps_ratio={med['alb']['rps'] / med['haproxy']['rps']:.2f} "
               f"p50_added_ms={med['alb']['p50'] - med['haproxy']['p50']:.2f} "
