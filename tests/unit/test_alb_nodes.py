@@ -226,3 +226,24 @@ def test_lb_cookie_stickiness_sets_and_honours_awsalb(rlab: Lab) -> None:
     status, doc = admin(rlab, "POST", "/target-group-attributes", {"TargetGroupName": "frontend", "Attributes": [
         {"Key": "stickiness.type", "Value": "app_cookie"}]})
     assert status == 400 and "'stickiness.type' (the lab supports lb_cookie)" in doc["Error"]["Message"]
+
+
+def test_periodic_rotation(tmp_path: Path) -> None:
+    import time
+
+    lab = Lab(tmp_path)
+    lab.config = dataclasses.replace(lab.config, nodes=(Node("alb-a", "a", "127.0.0.3"),), rotation=Rotation(
+        drain_seconds=0, interval_seconds=1, pools={"a": ("127.0.0.3", "127.0.0.4")}))
+    lab.start()
+    try:
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(seen) < 3:
+            nodes = [(n["Name"], n["Address"]) for n in admin(lab, "GET", "/nodes")[1]["Nodes"] if n["State"] == "active"]
+            if not seen or seen[-1] != nodes:
+                seen.append(nodes)
+            time.sleep(0.05)
+        # every second a new generation, alternating between the pool's two addresses
+        assert seen[:3] == [[("alb-a", "127.0.0.3")], [("alb-a-2", "127.0.0.4")], [("alb-a-3", "127.0.0.3")]]
+    finally:
+        lab.stop()
