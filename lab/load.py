@@ -500,6 +500,48 @@ class _Loader:
             nodes=tuple(nodes), listeners=tuple(listeners), target_groups=tuple(groups.values()),
             attributes=attributes, relaxed_limits=relaxed, vpc_endpoint_id=vpce)
 
+    def _alb_rotation(self, node: _Node, nodes: list[m.AlbNode]) -> m.AlbRotation:
+        """Address pools default to the 7 free addresses after each node's own (decisions.md #40)."""
+        spec = node.mapping(allowed=("drain_seconds", "interval_seconds", "address_pools"))
+        pools_node = spec.get("address_pools", {})
+        given = pools_node.mapping().keys()
+        pools: dict[str, tuple[IPv4Address, ...]] = {}
+        for n in nodes:
+            pool = [n.address]
+            if n.az in given:
+                item = pools_node.child(n.az, pools_node.value[n.az])
+                first, _, last = item.string().partition("-")
+                start, end = item.child("first", first.strip()).ipv4(), item.child("last", (last or first).strip()).ipv4()
+                if end < start:
+                    raise item.fail(f"{pools_node.value[n.az]!r} is an empty range")
+                candidates = [start + i for i in range(int(end) - int(start) + 1)]
+                for address in candidates:
+                    if address == n.address:
+                        continue
+                    if address not in self.subnets[n.az]:
+                        raise item.fail(f"{address} is not in the subnet of AZ {n.az} ({self.subnets[n.az]})")
+                    if address in self.used:
+                        raise item.fail(f"{address} is already used by {self.used[address]}")
+                    pool.append(address)
+            else:
+                address = n.address
+                while len(pool) < 8 and address + 1 in self.subnets[n.az] and address + 1 != self.subnets[n.az].broadcast_address:
+                    address += 1
+                    if address not in self.used:
+                        pool.append(address)
+            if len(pool) < 2:
+                raise spec["address_pools"].fail(f"AZ {n.az} has no spare address to rotate the ALB node to")
+            for address in pool[1:]:
+                self.used[address] = f"{n.name} (address pool)"
+            pools[n.az] = tuple(pool)
+        for az in given:
+            if not any(n.az == az for n in nodes):
+                raise pools_node.child(az, None).fail(f"the ALB has no node in AZ {az!r}")
+        return m.AlbRotation(
+            drain_seconds=spec.get("drain_seconds", 120).integer(0, 86400, "drain time in seconds"),
+            interval_seconds=spec.get("interval_seconds", 0).integer(0, 604800, "rotation interval in seconds (0 = off)"),
+            pools=pools)
+
     def _nlb_target_group(self, node: _Node, name: str) -> m.NlbTargetGroup:
         spec = node.mapping(allowed=("protocol", "port", "target_type", "targets", "health_check", "attributes"),
                             required=("protocol", "port", "targets"))
@@ -561,7 +603,7 @@ class _Loader:
         return f"arn:aws:elasticloadbalancing:{self.region}:{self.account}:targetgroup/{name}/{m.aws_id('tg', name)}"
 
     def _alb(self, node: _Node) -> m.Alb:
-        spec = node.mapping(allowed=("name", "dns_name", "nodes", "listeners", "target_groups", "attributes"),
+        spec = node.mapping(allowed=("name", "dns_name", "nodes", "listeners", "target_groups", "attributes", "rotation"),
                             required=("name", "nodes", "listeners", "target_groups"))
         name = spec["name"].string()
         alb_id = m.aws_id("alb", name)
@@ -579,14 +621,17 @@ class _Loader:
         for key in tgs_node.mapping().keys():
             tg_name = _target_group_name(tgs_node, key)
             tg = tgs_node.child(tg_name, tgs_node.value[key])
-            ts = tg.mapping(allowed=("protocol", "port", "targets", "health_check"), required=("protocol", "port", "targets"))
+            ts = tg.mapping(allowed=("protocol", "port", "targets", "health_check", "attributes"),
+                            required=("protocol", "port", "targets"))
             protocol = ts["protocol"].string(("HTTP", "HTTPS"))
             port = ts["port"].port()
             groups[tg_name] = m.AlbTargetGroup(
                 name=tg_name, arn=self._tg_arn(tg_name), protocol=protocol, port=port,
                 targets=self._targets(ts["targets"], port, self.web),
                 health_check=_health_check(ts.get("health_check", {}), {**ALB_HC_DEFAULTS, "protocol": protocol},
-                                           ("HTTP", "HTTPS")))
+                                           ("HTTP", "HTTPS")),
+                attributes={str(k): str(v).lower() if isinstance(v, bool) else str(v)
+                            for k, v in ts.get("attributes", {}).mapping().node.value.items()})
         listeners = []
         for item in spec["listeners"].items():
             ls = item.mapping(allowed=("protocol", "port", "certificate", "ssl_policy", "rules", "default_actions"),
@@ -615,7 +660,49 @@ class _Loader:
             arn=f"arn:aws:elasticloadbalancing:{self.region}:{self.account}:loadbalancer/app/{name}/{alb_id}",
             dns_name=spec.get("dns_name", f"alb.{self.root.value['dns'].get('private_zone', 'lab.internal')}").string(),
             nodes=tuple(nodes), listeners=tuple(listeners), target_groups=tuple(groups.values()),
-            attributes=attributes)
+            attributes=attributes, rotation=self._alb_rotation(spec.get("rotation", {}), nodes))
+
+    def _alb_rotation(self, node: _Node, nodes: list[m.AlbNode]) -> m.AlbRotation:
+        """Address pools default to the 7 free addresses after each node's own (decisions.md #40)."""
+        spec = node.mapping(allowed=("drain_seconds", "interval_seconds", "address_pools"))
+        pools_node = spec.get("address_pools", {})
+        given = pools_node.mapping().keys()
+        pools: dict[str, tuple[IPv4Address, ...]] = {}
+        for n in nodes:
+            pool = [n.address]
+            if n.az in given:
+                item = pools_node.child(n.az, pools_node.value[n.az])
+                first, _, last = item.string().partition("-")
+                start, end = item.child("first", first.strip()).ipv4(), item.child("last", (last or first).strip()).ipv4()
+                if end < start:
+                    raise item.fail(f"{pools_node.value[n.az]!r} is an empty range")
+                candidates = [start + i for i in range(int(end) - int(start) + 1)]
+                for address in candidates:
+                    if address == n.address:
+                        continue
+                    if address not in self.subnets[n.az]:
+                        raise item.fail(f"{address} is not in the subnet of AZ {n.az} ({self.subnets[n.az]})")
+                    if address in self.used:
+                        raise item.fail(f"{address} is already used by {self.used[address]}")
+                    pool.append(address)
+            else:
+                address = n.address
+                while len(pool) < 8 and address + 1 in self.subnets[n.az] and address + 1 != self.subnets[n.az].broadcast_address:
+                    address += 1
+                    if address not in self.used:
+                        pool.append(address)
+            if len(pool) < 2:
+                raise spec["address_pools"].fail(f"AZ {n.az} has no spare address to rotate the ALB node to")
+            for address in pool[1:]:
+                self.used[address] = f"{n.name} (address pool)"
+            pools[n.az] = tuple(pool)
+        for az in given:
+            if not any(n.az == az for n in nodes):
+                raise pools_node.child(az, None).fail(f"the ALB has no node in AZ {az!r}")
+        return m.AlbRotation(
+            drain_seconds=spec.get("drain_seconds", 120).integer(0, 86400, "drain time in seconds"),
+            interval_seconds=spec.get("interval_seconds", 0).integer(0, 604800, "rotation interval in seconds (0 = off)"),
+            pools=pools)
 
 
 Validator = Callable[[m.Topology], None]

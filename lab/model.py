@@ -185,6 +185,15 @@ class AlbTargetGroup:
     port: int
     targets: tuple[Target, ...]
     health_check: HealthCheck
+    attributes: Mapping[str, str] = field(default_factory=dict)  # validated by services.alb_sim.config
+
+
+@dataclass(frozen=True)
+class AlbRotation:
+    """How the ALB's node addresses change (`lab alb rotate`, or every interval_seconds)."""
+    drain_seconds: int = 120
+    interval_seconds: int = 0  # 0: only on demand
+    pools: Mapping[str, tuple[IPv4Address, ...]] = field(default_factory=dict)  # AZ -> addresses, first = initial
 
 
 @dataclass(frozen=True)
@@ -196,6 +205,7 @@ class Alb:
     listeners: tuple[AlbListener, ...]
     target_groups: tuple[AlbTargetGroup, ...]
     attributes: Mapping[str, str]
+    rotation: AlbRotation = field(default_factory=AlbRotation)
 
 
 @dataclass(frozen=True)

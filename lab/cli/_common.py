@@ -81,6 +81,11 @@ def admin_request(client, service: str, url: str, body: Any = None) -> tuple[int
     return int(status), text
 
 
+def alb_admin_url() -> str:
+    """The ALB admin API listens on the alb container's loopback (its node addresses rotate)."""
+    return f"http://127.0.0.1:{m.ALB_ADMIN_PORT}"
+
+
 def target_health(client, topology: m.Topology) -> dict[tuple[str, str], list[dict]]:
     """(load balancer, target group) -> AWS-shaped TargetHealthDescriptions."""
     result = {}
@@ -88,7 +93,7 @@ def target_health(client, topology: m.Topology) -> dict[tuple[str, str], list[di
     for tg in topology.nlb.target_groups:
         doc = admin_get(client, m.NLB_SERVICE, f"{nlb_admin}/target-health?target_group={tg.name}")
         result[("nlb", tg.name)] = doc.get("TargetHealthDescriptions", [])
-    alb_admin = f"http://{topology.alb.nodes[0].address}:{m.ALB_ADMIN_PORT}"
+    alb_admin = alb_admin_url()
     for tg in topology.alb.target_groups:
         doc = admin_get(client, m.ALB_SERVICE, f"{alb_admin}/target-health?target_group={tg.name}")
         result[("alb", tg.name)] = doc.get("TargetHealthDescriptions", [])

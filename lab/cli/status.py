@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from lab import model as m
-from lab.cli._common import current_topology, require_running, target_health
+from lab.cli._common import admin_get, alb_admin_url, current_topology, require_running, target_health
 from lab.errors import LabError
 from lab.runtime import docker_client, project_containers
 
@@ -31,7 +31,15 @@ def run(args) -> int:
     require_running(client)
     print(f"topology {topology.name} ({topology.source})")
     print(f"{'SERVICE':16} {'STATE':22} ADDRESSES")
-    for service, addresses in service_addresses(topology).items():
+    addresses_by_service = service_addresses(topology)
+    try:  # the ALB's nodes as they are now: rotation moves them
+        nodes = admin_get(client, m.ALB_SERVICE, f"{alb_admin_url()}/nodes")["Nodes"]
+        addresses_by_service[m.ALB_SERVICE] = ", ".join(
+            f"{n['Name']} {n['Address']}" + (" (draining)" if n["State"] == "draining" else "") for n in nodes
+        ) + f" ({topology.alb.dns_name})"
+    except LabError:
+        pass
+    for service, addresses in addresses_by_service.items():
         found = project_containers(client, service)
         if found:
             state = found[0].attrs["State"]

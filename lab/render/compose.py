@@ -88,6 +88,8 @@ def compose_document(topology: m.Topology, config_dir: str = "./.lab/config") ->
         [*_netsetup(addresses=[str(n.address) for n in others], routes=alb_routes),
          "python3", "-m", "services.alb_sim", "--config", f"{CONFIG_DIR}/alb.json"],
         {"vpc": first.address}, cap_add=["NET_ADMIN"], healthcheck=_listening(alb_port),
+        # Rotation deletes the container's primary address; keep the others when it does.
+        sysctls={"net.ipv4.conf.all.promote_secondaries": "1"},
         depends_on=_healthy(*(w.name for w in topology.web)))
 
     nlb = topology.nlb

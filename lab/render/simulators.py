@@ -81,11 +81,18 @@ def alb_config(topology: m.Topology) -> dict[str, Any]:
         "listeners": listeners,
         "target_groups": [
             {"name": tg.name, "arn": tg.arn, "protocol": tg.protocol, "port": tg.port,
-             "targets": _targets(tg.targets), "health_check": _health_check(tg.health_check)}
+             "targets": _targets(tg.targets), "health_check": _health_check(tg.health_check),
+             **({"attributes": dict(tg.attributes)} if tg.attributes else {})}
             for tg in alb.target_groups
         ],
         "log_dir": f"{LOG_DIR}/alb",
-        "admin": {"address": str(alb.nodes[0].address), "port": m.ALB_ADMIN_PORT},
+        # Loopback: node addresses come and go with rotation; `lab` reaches it with `docker exec`.
+        "admin": {"address": "127.0.0.1", "port": m.ALB_ADMIN_PORT},
+        "rotation": {
+            "drain_seconds": alb.rotation.drain_seconds, "interval_seconds": alb.rotation.interval_seconds,
+            "pools": {az: [str(a) for a in pool] for az, pool in alb.rotation.pools.items()},
+            "dns_admin": f"{topology.dns.vpc_address}:{m.DNS_ADMIN_PORT}", "dns_ttl": topology.dns.ttl,
+        },
     }
 
 

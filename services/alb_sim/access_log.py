@@ -11,6 +11,7 @@ Decision: inside quoted fields `"` and `\\` are backslash-escaped and control by
 from __future__ import annotations
 
 import datetime as _dt
+import functools
 import re
 from dataclasses import dataclass
 
@@ -56,10 +57,18 @@ class AccessLogEntry:
     conn_trace_id: str | None = None
 
 
+@functools.lru_cache(maxsize=8)
+def _second_prefix(second: int) -> str:
+    return _dt.datetime.fromtimestamp(second, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
 def iso_time(epoch: float) -> str:
-    """`2018-07-02T22:23:00.186641Z`: UTC, microseconds."""
-    t = _dt.datetime.fromtimestamp(epoch, tz=_dt.timezone.utc)
-    return t.strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond:06d}Z"
+    """`2018-07-02T22:23:00.186641Z`: UTC, microseconds (the date part is formatted once a second)."""
+    second = int(epoch // 1)
+    micros = int(round((epoch - second) * 1_000_000))
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    return f"{_second_prefix(second)}{micros:06d}Z"
 
 
 def _seconds(value: float | None) -> str:

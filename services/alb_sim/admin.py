@@ -1,56 +1,179 @@
-"""Admin HTTP API (plain HTTP, JSON). Not on the hot path, so asyncio Streams are fine here.
+"""Admin HTTP API (plain HTTP, JSON, on the container's loopback). Not on the hot path, so asyncio
+Streams are fine here. Request and response bodies use the AWS API's field names.
 
-GET /health                          -> 200 {"status":"ok"} once every listener is bound, else 503
-GET /target-health?target_group=NAME -> DescribeTargetHealth-shaped JSON
+GET  /health                          200 {"status":"ok"} once every listener is bound, else 503
+GET  /target-health?target_group=NAME DescribeTargetHealth
+POST /register-targets                {"TargetGroupName": N, "Targets": [{"Id": ip, "Port": p}]}
+POST /deregister-targets              same shape; targets drain (deregistration_delay)
+GET  /attributes                      DescribeLoadBalancerAttributes
+POST /attributes                      ModifyLoadBalancerAttributes {"Attributes": [{"Key","Value"}]}
+GET  /target-group-attributes?target_group=NAME
+POST /target-group-attributes         {"TargetGroupName": N, "Attributes": [{"Key","Value"}]}
+GET  /rules?port=443                  DescribeRules (as configured: topology-shaped)
+POST /rules                           {"Port": 443, "Rules": [...topology-shaped rules...]} replaces them
+GET  /nodes                           the ALB's nodes, active and draining
+GET  /metrics                         CloudWatch-named metrics, Prometheus text format
+POST /rotate                          {"DrainSeconds": n?}: new node addresses, DNS updated, old drain
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-from typing import Callable
+from dataclasses import asdict
+from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
-from .runtime import AlbRuntime
+from .config_changes import (ConfigError, parse_attributes, parse_listener_rules, parse_target_group_attributes,
+                             parse_targets)
+from .nodes import NodeManager, RotationError
+from .runtime import AlbRuntime, TargetGroupRuntime, log_event
+
+MAX_BODY = 1 << 20
+Reply = tuple[int, Any]
+
+
+def _error(status: int, code: str, message: str) -> Reply:
+    return status, {"Error": {"Code": code, "Message": message}}
+
+
+def _key_values(body: dict[str, Any]) -> dict[str, Any]:
+    attrs = body.get("Attributes")
+    if not isinstance(attrs, list) or not all(isinstance(a, dict) and "Key" in a and "Value" in a for a in attrs):
+        raise ConfigError('Attributes: expected [{"Key": ..., "Value": ...}, ...]')
+    return {str(a["Key"]): a["Value"] for a in attrs}
 
 
 class AdminApi:
-    def __init__(self, alb: AlbRuntime, is_ready: Callable[[], bool]) -> None:
+    def __init__(self, alb: AlbRuntime, nodes: NodeManager, is_ready: Callable[[], bool]) -> None:
         self.alb = alb
+        self.nodes = nodes
         self.is_ready = is_ready
 
-    def handle(self, method: str, target: str) -> tuple[int, object]:
+    def _group(self, name: Any) -> TargetGroupRuntime | Reply:
+        group = self.alb.groups.get(str(name)) if name else None
+        if group is None:
+            return _error(404, "TargetGroupNotFound", f"Target group '{name}' not found"
+                          f" (target groups: {', '.join(sorted(self.alb.groups))})")
+        return group
+
+    async def handle(self, method: str, target: str, body: bytes) -> Reply:
         url = urlsplit(target)
-        if method != "GET":
-            return 405, {"error": f"method {method} not allowed"}
-        if url.path == "/health":
+        query = {k: v[0] for k, v in parse_qs(url.query).items()}
+        route = (method, url.path)
+        if route == ("GET", "/health"):
             return (200, {"status": "ok"}) if self.is_ready() else (503, {"status": "starting"})
-        if url.path == "/target-health":
-            names = parse_qs(url.query).get("target_group", [])
-            if not names:
+        if route == ("GET", "/target-health") or route == ("GET", "/target-group-attributes"):
+            if "target_group" not in query:
                 return 400, {"error": "target_group query parameter is required",
                              "target_groups": sorted(self.alb.groups)}
-            group = self.alb.groups.get(names[0])
-            if group is None:
-                return 404, {"Error": {"Code": "TargetGroupNotFound",
-                                       "Message": f"Target group '{names[0]}' not found"}}
-            return 200, group.describe()
-        return 404, {"error": f"no such endpoint {url.path}"}
+            group = self._group(query["target_group"])
+            if isinstance(group, tuple):
+                return group
+            if url.path == "/target-health":
+                return 200, group.describe()
+            return 200, group.describe_attributes()
+        if route == ("GET", "/attributes"):
+            return 200, {"Attributes": [{"Key": k, "Value": v} for k, v in sorted(self.alb.attributes.raw.items())]}
+        if route == ("GET", "/metrics"):
+            health = [(name, sum(1 for h in g.health if h.state == "healthy"),
+                       sum(1 for h in g.health if h.state == "unhealthy")) for name, g in sorted(self.alb.groups.items())]
+            return 200, self.alb.metrics.render(health)
+        if route == ("GET", "/nodes"):
+            return 200, self.nodes.describe()
+        if route == ("GET", "/rules"):
+            port = int(query.get("port", "0") or 0)
+            listener = self.alb.listeners.get(port)
+            if listener is None:
+                return _error(404, "ListenerNotFound", f"no listener on port {port} "
+                              f"(ports: {', '.join(map(str, self.alb.listeners))})")
+            return 200, {"Rules": [{**asdict(r), "IsDefault": False} for r in listener.rules]
+                         + [{"priority": "default", "actions": [asdict(a) for a in listener.default_actions],
+                             "IsDefault": True}]}
+        if method != "POST":
+            return 405 if url.path in ("/health", "/target-health", "/nodes") else 404, {
+                "error": f"no such endpoint {method} {url.path}"}
+        try:
+            data = json.loads(body or b"{}")
+        except ValueError:
+            return _error(400, "ValidationError", "the request body is not JSON")
+        if not isinstance(data, dict):
+            return _error(400, "ValidationError", "the request body must be a JSON object")
+        try:
+            return await self._post(url.path, data)
+        except ConfigError as exc:
+            return _error(400, "ValidationError", str(exc).replace(": ValidationError: ", ": "))
+
+    async def _post(self, path: str, data: dict[str, Any]) -> Reply:
+        if path == "/rotate":
+            drain = data.get("DrainSeconds")
+            if drain is not None and (not isinstance(drain, (int, float)) or isinstance(drain, bool) or drain < 0):
+                return _error(400, "ValidationError", f"DrainSeconds: {drain!r} is not a number of seconds >= 0")
+            try:
+                return 200, await self.nodes.rotate(None if drain is None else float(drain))
+            except RotationError as exc:
+                return _error(409, "RotationFailed", str(exc))
+        if path == "/attributes":
+            self.alb.attributes = parse_attributes(_key_values(data), self.alb.attributes)
+            self.alb.pool.idle_timeout = self.alb.attributes.idle_timeout
+            log_event("attributes", attributes=dict(self.alb.attributes.raw))
+            return 200, {"Attributes": [{"Key": k, "Value": v} for k, v in sorted(self.alb.attributes.raw.items())]}
+        if path == "/rules":
+            port = data.get("Port")
+            listener = self.alb.listeners.get(port) if isinstance(port, int) else None
+            if listener is None:
+                return _error(404, "ListenerNotFound", f"no listener on port {port!r}")
+            new = parse_listener_rules(data.get("Rules"), listener, set(self.alb.groups))
+            self.alb.replace_rules(listener.port, new)
+            log_event("rules", port=listener.port, priorities=[r.priority for r in new.rules])
+            return 200, {"Rules": [asdict(r) for r in new.rules]}
+        group = self._group(data.get("TargetGroupName"))
+        if isinstance(group, tuple):
+            return group
+        if path == "/register-targets":
+            group.register(parse_targets(data.get("Targets"), group.tg.port))
+            return 200, {}
+        if path == "/deregister-targets":
+            targets = parse_targets(data.get("Targets"), group.tg.port)
+            missing = group.deregister([(t.ip, t.port) for t in targets])
+            if missing:
+                return _error(400, "InvalidTarget", f"The following targets are not registered in target group "
+                              f"'{group.tg.name}': {', '.join(missing)}")
+            return 200, {}
+        if path == "/target-group-attributes":
+            group.attributes = parse_target_group_attributes(_key_values(data), group.attributes)
+            log_event("target_group_attributes", target_group=group.tg.name, **{
+                a["Key"]: a["Value"] for a in group.describe_attributes()["Attributes"]})  # type: ignore[index]
+            return 200, group.describe_attributes()
+        return 404, {"error": f"no such endpoint POST {path}"}
 
     async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             async with asyncio.timeout(10):
                 head = await reader.readuntil(b"\r\n\r\n")
-            parts = head.split(b"\r\n", 1)[0].decode("latin-1").split()
-            if len(parts) != 3:
-                status, body = 400, {"error": "malformed request"}
-            else:
-                status, body = self.handle(parts[0], parts[1])
+                lines = head.decode("latin-1").split("\r\n")
+                parts = lines[0].split()
+                length = 0
+                for line in lines[1:]:
+                    name, _, value = line.partition(":")
+                    if name.strip().lower() == "content-length" and value.strip().isdigit():
+                        length = int(value.strip())
+                body = await reader.readexactly(length) if 0 < length <= MAX_BODY else b""
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
             writer.close()
             return
-        payload = json.dumps(body).encode()
-        writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\nContent-Type: application/json\r\n"
+        if len(parts) != 3 or length > MAX_BODY:
+            status, reply = 400, {"error": "malformed request"}
+        else:
+            try:
+                status, reply = await self.handle(parts[0], parts[1], body)
+            except Exception as exc:  # the admin API must not take the simulator down
+                log_event("error", where="admin api", error=repr(exc))
+                status, reply = 500, {"error": repr(exc)}
+        text = isinstance(reply, str)
+        payload = reply.encode() if text else json.dumps(reply, default=str).encode()
+        ctype = "text/plain; version=0.0.4" if text else "application/json"
+        writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\nContent-Type: {ctype}\r\n"
                      f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload)
         try:
             await writer.drain()

@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from .model import (  # noqa: F401  (re-exported: the config API)
     Action, Admin, AlbConfig, Attributes, Certificate, Condition, ConditionValue, FixedResponseAction,
-    ForwardAction, HealthCheck, Listener, Node, QueryPair, RedirectAction, Rule, Target, TargetGroup,
+    ForwardAction, HealthCheck, Listener, Node, QueryPair, RedirectAction, Rotation, Rule, Target, TargetGroup, TargetGroupAttributes,
     WeightedTargetGroup,
 )
 from .limits import (
@@ -156,7 +156,30 @@ def _parse(d: dict[str, Any], ctx: _Ctx) -> AlbConfig:
         attributes=_attributes(ctx.obj(d.get("attributes", {}), "attributes"), ctx),
         listeners=listeners, target_groups=tgs,
         log_dir=ctx.string(d, "log_dir", ""), admin=admin,
+        rotation=_rotation(ctx.obj(d.get("rotation", {}), "rotation"), nodes, ctx),
     )
+
+
+def _rotation(d: dict[str, Any], nodes: tuple[Node, ...], ctx: _Ctx) -> Rotation:
+    drain = ctx.integer(d.get("drain_seconds", 120), "rotation.drain_seconds", 0, 86400, "drain time in seconds")
+    interval = ctx.integer(d.get("interval_seconds", 0), "rotation.interval_seconds", 0, 86400 * 7,
+                           "rotation interval in seconds (0 = off)")
+    pools: dict[str, tuple[str, ...]] = {}
+    raw = ctx.obj(d.get("pools", {}), "rotation.pools")
+    for az, values in raw.items():
+        addresses = tuple(ctx.address(v, f"rotation.pools.{az}[{i}]")
+                          for i, v in enumerate(ctx.lst(values, f"rotation.pools.{az}")))
+        pools[str(az)] = addresses
+    for n in nodes:
+        pool = pools.setdefault(n.az, (n.address,))
+        if n.address not in pool:
+            pools[n.az] = (n.address, *pool)
+    dns_admin = d.get("dns_admin")
+    if dns_admin is not None and not isinstance(dns_admin, str):
+        raise ctx.fail("rotation.dns_admin", f"expected HOST:PORT, got {dns_admin!r}")
+    ttl = ctx.integer(d.get("dns_ttl", 60), "rotation.dns_ttl", 1, 86400, "TTL")
+    return Rotation(drain_seconds=float(drain), interval_seconds=float(interval), pools=pools,
+                    dns_admin=dns_admin, dns_ttl=ttl)
 
 
 def _unique(values: list[Any], path: str, key: str, ctx: _Ctx, aws: str | None = None) -> None:
@@ -225,10 +248,59 @@ def _target_group(d: dict[str, Any], path: str, ctx: _Ctx) -> TargetGroup:
         ))
     _unique([(t.ip, t.port) for t in targets], f"{path}.targets", "ip",
             ctx, "ValidationError: Duplicate target (ip, port)")
+    attrs = target_group_attributes(ctx.obj(d.get("attributes", {}), f"{path}.attributes"), f"{path}.attributes", ctx)
     return TargetGroup(name=name, arn=ctx.string(d, "arn", path), protocol=protocol, port=port,
-                       targets=tuple(targets),
+                       targets=tuple(targets), deregistration_delay=attrs.deregistration_delay,
+                       algorithm=attrs.algorithm, stickiness=attrs.stickiness,
+                       stickiness_seconds=attrs.stickiness_seconds, slow_start=attrs.slow_start,
                        health_check=_health_check(ctx.obj(d.get("health_check", {}), f"{path}.health_check"),
                                                   f"{path}.health_check", ctx))
+
+
+TARGET_GROUP_ATTRIBUTES = ("deregistration_delay.timeout_seconds", "load_balancing.algorithm.type",
+                           "stickiness.enabled", "stickiness.type", "stickiness.lb_cookie.duration_seconds",
+                           "slow_start.duration_seconds")
+ALGORITHMS = ("round_robin", "least_outstanding_requests")
+
+
+def target_group_attributes(d: dict[str, Any], path: str, ctx: _Ctx,
+                            current: TargetGroupAttributes = TargetGroupAttributes()) -> TargetGroupAttributes:
+    """Target group attributes we model, over `current`."""
+    for key in d:
+        if key not in TARGET_GROUP_ATTRIBUTES:
+            raise ctx.fail(f"{path}.{key}", f"ValidationError: Target group attribute key '{key}' is not recognized")
+    value = d.get("deregistration_delay.timeout_seconds", str(int(current.deregistration_delay)))
+    if not str(value).isdigit() or not 0 <= int(value) <= 3600:
+        raise ctx.fail(f"{path}.deregistration_delay.timeout_seconds",
+                       f"ValidationError: Target group attribute value '{value}' is not valid for "
+                       "'deregistration_delay.timeout_seconds' (0-3600)")
+    algorithm = str(d.get("load_balancing.algorithm.type", current.algorithm))
+    if algorithm not in ALGORITHMS:
+        raise ctx.fail(f"{path}.load_balancing.algorithm.type",
+                       f"ValidationError: Target group attribute value '{algorithm}' is not valid for "
+                       f"'load_balancing.algorithm.type' ({', '.join(ALGORITHMS)})")
+    enabled = str(d.get("stickiness.enabled", "true" if current.stickiness else "false")).lower()
+    if enabled not in ("true", "false"):
+        raise ctx.fail(f"{path}.stickiness.enabled", f"ValidationError: Target group attribute value '{enabled}' "
+                       "is not valid for 'stickiness.enabled' (true, false)")
+    kind = str(d.get("stickiness.type", "lb_cookie"))
+    if kind != "lb_cookie":
+        raise ctx.fail(f"{path}.stickiness.type", f"ValidationError: Target group attribute value '{kind}' is not "
+                       "valid for 'stickiness.type' (the lab supports lb_cookie)")
+    duration = str(d.get("stickiness.lb_cookie.duration_seconds", current.stickiness_seconds))
+    if not duration.isdigit() or not 1 <= int(duration) <= 604800:
+        raise ctx.fail(f"{path}.stickiness.lb_cookie.duration_seconds",
+                       f"ValidationError: Target group attribute value '{duration}' is not valid for "
+                       "'stickiness.lb_cookie.duration_seconds' (1-604800)")
+    slow = str(d.get("slow_start.duration_seconds", current.slow_start))
+    if not slow.isdigit() or not (int(slow) == 0 or 30 <= int(slow) <= 900):
+        raise ctx.fail(f"{path}.slow_start.duration_seconds",
+                       f"ValidationError: Target group attribute value '{slow}' is not valid for "
+                       "'slow_start.duration_seconds' (0 or 30-900)")
+    if int(slow) and algorithm == "least_outstanding_requests":
+        raise ctx.fail(f"{path}.slow_start.duration_seconds", "ValidationError: Slow start mode is not supported "
+                       "with the least outstanding requests load balancing algorithm")
+    return TargetGroupAttributes(float(int(value)), algorithm, enabled == "true", int(duration), int(slow))
 
 
 def _health_check(d: dict[str, Any], path: str, ctx: _Ctx) -> HealthCheck:
@@ -278,6 +350,16 @@ def _listener(d: dict[str, Any], path: str, tg_names: set[str], ctx: _Ctx) -> Li
         c = d["certificate"]
         cert = Certificate(arn=ctx.string(c, "arn", f"{path}.certificate"),
                            pem=ctx.string(c, "pem", f"{path}.certificate"))
+    extra = []
+    for i, c in enumerate(ctx.lst(d.get("certificates", []), f"{path}.certificates")):
+        if protocol != "HTTPS":
+            raise ctx.fail(f"{path}.certificates", "ValidationError: Certificates can only be added to HTTPS listeners")
+        c = ctx.obj(c, f"{path}.certificates[{i}]")
+        extra.append(Certificate(arn=ctx.string(c, "arn", f"{path}.certificates[{i}]"),
+                                 pem=ctx.string(c, "pem", f"{path}.certificates[{i}]")))
+    if len(extra) > 25:
+        raise ctx.fail(f"{path}.certificates", "TooManyCertificates: a listener has at most 25 certificates "
+                       "besides the default one")
     ssl_policy = d.get("ssl_policy") or ("ELBSecurityPolicy-2016-08" if protocol == "HTTPS" else None)
     rules = []
     for i, r in enumerate(ctx.lst(d.get("rules", []), f"{path}.rules")):
@@ -290,7 +372,7 @@ def _listener(d: dict[str, Any], path: str, tg_names: set[str], ctx: _Ctx) -> Li
         seen.add(r.priority)
     defaults = _actions(ctx.req(d, "default_actions", path), f"{path}.default_actions", protocol, tg_names, ctx)
     return Listener(protocol=protocol, port=port, rules=tuple(sorted(rules, key=lambda r: r.priority)),
-                    default_actions=defaults, certificate=cert, ssl_policy=ssl_policy)
+                    default_actions=defaults, certificate=cert, ssl_policy=ssl_policy, certificates=tuple(extra))
 
 
 def _rule(d: dict[str, Any], path: str, protocol: str, tg_names: set[str], ctx: _Ctx) -> Rule:
@@ -438,7 +520,13 @@ def _forward(d: dict[str, Any], ap: str, tg_names: set[str], ctx: _Ctx) -> Forwa
     for g, p in zip(groups, paths):
         if g.name not in tg_names:
             raise ctx.fail(p, f"TargetGroupNotFound: Target group '{g.name}' not found")
-    return ForwardAction(target_groups=tuple(groups))
+    seconds = 0
+    if d.get("stickiness") is not None:  # TargetGroupStickinessConfig {enabled, duration_seconds}
+        st = ctx.obj(d["stickiness"], f"{ap}.stickiness")
+        if st.get("enabled") in (True, "true"):
+            seconds = ctx.integer(st.get("duration_seconds", 3600), f"{ap}.stickiness.duration_seconds", 1, 604800,
+                                  "target group stickiness duration in seconds")
+    return ForwardAction(target_groups=tuple(groups), stickiness_seconds=seconds)
 
 
 def _redirect(d: dict[str, Any], rp: str, protocol: str, ctx: _Ctx) -> RedirectAction:

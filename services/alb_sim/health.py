@@ -129,3 +129,30 @@ class RoundRobin(Generic[T]):
         choice = candidates[self._next % len(candidates)]
         self._next = (self._next + 1) % (1 << 30)
         return choice
+
+
+class LeastOutstanding(Generic[T]):
+    """least_outstanding_requests: the candidate (same fail-open rule as round robin) with the
+    fewest requests in flight; ties go round robin so equal targets share the load."""
+
+    def __init__(self) -> None:
+        self._next = 0
+
+    def pick(self, targets: Sequence[T], states: Sequence[str], inflight: Sequence[int]) -> T | None:
+        indexes = [i for i, s in enumerate(states) if s == HEALTHY]
+        if not indexes:
+            indexes = [i for i, s in enumerate(states) if s not in (DRAINING, UNUSED)]
+        if not indexes:
+            return None
+        low = min(inflight[i] for i in indexes)
+        tied = [i for i in indexes if inflight[i] == low]
+        choice = targets[tied[self._next % len(tied)]]
+        self._next = (self._next + 1) % (1 << 30)
+        return choice
+
+
+def slow_start_weight(now: float, healthy_since: float, slow_until: float, duration: float) -> float:
+    """A target's share during slow start: linear from ~0 to 1 over `duration` (1 when not in it)."""
+    if now >= slow_until or duration <= 0:
+        return 1.0
+    return max(0.01, (now - healthy_since) / duration)

@@ -12,7 +12,7 @@ import ssl
 from typing import Callable
 
 from .config import Target
-from .health import CheckResult, TargetHealth
+from .health import HEALTHY, CheckResult, TargetHealth
 from .runtime import TargetGroupRuntime, log_event
 from .upstream import client_tls_context
 
@@ -53,6 +53,8 @@ async def run_target_checks(group: TargetGroupRuntime, target: Target, health: T
                                   matcher_matches=group.matcher.matches)
         before = health.state
         after = health.record(result)
+        if after == HEALTHY and before != HEALTHY:
+            group.became_healthy(health)
         if after != before:
             log_event("target_health", target_group=group.tg.name, target=f"{target.ip}:{target.port}",
                       id=target.id, state=after, previous=before, reason=health.reason)
@@ -60,7 +62,12 @@ async def run_target_checks(group: TargetGroupRuntime, target: Target, health: T
 
 
 def start_health_checks(tg: asyncio.TaskGroup, groups: dict[str, TargetGroupRuntime]) -> None:
+    """Checkers for every registered target; targets registered later get theirs via `spawn`."""
+
+    def spawn(coro, name: str) -> "asyncio.Task[None]":
+        return tg.create_task(coro, name=name)
+
     for group in groups.values():
-        for target, health in zip(group.tg.targets, group.health):
-            tg.create_task(run_target_checks(group, target, health),
-                           name=f"health:{group.tg.name}:{target.ip}:{target.port}")
+        group.spawn = spawn
+        for member in group.members:
+            group.start_checks(member)

@@ -39,6 +39,7 @@ class WeightedTargetGroup:
 class ForwardAction:
     target_groups: tuple[WeightedTargetGroup, ...]
     type: str = "forward"
+    stickiness_seconds: int = 0  # TargetGroupStickinessConfig: 0 = off, else DurationSeconds
 
 
 @dataclass(frozen=True)
@@ -84,6 +85,7 @@ class Listener:
     default_actions: tuple[Action, ...]
     certificate: Certificate | None = None
     ssl_policy: str | None = None
+    certificates: tuple[Certificate, ...] = ()  # the listener's certificate list (SNI), besides the default
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,20 @@ class TargetGroup:
     port: int
     targets: tuple[Target, ...]
     health_check: HealthCheck
+    deregistration_delay: float = 300.0  # deregistration_delay.timeout_seconds (AWS default 300)
+    algorithm: str = "round_robin"  # load_balancing.algorithm.type
+    stickiness: bool = False  # stickiness.enabled with stickiness.type lb_cookie
+    stickiness_seconds: int = 86400  # stickiness.lb_cookie.duration_seconds
+    slow_start: int = 0  # slow_start.duration_seconds (0 = off, else 30-900)
+
+
+@dataclass(frozen=True)
+class TargetGroupAttributes:
+    deregistration_delay: float = 300.0
+    algorithm: str = "round_robin"
+    stickiness: bool = False
+    stickiness_seconds: int = 86400
+    slow_start: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,6 +148,16 @@ class Admin:
 
 
 @dataclass(frozen=True)
+class Rotation:
+    """How the ALB's node addresses change (decisions.md #40)."""
+    drain_seconds: float = 120.0  # old nodes keep serving this long after the DNS record changed
+    interval_seconds: float = 0.0  # periodic rotation; 0 = only on demand (`lab alb rotate`)
+    pools: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # AZ -> addresses a node may take
+    dns_admin: str | None = None  # "10.20.0.2:8053": the lab DNS admin API
+    dns_ttl: int = 60
+
+
+@dataclass(frozen=True)
 class AlbConfig:
     name: str
     arn: str
@@ -142,6 +168,7 @@ class AlbConfig:
     target_groups: tuple[TargetGroup, ...]
     log_dir: str
     admin: Admin | None
+    rotation: Rotation = field(default_factory=Rotation)
 
     def target_group(self, name: str) -> TargetGroup:
         for tg in self.target_groups:

@@ -8,15 +8,20 @@ import asyncio
 import email.utils
 import json
 import random
+import secrets
 import ssl
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Any, Callable, Coroutine, TextIO
 
-from .config import AlbConfig, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup
-from .health import HEALTHY, Matcher, RoundRobin, TargetHealth
+from .config import (AlbConfig, Certificate, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup,
+                     TargetGroupAttributes)
+from .health import (DRAINING, HEALTHY, UNUSED, LeastOutstanding, Matcher, RoundRobin, TargetHealth,
+                     slow_start_weight)
+from .metrics import Metrics
+from .stickiness import StickyCodec
 from .rules import RuleTable
 from .trace_id import TraceIdGenerator
 from .upstream import UpstreamPool
@@ -38,28 +43,76 @@ def log_event(event: str, **fields: object) -> None:
     sys.stdout.flush()
 
 
-def server_tls_context(listener: Listener) -> ssl.SSLContext:
-    """TLS for an HTTPS listener: the PEM holds the chain and the private key."""
-    assert listener.certificate is not None
+def _policy_context(listener: Listener, cert: Certificate) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
-        ctx.load_cert_chain(listener.certificate.pem)
+        ctx.load_cert_chain(cert.pem)
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"listener {listener.protocol}:{listener.port}: certificate.pem "
-                          f"{listener.certificate.pem!r} cannot be loaded as certificate chain + private key: "
+                          f"{cert.pem!r} cannot be loaded as certificate chain + private key: "
                           f"{getattr(exc, 'strerror', None) or exc}") from None
     policy = listener.ssl_policy or "ELBSecurityPolicy-2016-08"
     if "TLS13" not in policy:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_ciphers(POLICY_2016_08_CIPHERS)
     ctx.set_alpn_protocols(["http/1.1"])  # no HTTP/2 front end yet: h2 clients fall back
+    return ctx
 
-    def remember_sni(ssl_obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+
+def certificate_names(pem: str) -> tuple[str, ...]:
+    """The DNS names (SANs) of the first certificate in a PEM file, lower case."""
+    try:
+        decoded = ssl._ssl._test_decode_cert(pem)  # type: ignore[attr-defined]  # stdlib, no extra wheel
+    except (OSError, ssl.SSLError, AttributeError):
+        return ()
+    return tuple(v.lower() for k, v in decoded.get("subjectAltName", ()) if k == "DNS")
+
+
+def name_matches(pattern: str, server_name: str) -> bool:
+    """Certificate name matching: exact, or `*.example.com` covering exactly one more label."""
+    if pattern == server_name:
+        return True
+    return pattern.startswith("*.") and server_name.count(".") >= 2 and \
+        server_name.split(".", 1)[1] == pattern[2:]
+
+
+def choose_certificate(candidates: list[tuple[tuple[str, ...], str]], server_name: str | None) -> int | None:
+    """Index of the certificate for SNI `server_name`: an exact name first, then a wildcard;
+    None = no match (the default certificate is used)."""
+    if not server_name:
+        return None
+    name = server_name.lower().rstrip(".")
+    for i, (names, _) in enumerate(candidates):
+        if name in names:
+            return i
+    for i, (names, _) in enumerate(candidates):
+        if any(name_matches(n, name) for n in names if n.startswith("*.")):
+            return i
+    return None
+
+
+def server_tls_context(listener: Listener) -> ssl.SSLContext:
+    """TLS for an HTTPS listener: the default certificate, plus the certificate list chosen by SNI
+    (AWS: the default certificate when no listed certificate covers the name, or no SNI)."""
+    assert listener.certificate is not None
+    ctx = _policy_context(listener, listener.certificate)
+    default_arn = listener.certificate.arn
+    extra = [(_policy_context(listener, c), c.arn) for c in listener.certificates]
+    candidates = [(certificate_names(c.pem), c.arn) for c in listener.certificates]
+
+    def on_sni(ssl_obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        chosen = choose_certificate(candidates, server_name)
+        arn = default_arn
+        if chosen is not None:
+            ssl_obj.context, arn = extra[chosen]
         try:
             ssl_obj.alb_sni = server_name  # type: ignore[attr-defined]
+            ssl_obj.alb_cert = arn  # type: ignore[attr-defined]
         except AttributeError:
             pass
-    ctx.sni_callback = remember_sni
+    ctx.sni_callback = on_sni
+    for other, _ in extra:
+        other.sni_callback = on_sni
     return ctx
 
 
@@ -91,37 +144,207 @@ class AccessLogWriter:
         self._file.close()
 
 
+class Member:
+    """One registered target of a group: its health, requests in flight, its checker task."""
+
+    __slots__ = ("target", "addr", "health", "inflight", "task", "drain_timer", "healthy_since", "slow_until")
+
+    def __init__(self, target: Target, health: TargetHealth) -> None:
+        self.target = target
+        self.addr = f"{target.ip}:{target.port}"
+        self.health = health
+        self.inflight = 0
+        self.task: asyncio.Task[None] | None = None
+        self.drain_timer: asyncio.TimerHandle | None = None
+        self.healthy_since = 0.0
+        self.slow_until = 0.0  # in slow start until then (loop time)
+
+
+Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
+
+
 class TargetGroupRuntime:
-    """A target group's registered targets, their health and the round-robin cursor."""
+    """A target group's registered targets, their health and the round-robin cursor.
 
-    def __init__(self, tg: TargetGroup) -> None:
+    Targets can be registered and deregistered at run time; a deregistered target drains
+    (no new requests) until its requests in flight end or deregistration_delay passes, as AWS
+    documents, then it is gone."""
+
+    def __init__(self, tg: TargetGroup, loop: asyncio.AbstractEventLoop | None = None) -> None:
         self.tg = tg
+        self.loop = loop
         self.matcher = Matcher(tg.health_check.matcher)
-        self.health = [TargetHealth(tg.health_check.healthy_threshold, tg.health_check.unhealthy_threshold)
-                       for _ in tg.targets]
-        self._rr: RoundRobin[Target] = RoundRobin()
+        self.members: list[Member] = [self._member(t) for t in tg.targets]
+        self._rr: RoundRobin[Member] = RoundRobin()
+        self._lor: LeastOutstanding[Member] = LeastOutstanding()
         self.tls = tg.protocol == "HTTPS"
+        self.attributes = TargetGroupAttributes(tg.deregistration_delay, tg.algorithm, tg.stickiness,
+                                                tg.stickiness_seconds, tg.slow_start)
+        self.rng = random.Random()
+        self.spawn: Spawn | None = None  # set once the simulator's TaskGroup runs
+        self.on_removed: Callable[[Member], None] | None = None
 
-    def pick(self) -> Target | None:
-        return self._rr.pick(self.tg.targets, [h.state for h in self.health])
+    def _member(self, target: Target) -> Member:
+        hc = self.tg.health_check
+        return Member(target, TargetHealth(hc.healthy_threshold, hc.unhealthy_threshold))
+
+    @property
+    def health(self) -> list[TargetHealth]:
+        return [m.health for m in self.members]
+
+    @property
+    def deregistration_delay(self) -> float:
+        return self.attributes.deregistration_delay
+
+    def _now(self) -> float:
+        return self.loop.time() if self.loop is not None else time.monotonic()
+
+    def became_healthy(self, health: TargetHealth) -> None:
+        """Slow start (AWS): a target that becomes healthy ramps up linearly over
+        slow_start.duration_seconds, but only if another healthy target is not in slow start."""
+        now = self._now()
+        for m in self.members:
+            if m.health is health:
+                m.healthy_since = now
+                duration = self.attributes.slow_start
+                others = [o for o in self.members if o is not m and o.health.state == HEALTHY and o.slow_until <= now]
+                m.slow_until = now + duration if duration and others else 0.0
+
+    def _slow_start_pick(self, now: float) -> Member | None:
+        healthy = [m for m in self.members if m.health.state == HEALTHY]
+        if not healthy or all(m.slow_until <= now for m in healthy):
+            return None
+        weights = [slow_start_weight(now, m.healthy_since, m.slow_until, self.attributes.slow_start) for m in healthy]
+        return self.rng.choices(healthy, weights)[0]
+
+    def pick(self) -> Member | None:
+        if self.attributes.slow_start:
+            member = self._slow_start_pick(self._now())
+            if member is not None:
+                return member
+        states = [m.health.state for m in self.members]
+        if self.attributes.algorithm == "least_outstanding_requests":
+            return self._lor.pick(self.members, states, [m.inflight for m in self.members])
+        return self._rr.pick(self.members, states)
+
+    def sticky_member(self, target: str | None) -> Member | None:
+        """The member a valid stickiness cookie names, if it may still take requests: healthy, or
+        any registered one when none is healthy (fail open)."""
+        if target is None:
+            return None
+        for m in self.members:
+            if m.addr == target:
+                state = m.health.state
+                if state == HEALTHY or (state not in (DRAINING, UNUSED) and
+                                        not any(o.health.state == HEALTHY for o in self.members)):
+                    return m
+        return None
+
+    def describe_attributes(self) -> dict[str, object]:
+        a = self.attributes
+        return {"Attributes": [
+            {"Key": "deregistration_delay.timeout_seconds", "Value": str(int(a.deregistration_delay))},
+            {"Key": "load_balancing.algorithm.type", "Value": a.algorithm},
+            {"Key": "stickiness.enabled", "Value": "true" if a.stickiness else "false"},
+            {"Key": "stickiness.type", "Value": "lb_cookie"},
+            {"Key": "stickiness.lb_cookie.duration_seconds", "Value": str(a.stickiness_seconds)},
+            {"Key": "slow_start.duration_seconds", "Value": str(a.slow_start)}]}
 
     def health_port(self, target: Target) -> int:
         port = self.tg.health_check.port
         return target.port if port == "traffic-port" else int(port)
 
+    def find(self, ip: str, port: int) -> Member | None:
+        for m in self.members:
+            if m.target.ip == ip and m.target.port == port and m.health.state not in (DRAINING, UNUSED):
+                return m
+        return None
+
+    def register(self, targets: list[Target]) -> None:
+        """RegisterTargets: a target already registered is left as it is (AWS: idempotent)."""
+        for target in targets:
+            if self.find(target.ip, target.port) is not None:
+                continue
+            member = self._member(target)
+            self.members.append(member)
+            if self.spawn is not None:
+                self.start_checks(member)
+
+    def start_checks(self, member: Member) -> None:
+        from .healthcheck import run_target_checks  # healthcheck imports this module
+        assert self.spawn is not None
+        member.task = self.spawn(run_target_checks(self, member.target, member.health),
+                                 f"health:{self.tg.name}:{member.addr}")
+
+    def deregister(self, targets: list[tuple[str, int]]) -> list[str]:
+        """DeregisterTargets; returns the `ip:port`s that were not registered (AWS: InvalidTarget)."""
+        missing = []
+        for ip, port in targets:
+            member = self.find(ip, port)
+            if member is None:
+                missing.append(f"{ip}:{port}")
+                continue
+            member.health.deregister()
+            log_event("target_health", target_group=self.tg.name, target=member.addr, state=DRAINING,
+                      reason="Target.DeregistrationInProgress")
+            if member.inflight == 0 or self.loop is None:
+                self._remove(member)
+            else:
+                member.drain_timer = self.loop.call_later(self.deregistration_delay, self._remove, member)
+        return missing
+
+    def request_done(self, member: Member) -> None:
+        member.inflight -= 1
+        if member.inflight <= 0 and member.health.state == DRAINING:
+            self._remove(member)
+
+    def _remove(self, member: Member) -> None:
+        if member.drain_timer is not None:
+            member.drain_timer.cancel()
+            member.drain_timer = None
+        if member.task is not None:
+            member.task.cancel()
+            member.task = None
+        member.health.drained()
+        if member in self.members:
+            self.members.remove(member)
+            log_event("target_health", target_group=self.tg.name, target=member.addr, state="removed")
+        if self.on_removed is not None:
+            self.on_removed(member)
+
     def describe(self) -> dict[str, object]:
         """DescribeTargetHealth's shape."""
         out = []
-        for target, h in zip(self.tg.targets, self.health):
+        for m in self.members:
+            h = m.health
             state: dict[str, object] = {"State": h.state}
             if h.state != HEALTHY:
                 if h.reason:
                     state["Reason"] = h.reason
                 if h.description:
                     state["Description"] = h.description
-            out.append({"Target": {"Id": target.ip, "Port": target.port},
-                        "HealthCheckPort": str(self.health_port(target)), "TargetHealth": state})
+            out.append({"Target": {"Id": m.target.ip, "Port": m.target.port},
+                        "HealthCheckPort": str(self.health_port(m.target)), "TargetHealth": state})
         return {"TargetHealthDescriptions": out}
+
+
+class NodeState:
+    """One ALB node at run time: its listening servers, its client connections, draining or not."""
+
+    def __init__(self, node: Node) -> None:
+        self.node = node
+        self.servers: list[asyncio.base_events.Server] = []
+        self.connections: set[Any] = set()
+        self.draining = False
+        self.retire_at: float | None = None
+
+    def describe(self) -> dict[str, object]:
+        out: dict[str, object] = {"Name": self.node.name, "AvailabilityZone": self.node.az,
+                                  "Address": self.node.address, "State": "draining" if self.draining else "active",
+                                  "Connections": len(self.connections)}
+        if self.retire_at is not None:
+            out["RetireAt"] = round(self.retire_at, 3)
+        return out
 
 
 @dataclass
@@ -133,6 +356,7 @@ class ListenerRuntime:
     rules: RuleTable
     log: AccessLogWriter
     ssl_context: ssl.SSLContext | None
+    state: NodeState
 
     @property
     def scheme(self) -> str:
@@ -147,19 +371,42 @@ class AlbRuntime:
         self.clock = clock
         self.rng = rng if rng is not None else random.Random()
         self.attributes = config.attributes
-        self.groups = {tg.name: TargetGroupRuntime(tg) for tg in config.target_groups}
+        self.groups = {tg.name: TargetGroupRuntime(tg, loop) for tg in config.target_groups}
         self.pool = UpstreamPool(loop, config.attributes.idle_timeout)
         self.trace = TraceIdGenerator(clock, self.rng)
-        self.logs = {node.name: AccessLogWriter(Path(config.log_dir) / node.name / "access.log", loop)
-                     for node in config.nodes}
+        self.metrics = Metrics(config.lb_id)
+        self.sticky = StickyCodec(secrets.token_bytes(32))
+        self.logs: dict[str, AccessLogWriter] = {}
+        self.listeners = {l.port: l for l in config.listeners}
+        self.contexts = {l.port: server_tls_context(l) if l.protocol == "HTTPS" else None for l in config.listeners}
+        self.tables = {l.port: RuleTable(l) for l in config.listeners}
+        self.runtimes: list[ListenerRuntime] = []
         self._date_second = -1
         self._date = ""
 
-    def listener_runtimes(self) -> list[ListenerRuntime]:
-        contexts = {l.port: server_tls_context(l) if l.protocol == "HTTPS" else None for l in self.config.listeners}
-        tables = {l.port: RuleTable(l) for l in self.config.listeners}
-        return [ListenerRuntime(self, node, l, tables[l.port], self.logs[node.name], contexts[l.port])
-                for node in self.config.nodes for l in self.config.listeners]
+    def listener_runtimes(self, state: NodeState) -> list[ListenerRuntime]:
+        """The listeners as bound on one node (the node's access log is opened here)."""
+        node = state.node
+        if node.name not in self.logs:
+            self.logs[node.name] = AccessLogWriter(Path(self.config.log_dir) / node.name / "access.log", self.loop)
+        made = [ListenerRuntime(self, node, l, self.tables[l.port], self.logs[node.name], self.contexts[l.port], state)
+                for l in self.listeners.values()]
+        self.runtimes.extend(made)
+        return made
+
+    def forget_node(self, state: NodeState) -> None:
+        self.runtimes = [lr for lr in self.runtimes if lr.state is not state]
+        log = self.logs.pop(state.node.name, None)
+        if log is not None:
+            log.close()
+
+    def replace_rules(self, port: int, listener: Listener) -> None:
+        """Rules changed at run time: every node's listener on `port` uses the new table."""
+        table = RuleTable(listener)
+        self.listeners[port], self.tables[port] = listener, table
+        for lr in self.runtimes:
+            if lr.listener.port == port:
+                lr.listener, lr.rules = listener, table
 
     def http_date(self) -> str:
         now = self.clock()

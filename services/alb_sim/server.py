@@ -15,14 +15,15 @@ from collections import deque
 
 import httptools
 
-from . import httpmsg
+from . import httpmsg, stickiness
 from .access_log import AccessLogEntry, format_entry, malformed_request_field, request_field
 from .config import FixedResponseAction, ForwardAction, RedirectAction
 from .limits import MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
 from .redirect import RedirectRequest, build_location, redirect_status
 from .rules import RequestView, host_without_port
-from .runtime import ListenerRuntime, TargetGroupRuntime, log_event
+from .runtime import ListenerRuntime, log_event
 from .upstream import UpstreamConnection, UpstreamError
+from .exchange import Exchange
 from .xff import process_xff
 
 BODY_BUFFER_LIMIT = 1 << 20  # pause reading the client beyond this much unsent request body
@@ -34,52 +35,6 @@ class Reject(Exception):
     def __init__(self, status: int, reason: str) -> None:
         super().__init__(reason)
         self.status = status
-
-
-class Exchange:
-    """One request/response on a client connection."""
-
-    __slots__ = (
-        "created", "t0", "method", "url", "version", "headers", "keep_alive", "chunked_in",
-        "content_length", "has_body", "body_buf", "body_buffered", "body_done", "reject", "url_len",
-        "header_bytes", "received_bytes", "sent_bytes", "upstream", "finished", "response_started",
-        "resp_chunked", "elb_status", "target_status", "target", "group", "priority", "actions",
-        "trace", "redirect_url", "error_reason", "t_pick", "t_sent", "t_head", "reused", "retried", "head", "pending_head",
-        "host", "uri", "user_agent",
-    )
-
-    def __init__(self, created: float, t0: float) -> None:
-        self.created, self.t0 = created, t0
-        self.method = b""
-        self.url: list[bytes] = []
-        self.version = "1.1"
-        self.headers: list[tuple[bytes, bytes]] = []
-        self.keep_alive = True
-        self.chunked_in = False
-        self.content_length: bytes | None = None
-        self.has_body = False
-        self.body_buf: list[bytes] = []
-        self.body_buffered = 0
-        self.body_done = False
-        self.reject: tuple[int, str] | None = None
-        self.url_len = self.header_bytes = self.received_bytes = self.sent_bytes = 0
-        self.upstream: UpstreamConnection | None = None
-        self.finished = self.response_started = self.resp_chunked = False
-        self.elb_status: int | None = None
-        self.target_status: int | None = None
-        self.target: str | None = None
-        self.group: TargetGroupRuntime | None = None
-        self.priority: int | None = None
-        self.actions: tuple[str, ...] = ()
-        self.trace: str | None = None
-        self.redirect_url: str | None = None
-        self.error_reason: str | None = None
-        self.t_pick = self.t_sent = self.t_head = 0.0
-        self.reused = self.retried = False
-        self.head = self.pending_head = b""
-        self.host = ""
-        self.uri = "/"
-        self.user_agent: str | None = None
 
 
 class ClientConnection(asyncio.Protocol):
@@ -104,13 +59,16 @@ class ClientConnection(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop transports are not subclasses
+        self.lr.state.connections.add(self)
+        self.alb.metrics.connection_opened()
         peer = transport.get_extra_info("peername") or ("-", 0)
         self.client_ip, self.client_port = peer[0], peer[1]
         ssl_obj = transport.get_extra_info("ssl_object")
         if ssl_obj is not None:
             cipher = ssl_obj.cipher()
             cert = self.lr.listener.certificate
-            chosen = "session-reused" if ssl_obj.session_reused else (cert.arn if cert else None)
+            chosen = "session-reused" if ssl_obj.session_reused else (
+                getattr(ssl_obj, "alb_cert", None) or (cert.arn if cert else None))
             self.tls = (cipher[0] if cipher else None, ssl_obj.version(),
                         getattr(ssl_obj, "alb_sni", None), chosen)
         self._arm_idle()
@@ -144,6 +102,9 @@ class ClientConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
+        self.lr.state.connections.discard(self)
+        if self.transport is not None:
+            self.alb.metrics.connection_closed()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         while self.queue:
@@ -154,6 +115,7 @@ class ClientConnection(asyncio.Protocol):
             if not ex.finished:
                 if ex.elb_status is None:
                     ex.elb_status = 460  # client closed before the ALB could answer
+                self._release(ex)
                 self._log(ex)
                 ex.finished = True
 
@@ -243,7 +205,20 @@ class ClientConnection(asyncio.Protocol):
             ex.upstream.send_body_end(ex.chunked_in)
 
     # --- request handling ---------------------------------------------------------------
+    def close_if_idle(self) -> bool:
+        """A retiring node closes connections between requests; busy ones close after their response."""
+        if self.closing:
+            return True
+        if not self.queue and self.current is None:
+            self._close()
+            return True
+        if self.queue:
+            self.queue[-1].keep_alive = False
+        return False
+
     def _start(self, ex: Exchange) -> None:
+        if self.lr.state.draining:
+            ex.keep_alive = False  # a draining node answers with `Connection: close`
         url = b"".join(ex.url)
         target = httpmsg.parse_target(url)
         ex.uri = target.origin_form.decode("latin-1")
@@ -279,13 +254,38 @@ class ClientConnection(asyncio.Protocol):
             return
         assert isinstance(action, ForwardAction)
         ex.actions = ("forward",)
-        group = self.alb.choose_group(action)
+        group = None
+        if action.stickiness_seconds:  # target group stickiness: AWSALBTG names the group
+            now = self.alb.clock()
+            cookie = stickiness.cookie_value(ex.headers, stickiness.GROUP_COOKIE)
+            name = self.alb.sticky.decode(cookie, "#group", now) if cookie else None
+            if name in {g.name for g in action.target_groups if g.weight > 0}:
+                group = self.alb.groups[name]
+        if group is None:
+            group = self.alb.choose_group(action)
+        if action.stickiness_seconds:
+            ex.cookies = stickiness.set_cookie_headers(
+                self.alb.sticky.encode("#group", group.tg.name, now + action.stickiness_seconds), now,
+                (stickiness.GROUP_COOKIE, stickiness.GROUP_CORS_COOKIE))
         ex.group = group
-        chosen = group.pick()
-        if chosen is None:
+        sticky = group.attributes.stickiness
+        member = None
+        if sticky:
+            now = self.alb.clock()
+            cookie = stickiness.cookie_value(ex.headers, stickiness.COOKIE)
+            member = group.sticky_member(self.alb.sticky.decode(cookie, group.tg.name, now) if cookie else None)
+        if member is None:
+            member = group.pick()
+        if member is None:
             self._respond_local(ex, 503, error="target group has no registered targets")
             return
-        ex.target = f"{chosen.ip}:{chosen.port}"
+        chosen = member.target
+        if sticky:  # expiry reset on every request, as AWS does
+            value = self.alb.sticky.encode(group.tg.name, member.addr, now + group.attributes.stickiness_seconds)
+            ex.cookies = (ex.cookies or []) + stickiness.set_cookie_headers(value, now)
+        member.inflight += 1
+        ex.member = member
+        ex.target = member.addr
         ex.t_pick = self.loop.time()
         host = httpmsg.upstream_host(ex.host or None, listener_port=self.lr.listener.port,
                                      preserve=attrs.preserve_host, absolute_authority=target.authority,
@@ -349,6 +349,8 @@ class ClientConnection(asyncio.Protocol):
             ex.keep_alive = False  # answered before the request body ended: do not reuse
         ex.response_started = True
         # Held back so the head and the first body bytes leave in one TLS record / one send.
+        if ex.cookies:
+            headers = headers + ex.cookies
         ex.pending_head = httpmsg.build_response_head(status, text, headers, framing=framing,
                                                       keep_alive=ex.keep_alive, http10_client=ex.version == "1.0")
 
@@ -429,8 +431,14 @@ class ClientConnection(asyncio.Protocol):
         self._write(ex, payload)
         self._finish(ex)
 
+    def _release(self, ex: Exchange) -> None:
+        member, ex.member = ex.member, None
+        if member is not None and ex.group is not None:
+            ex.group.request_done(member)
+
     def _finish(self, ex: Exchange, abort: bool = False) -> None:
         ex.finished = True
+        self._release(ex)
         self._log(ex)
         if self.queue and self.queue[0] is ex:
             self.queue.popleft()
@@ -472,6 +480,9 @@ class ClientConnection(asyncio.Protocol):
             redirect_url=ex.redirect_url, error_reason=None,
         )
         self.lr.log.write(format_entry(entry))
+        self.alb.metrics.request(target_group=ex.group.tg.name if ex.group else None, elb_status=ex.elb_status,
+                                 target_status=entry.target_status_code, target_time=entry.target_processing_time,
+                                 received=ex.received_bytes, sent=ex.sent_bytes)
 
     def _protocol_error(self, status: int, detail: str) -> None:
         """The client sent bytes we cannot parse: answer (after earlier requests), log, close."""
@@ -502,6 +513,8 @@ class ClientConnection(asyncio.Protocol):
             chosen_cert_arn=cert_arn, error_reason=None,
         )
         self.lr.log.write(format_entry(entry))
+        self.alb.metrics.request(target_group=None, elb_status=status, target_status=None, target_time=None,
+                                 received=ex.received_bytes, sent=ex.sent_bytes)
         if status >= 500:
             log_event("error", node=self.lr.node.name, status=status, client=f"{self.client_ip}:{self.client_port}",
                       detail=detail)

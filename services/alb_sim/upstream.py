@@ -61,6 +61,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.last_activity = 0.0
         self.idle_since = 0.0
+        self.local_ip = ""
         self._timer: asyncio.TimerHandle | None = None
         self._reset_message()
 
@@ -78,6 +79,9 @@ class UpstreamConnection(asyncio.Protocol):
     # --- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop transports are not subclasses
+        local = transport.get_extra_info("sockname")
+        self.local_ip = local[0] if local else ""
+        self.pool.live.add(self)
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -100,6 +104,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = True
         self._cancel_timer()
         self.pool.forget(self)
+        self.pool.live.discard(self)
         if self.handler is None:
             return
         if self._head_seen and not self._framed and not self._interim:
@@ -247,6 +252,9 @@ class UpstreamPool:
         self.idle: dict[PoolKey, deque[UpstreamConnection]] = {}
         self.opened = 0  # connections opened so far (for tests and the admin API)
         self._tasks: set[asyncio.Task[None]] = set()
+        self.source: str | None = None  # local address of new connections (an active node's)
+        self.retired: set[str] = set()  # node addresses about to disappear: never reuse their connections
+        self.live: set[UpstreamConnection] = set()
 
     def acquire(self, key: PoolKey, on_ready: Callable[[UpstreamConnection, bool], None],
                 on_error: Callable[[UpstreamError], None], *, fresh: bool = False) -> None:
@@ -268,7 +276,8 @@ class UpstreamPool:
             _, conn = await asyncio.wait_for(self.loop.create_connection(
                 lambda: UpstreamConnection(self, key), ip, port,
                 ssl=self.tls if tls else None, server_hostname="" if tls else None,
-                ssl_handshake_timeout=self.connect_timeout if tls else None), self.connect_timeout)
+                ssl_handshake_timeout=self.connect_timeout if tls else None,
+                local_addr=(self.source, 0) if self.source else None), self.connect_timeout)
         except asyncio.TimeoutError:
             on_error(UpstreamError("connect_timeout", 504, f"connect to {ip}:{port} not done within "
                                    f"{self.connect_timeout:g} s"))
@@ -285,6 +294,9 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection) -> None:
         if not conn.usable:
             return
+        if conn.local_ip in self.retired:
+            conn.close()
+            return
         conns = self.idle.setdefault(conn.key, deque())
         if len(conns) >= self.MAX_IDLE_PER_KEY:
             conn.close()
@@ -292,6 +304,16 @@ class UpstreamPool:
         conn.idle_since = self.loop.time()
         conns.append(conn)
         self.loop.call_at(conn.idle_since + self.idle_timeout, self._expire, conn, conn.idle_since)
+
+    def retire_source(self, address: str) -> int:
+        """Stop using connections from `address`: idle ones close now, busy ones when released.
+        Returns how many are still busy."""
+        self.retired.add(address)
+        for conns in self.idle.values():
+            for conn in [c for c in conns if c.local_ip == address]:
+                conns.remove(conn)
+                conn.close()
+        return sum(1 for c in self.live if c.local_ip == address and not c.closed)
 
     def forget(self, conn: UpstreamConnection) -> None:
         conns = self.idle.get(conn.key)

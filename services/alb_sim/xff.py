@@ -13,9 +13,10 @@ order received, joined with ", ", into ONE header; in append mode the peer is th
 that single header. This is the RFC 9110 section 5.3 rule for list-valued fields, so the target
 sees the same chain as if one proxy had written it.
 
-Counting for HTTP 463: the addresses (comma-separated entries) in the X-Forwarded-For the ALB
-would forward - in append mode the combined header plus the appended peer, otherwise the
-combined header as received. More than 30 -> 463.
+Counting for HTTP 463: the addresses (comma-separated entries) in the X-Forwarded-For as
+RECEIVED (all lines combined), in every mode: AWS documents 463 as "the load balancer received
+an X-Forwarded-For request header with more than 30 IP addresses" (decisions.md #41). The peer
+the ALB appends is not counted. More than 30 -> 463.
 """
 
 from __future__ import annotations
@@ -62,11 +63,11 @@ def process_xff(lines: Sequence[str], *, mode: str, client_ip: str, client_port:
     if mode not in MODES:
         raise ValueError(f"xff mode {mode!r} is not one of {', '.join(MODES)}")
     received = combine(lines)
+    count = count_addresses(received)
     if mode == "append":
         entry = client_entry(client_ip, client_port, client_port_enabled)
         value = f"{received}, {entry}" if received else entry
-        return XffResult(value, count_addresses(value))
-    count = count_addresses(received)
+        return XffResult(value, count)
     if mode == "preserve":
         return XffResult(received, count)
     return XffResult(None, count)

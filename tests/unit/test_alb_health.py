@@ -90,3 +90,14 @@ def test_fail_open_when_no_target_is_healthy() -> None:
 @pytest.mark.parametrize("targets,states", [([], []), (["a"], [UNUSED]), (["a", "b"], [DRAINING, UNUSED])])
 def test_nothing_registered_means_none(targets: list[str], states: list[str]) -> None:
     assert RoundRobin[str]().pick(targets, states) is None
+
+
+def test_least_outstanding_requests_picks_the_least_busy_and_shares_ties() -> None:
+    from services.alb_sim.health import LeastOutstanding
+
+    lor = LeastOutstanding[str]()
+    assert lor.pick(["a", "b", "c"], [HEALTHY, HEALTHY, HEALTHY], [3, 1, 2]) == "b"
+    assert [lor.pick(["a", "b", "c"], [HEALTHY, HEALTHY, UNHEALTHY], [0, 0, 0]) for _ in range(4)].count("a") == 2
+    # fail open like round robin: nothing healthy -> the least busy registered target
+    assert lor.pick(["a", "b"], [UNHEALTHY, UNHEALTHY], [5, 4]) == "b"
+    assert lor.pick([], [], []) is None

@@ -349,6 +349,9 @@ def test_463_with_31_addresses(lab: Lab) -> None:
     xff = ", ".join(f"10.0.0.{i}" for i in range(31))
     status, headers, body = lab.get("/api/x", {"Host": "www.lab.test", "X-Forwarded-For": xff})
     assert status == 463 and headers["Server"] == "awselb/2.0"
+    xff = ", ".join(f"10.0.0.{i}" for i in range(30))  # 30 received: allowed (the peer is not counted)
+    status, _, _ = lab.get("/api/x", {"Host": "www.lab.test", "X-Forwarded-For": xff})
+    assert status == 200
 
 
 def test_405_for_trace(lab: Lab) -> None:

@@ -8,14 +8,15 @@ from hypothesis import given, strategies as st
 from services.alb_sim.xff import XffResult, client_entry, combine, count_addresses, process_xff
 
 
+# address_count is what 463 is decided on: the addresses RECEIVED (decisions.md #41).
 @pytest.mark.parametrize("lines,mode,port_on,expected", [
     # append (default)
-    ([], "append", False, XffResult("127.0.0.1", 1)),
-    (["1.2.3.4"], "append", False, XffResult("1.2.3.4, 127.0.0.1", 2)),
-    (["1.2.3.4", "5.6.7.8"], "append", False, XffResult("1.2.3.4, 5.6.7.8, 127.0.0.1", 3)),  # two lines -> one
-    (["1.2.3.4, 9.9.9.9", "5.6.7.8"], "append", False, XffResult("1.2.3.4, 9.9.9.9, 5.6.7.8, 127.0.0.1", 4)),
-    (["1.2.3.4"], "append", True, XffResult("1.2.3.4, 127.0.0.1:40000", 2)),
-    ([""], "append", False, XffResult("127.0.0.1", 1)),
+    ([], "append", False, XffResult("127.0.0.1", 0)),
+    (["1.2.3.4"], "append", False, XffResult("1.2.3.4, 127.0.0.1", 1)),
+    (["1.2.3.4", "5.6.7.8"], "append", False, XffResult("1.2.3.4, 5.6.7.8, 127.0.0.1", 2)),  # two lines -> one
+    (["1.2.3.4, 9.9.9.9", "5.6.7.8"], "append", False, XffResult("1.2.3.4, 9.9.9.9, 5.6.7.8, 127.0.0.1", 3)),
+    (["1.2.3.4"], "append", True, XffResult("1.2.3.4, 127.0.0.1:40000", 1)),
+    ([""], "append", False, XffResult("127.0.0.1", 0)),
     # preserve: untouched, client port ignored
     ([], "preserve", True, XffResult(None, 0)),
     (["1.2.3.4"], "preserve", True, XffResult("1.2.3.4", 1)),
@@ -36,9 +37,8 @@ def test_ipv6_client_with_port_is_bracketed() -> None:
 
 
 @pytest.mark.parametrize("received,mode,too_many", [
-    (29, "append", False),   # 29 + peer = 30
-    (30, "append", True),    # 30 + peer = 31 > 30
-    (31, "append", True),
+    (30, "append", False),   # 30 received (the appended peer is not counted)
+    (31, "append", True),    # 31 received > 30
     (30, "preserve", False),
     (31, "preserve", True),
     (31, "remove", True),
@@ -63,6 +63,6 @@ def test_count_and_combine() -> None:
 @given(st.lists(st.lists(st.ip_addresses(v=4).map(str), min_size=1, max_size=5), max_size=5))
 def test_append_keeps_every_received_address_in_order(lines: list[list[str]]) -> None:
     result = process_xff([", ".join(l) for l in lines], mode="append", client_ip="10.9.9.9", client_port=1)
-    flat = [a for l in lines for a in l] + ["10.9.9.9"]
-    assert result.value == ", ".join(flat)
+    flat = [a for l in lines for a in l]
+    assert result.value == ", ".join(flat + ["10.9.9.9"])
     assert result.address_count == len(flat)

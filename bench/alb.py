@@ -1,0 +1,228 @@
+"""ALB simulator vs HAProxy `mode http`, same routing, same machine, same pinned CPU.
+
+    .venv/bin/python bench/alb.py [--runs 3] [--seconds 8] [--connections 32]
+
+Both proxies terminate keep-alive HTTPS (ECDSA P-256 certificate), route `/api/*` to one target
+group and everything else to another (both: one HTTP echo backend), add X-Forwarded-For, and
+keep pooled keep-alive connections to the backend. The simulator also does everything else it
+always does: X-Forwarded-Proto/Port, X-Amzn-Trace-Id, rule evaluation, the access log (written to
+a temporary directory), health checks. HAProxy: Debian's /usr/sbin/haproxy, `nbthread 1`,
+`http-reuse always`, `option forwardfor`.
+
+The proxy under test runs on CPU 1 (`taskset -c 1`), wrk and the backend on CPU 0. Runs are
+interleaved (alb, haproxy, alb, haproxy, ...) and medians reported, because these VMs are noisy
+(performance notes: +-10-25 %); CPU time per request of each proxy (from /proc) is printed too,
+since it moves much less than req/s when other work shares the machine. Throughput: wrk with
+--connections connections. Added latency:
+wrk with one connection (closed loop, so latency = service time), p50/p99 difference.
+
+Ends with one line:
+    RESULT alb rps_ratio=<x.xx> p50_added_ms=<x.xx> p99_added_ms=<x.xx>
+Needs: wrk, taskset, /usr/sbin/haproxy (Debian: apt-get install wrk util-linux haproxy); the
+script says what is missing rather than installing anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import json
+import re
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HAPROXY = "/usr/sbin/haproxy"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+BACKEND = r'''
+import asyncio, sys, uvloop, httptools
+BODY = b'{"ok":true,"service":"bench"}'
+RESP = (b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(BODY)) + BODY
+class P(asyncio.Protocol):
+    def connection_made(self, t): self.t = t; self.p = httptools.HttpRequestParser(self)
+    def data_received(self, d):
+        try: self.p.feed_data(d)
+        except httptools.HttpParserError: self.t.close()
+    def on_message_complete(self): self.t.write(RESP)
+async def main():
+    s = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]), backlog=1024)
+    print("ready", flush=True); await asyncio.Event().wait()
+uvloop.run(main())
+'''
+
+
+def haproxy_cfg(pem: Path, port: int, backend_port: int) -> str:
+    return f"""global
+    nbthread 1
+    maxconn 4000
+    tune.ssl.default-dh-param 2048
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    timeout http-keep-alive 60s
+    option forwardfor
+    http-reuse always
+frontend fe
+    bind 127.0.0.1:{port} ssl crt {pem} alpn http/1.1
+    acl is_api path_beg /api/
+    use_backend api if is_api
+    default_backend frontend
+backend api
+    server b1 127.0.0.1:{backend_port}
+backend frontend
+    server b1 127.0.0.1:{backend_port}
+"""
+
+
+def alb_config(pem: Path, port: int, admin_port: int, backend_port: int, log_dir: Path) -> dict:
+    hc = {"protocol": "HTTP", "port": "traffic-port", "path": "/healthz", "interval_seconds": 30,
+          "timeout_seconds": 5, "healthy_threshold": 2, "unhealthy_threshold": 2, "matcher": "200"}
+
+    def tg(name: str) -> dict:
+        return {"name": name, "arn": f"arn:aws:elasticloadbalancing:eu-west-2:123456789012:targetgroup/{name}/0",
+                "protocol": "HTTP", "port": backend_port, "health_check": hc,
+                "targets": [{"id": "backend", "ip": "127.0.0.1", "port": backend_port}]}
+
+    return {
+        "name": "bench", "arn": "arn:aws:elasticloadbalancing:eu-west-2:123456789012:loadbalancer/app/bench/0",
+        "dns_name": "bench.lab.internal", "nodes": [{"name": "alb-a", "az": "a", "address": "127.0.0.1"}],
+        "attributes": {"routing.http.xff_header_processing.mode": "append"},
+        "listeners": [{"protocol": "HTTPS", "port": port,
+                       "certificate": {"arn": "arn:aws:acm:eu-west-2:123456789012:certificate/bench", "pem": str(pem)},
+                       "rules": [{"priority": 10, "conditions": [{"field": "path-pattern", "values": ["/api/*"]}],
+                                  "actions": [{"type": "forward", "target_group": "api"}]}],
+                       "default_actions": [{"type": "forward", "target_group": "frontend"}]}],
+        "target_groups": [tg("api"), tg("frontend")],
+        "log_dir": str(log_dir), "admin": {"address": "127.0.0.1", "port": admin_port},
+    }
+
+
+def wait_port(port: int, what: str, timeout: float = 20) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), 0.5).close()
+            return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"bench: {what} does not listen on 127.0.0.1:{port} after {timeout:g} s")
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of a process (and its threads), from /proc: robust against a busy machine."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def parse_wrk(out: str) -> dict[str, float]:
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)|Socket errors: (.*)", out)
+    result = {"rps": float(rps.group(1)) if rps else 0.0, "requests": float(total.group(1)) if total else 0.0}
+    for pct in ("50", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.000)?%\s+([\d.]+)(us|ms|s)\s*$", out, re.M)
+        result[f"p{pct}"] = float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+    result["errors"] = 1.0 if errors else 0.0
+    return result
+
+
+def wrk(port: int, seconds: int, connections: int) -> dict[str, float]:
+    out = subprocess.run(["taskset", "-c", "0", "wrk", "-t1", f"-c{connections}", f"-d{seconds}s", "--latency",
+                          f"https://127.0.0.1:{port}/api/bench"], capture_output=True, text=True, check=True).stdout
+    return parse_wrk(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--seconds", type=int, default=8)
+    parser.add_argument("--connections", type=int, default=32)
+    args = parser.parse_args()
+    missing = [t for t in ("wrk", "taskset") if shutil.which(t) is None] + ([] if Path(HAPROXY).exists() else [HAPROXY])
+    if missing:
+        print(f"bench: missing {', '.join(missing)} (Debian: apt-get install -y wrk util-linux haproxy)",
+              file=sys.stderr)
+        return 2
+    import trustme
+
+    tmp = Path(tempfile.mkdtemp(prefix="alb-bench-"))
+    ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
+    pem = tmp / "www.pem"
+    ca.issue_cert("www.lab.test", key_type=trustme.KeyType.ECDSA).private_key_and_cert_chain_pem.write_to_path(str(pem))
+    backend_port, alb_port, admin_port, hap_port = free_port(), free_port(), free_port(), free_port()
+    (tmp / "alb.json").write_text(json.dumps(alb_config(pem, alb_port, admin_port, backend_port, tmp / "logs")))
+    (tmp / "haproxy.cfg").write_text(haproxy_cfg(pem, hap_port, backend_port))
+    py = sys.executable
+    procs = [subprocess.Popen(["taskset", "-c", "0", py, "-c", BACKEND, str(backend_port)], stdout=subprocess.DEVNULL)]
+    try:
+        wait_port(backend_port, "the backend")
+        procs.append(subprocess.Popen(["taskset", "-c", "1", py, "-m", "services.alb_sim", "--config",
+                                       str(tmp / "alb.json")], cwd=ROOT, stdout=subprocess.DEVNULL))
+        procs.append(subprocess.Popen(["taskset", "-c", "1", HAPROXY, "-f", str(tmp / "haproxy.cfg"), "-db"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        wait_port(alb_port, "the ALB simulator")
+        wait_port(hap_port, "haproxy")
+        urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health", timeout=5).read()
+        for port in (alb_port, hap_port):  # warm up: TLS sessions, pools, caches
+            wrk(port, 2, args.connections)
+        results: dict[str, dict[str, list[float]]] = {"alb": {}, "haproxy": {}}
+        pids = {"alb": procs[1].pid, "haproxy": procs[2].pid}
+        for run in range(args.runs):
+            for name, port in (("alb", alb_port), ("haproxy", hap_port)):
+                cpu0 = cpu_seconds(pids[name])
+                tput = wrk(port, args.seconds, args.connections)
+                cpu_us = (cpu_seconds(pids[name]) - cpu0) / max(tput["requests"], 1) * 1e6
+                lat = wrk(port, max(3, args.seconds // 2), 1)
+                r = results[name]
+                r.setdefault("rps", []).append(tput["rps"])
+                r.setdefault("cpu_us", []).append(cpu_us)
+                r.setdefault("p50", []).append(lat["p50"])
+                r.setdefault("p99", []).append(lat["p99"])
+                r.setdefault("load_p50", []).append(tput["p50"])
+                r.setdefault("load_p99", []).append(tput["p99"])
+                print(f"run {run + 1} {name:8} {tput['rps']:9.0f} req/s {cpu_us:6.1f} us CPU/req "
+                      f"(c={args.connections}: p50 {tput['p50']:.2f} ms "
+                      f"p99 {tput['p99']:.2f} ms)  c=1: p50 {lat['p50']:.3f} ms p99 {lat['p99']:.3f} ms", flush=True)
+        med = {n: {k: statistics.median(v) for k, v in r.items()} for n, r in results.items()}
+        log_lines = sum(1 for _ in (tmp / "logs" / "alb-a" / "access.log").open())
+        print(f"median alb {med['alb']['rps']:.0f} req/s, haproxy {med['haproxy']['rps']:.0f} req/s; "
+              f"CPU per request alb {med['alb']['cpu_us']:.1f} us, haproxy {med['haproxy']['cpu_us']:.1f} us "
+              f"(ratio {med['haproxy']['cpu_us'] / med['alb']['cpu_us']:.2f}: less sensitive to a busy machine); "
+              f"alb access log: {log_lines} entries")
+        print(f"RESULT alb rps_ratio={med['alb']['rps'] / med['haproxy']['rps']:.2f} "
+              f"p50_added_ms={med['alb']['p50'] - med['haproxy']['p50']:.2f} "
+              f"p99_added_ms={med['alb']['p99'] - med['haproxy']['p99']:.2f}")
+        return 0
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

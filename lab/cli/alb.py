@@ -1,0 +1,198 @@
+"""`lab alb ...`: the ALB at run time, in AWS terms, through its admin API (inside the container).
+
+    lab alb nodes                              the nodes, active and draining, and the DNS name
+    lab alb rotate [--drain-seconds N]         new node addresses; DNS updated; old nodes drain
+    lab alb target-health [TG]                 DescribeTargetHealth
+    lab alb register TG IP[:PORT]...           RegisterTargets
+    lab alb deregister TG IP[:PORT]...         DeregisterTargets (targets drain first)
+    lab alb attributes [KEY=VALUE...]          Describe/ModifyLoadBalancerAttributes
+    lab alb tg-attributes TG [KEY=VALUE...]    Describe/ModifyTargetGroupAttributes
+    lab alb rules PORT [--set FILE]            the listener's rules; --set replaces them (YAML/JSON list)
+    lab alb metrics                            CloudWatch-named metrics (Prometheus text)
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from lab import model as m
+from lab.cli._common import alb_admin_url, current_topology, require_running
+from lab.errors import LabError
+from lab.runtime import docker_client, exec_in
+
+# Runs in the alb container: METHOD URL [BODY]; prints "<status>\n<body>" whatever the status.
+CALL = """
+import sys, urllib.request, urllib.error
+method, url = sys.argv[1], sys.argv[2]
+data = sys.argv[3].encode() if len(sys.argv) > 3 else None
+req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        status, body = resp.status, resp.read()
+except urllib.error.HTTPError as exc:
+    status, body = exc.code, exc.read()
+sys.stdout.write(f"{status}\\n{body.decode()}")
+"""
+
+
+def admin_call(method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:
+    """Call the ALB admin API; an AWS-shaped error becomes a LabError with AWS's code and message."""
+    client = docker_client()
+    require_running(client)
+    argv = ["python3", "-c", CALL, method, f"{alb_admin_url()}{path}"]
+    if body is not None:
+        argv.append(json.dumps(body))
+    code, out, err = exec_in(client, m.ALB_SERVICE, argv)
+    if code != 0:
+        detail = err.decode(errors="replace").strip().splitlines()
+        raise LabError(f"alb admin API {path} did not answer: {detail[-1] if detail else code}")
+    status_text, _, text = out.decode(errors="replace").partition("\n")
+    if raw and status_text == "200":
+        return text
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        raise LabError(f"alb admin API {path} returned non-JSON: {text[:80]!r}") from None
+    if status_text != "200":
+        error = doc.get("Error") if isinstance(doc, dict) else None
+        if error:
+            raise LabError(f"{error.get('Code')}: {error.get('Message')}")
+        raise LabError(f"alb admin API {method} {path}: HTTP {status_text}: {doc}")
+    return doc
+
+
+def _targets(specs: list[str], default_port: int) -> list[dict[str, Any]]:
+    out = []
+    for spec in specs:
+        ip, _, port = spec.partition(":")
+        if port and not port.isdigit():
+            raise LabError(f"{spec!r} is not IP[:PORT]")
+        out.append({"Id": ip, "Port": int(port) if port else default_port})
+    return out
+
+
+def _key_values(pairs: list[str]) -> list[dict[str, str]]:
+    out = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise LabError(f"{pair!r} is not KEY=VALUE (e.g. routing.http.xff_header_processing.mode=preserve)")
+        out.append({"Key": key, "Value": value})
+    return out
+
+
+def _group_port(name: str) -> int:
+    topology = current_topology(None)
+    for tg in topology.alb.target_groups:
+        if tg.name == name:
+            return tg.port
+    return 80
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("alb", help="the ALB at run time: nodes, rotation, targets, attributes, rules")
+    sub = parser.add_subparsers(dest="alb_verb", metavar="ALB_VERB", required=True)
+    p = sub.add_parser("nodes", help="the ALB's nodes (active and draining)")
+    p.set_defaults(run=run_nodes)
+    p = sub.add_parser("rotate", help="move the ALB to new node addresses (DNS updated, old nodes drain)")
+    p.add_argument("--drain-seconds", type=float, default=None, help="how long old nodes keep serving")
+    p.set_defaults(run=run_rotate)
+    p = sub.add_parser("target-health", help="DescribeTargetHealth")
+    p.add_argument("target_group", nargs="?")
+    p.set_defaults(run=run_target_health)
+    for verb in ("register", "deregister"):
+        p = sub.add_parser(verb, help=f"{verb.capitalize()}Targets")
+        p.add_argument("target_group")
+        p.add_argument("targets", nargs="+", metavar="IP[:PORT]")
+        p.set_defaults(run=run_register, endpoint=f"/{verb}-targets")
+    p = sub.add_parser("attributes", help="Describe/ModifyLoadBalancerAttributes")
+    p.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(run=run_attributes)
+    p = sub.add_parser("tg-attributes", help="Describe/ModifyTargetGroupAttributes")
+    p.add_argument("target_group")
+    p.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
+    p.set_defaults(run=run_tg_attributes)
+    p = sub.add_parser("rules", help="a listener's rules; --set FILE replaces them")
+    p.add_argument("port", type=int)
+    p.add_argument("--set", dest="rules_file", type=Path, default=None, help="YAML or JSON list of rules")
+    p.set_defaults(run=run_rules)
+    p = sub.add_parser("metrics", help="CloudWatch-named metrics, Prometheus text format")
+    p.set_defaults(run=run_metrics)
+    for p in sub.choices.values():
+        p.add_argument("--json", action="store_true", help="print the admin API's JSON")
+
+
+def _print(args, doc: Any, lines: list[str]) -> int:
+    if args.json:
+        print(json.dumps(doc, indent=2))
+    else:
+        for line in lines:
+            print(line)
+    return 0
+
+
+def run_nodes(args) -> int:
+    doc = admin_call("GET", "/nodes")
+    return _print(args, doc, [f"{doc['DNSName']}"] + [
+        f"  {n['Name']:10} {n['AvailabilityZone']:3} {n['Address']:15} {n['State']:9} connections={n['Connections']}"
+        for n in doc["Nodes"]])
+
+
+def run_rotate(args) -> int:
+    body = {} if args.drain_seconds is None else {"DrainSeconds": args.drain_seconds}
+    doc = admin_call("POST", "/rotate", body)
+    return _print(args, doc, [f"new:      {n['Name']} {n['Address']}" for n in doc["New"]] +
+                  [f"draining: {n['Name']} {n['Address']} (gone in {doc['DrainSeconds']:g} s)" for n in doc["Draining"]])
+
+
+def run_target_health(args) -> int:
+    names = [args.target_group] if args.target_group else [tg.name for tg in current_topology(None).alb.target_groups]
+    docs = {name: admin_call("GET", f"/target-health?target_group={name}") for name in names}
+    lines = []
+    for name, doc in docs.items():
+        for d in doc["TargetHealthDescriptions"]:
+            h = d["TargetHealth"]
+            lines.append(f"{name:16} {d['Target']['Id']:15} {d['Target']['Port']:<6} {h['State']:10} {h.get('Reason', '')}")
+    return _print(args, docs if len(docs) > 1 else docs[names[0]], lines)
+
+
+def run_register(args) -> int:
+    body = {"TargetGroupName": args.target_group, "Targets": _targets(args.targets, _group_port(args.target_group))}
+    doc = admin_call("POST", args.endpoint, body)
+    return _print(args, doc, [f"{args.endpoint.strip('/')}: {args.target_group} {' '.join(args.targets)}"])
+
+
+def run_attributes(args) -> int:
+    doc = (admin_call("POST", "/attributes", {"Attributes": _key_values(args.pairs)}) if args.pairs
+           else admin_call("GET", "/attributes"))
+    return _print(args, doc, [f"{a['Key']} = {a['Value']}" for a in doc["Attributes"]])
+
+
+def run_tg_attributes(args) -> int:
+    if args.pairs:
+        doc = admin_call("POST", "/target-group-attributes",
+                         {"TargetGroupName": args.target_group, "Attributes": _key_values(args.pairs)})
+    else:
+        doc = admin_call("GET", f"/target-group-attributes?target_group={args.target_group}")
+    return _print(args, doc, [f"{a['Key']} = {a['Value']}" for a in doc["Attributes"]])
+
+
+def run_rules(args) -> int:
+    if args.rules_file is not None:
+        try:
+            rules = yaml.safe_load(args.rules_file.read_text())
+        except (OSError, yaml.YAMLError) as exc:
+            raise LabError(f"cannot read rules from {args.rules_file}: {exc}") from None
+        doc = admin_call("POST", "/rules", {"Port": args.port, "Rules": rules})
+    else:
+        doc = admin_call("GET", f"/rules?port={args.port}")
+    return _print(args, doc, [json.dumps(r) for r in doc["Rules"]])
+
+
+def run_metrics(args) -> int:
+    print(admin_call("GET", "/metrics", raw=True), end="")
+    return 0

@@ -1,0 +1,69 @@
+"""Duration-based stickiness (`stickiness.type = lb_cookie`), pure: no I/O.
+
+AWS (ALB sticky sessions): the ALB sets `AWSALB` (and `AWSALBCORS` with `SameSite=None; Secure`),
+values opaque and encrypted, cookie `Expires` fixed at 7 days while the stickiness duration
+(`stickiness.lb_cookie.duration_seconds`, default 1 day) is enforced by the ALB and reset on every
+request; a missing, invalid or expired cookie, or a target that is unhealthy or deregistered, gets
+a new target and a new cookie. Here the value is base64url(`<group>|<ip:port>|<expiry>`) plus an
+HMAC-SHA256 tag under a per-process random key: opaque to the client and unforgeable.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import hmac
+
+COOKIE = "AWSALB"
+CORS_COOKIE = "AWSALBCORS"
+GROUP_COOKIE = "AWSALBTG"  # target group stickiness of a weighted forward action
+GROUP_CORS_COOKIE = "AWSALBTGCORS"
+COOKIE_LIFETIME = 7 * 24 * 3600
+
+
+class StickyCodec:
+    def __init__(self, key: bytes) -> None:
+        self.key = key
+
+    def _tag(self, payload: bytes) -> str:
+        return base64.urlsafe_b64encode(hmac.new(self.key, payload, hashlib.sha256).digest()[:18]).decode()
+
+    def encode(self, group: str, target: str, expires: float) -> str:
+        payload = f"{group}|{target}|{int(expires)}".encode()
+        return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + self._tag(payload)
+
+    def decode(self, value: str, group: str, now: float) -> str | None:
+        """The `ip:port` the cookie sticks to, if it is ours, for `group` and not expired."""
+        body, _, tag = value.partition(".")
+        try:
+            payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
+        except (ValueError, TypeError):
+            return None
+        if not hmac.compare_digest(tag, self._tag(payload)):
+            return None
+        parts = payload.decode("latin-1").split("|")
+        if len(parts) != 3 or parts[0] != group or not parts[2].isdigit() or int(parts[2]) < now:
+            return None
+        return parts[1]
+
+
+def cookie_value(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
+    """The value of cookie `name` in the request's Cookie header lines (first one wins)."""
+    prefix = name.encode() + b"="
+    for n, v in headers:
+        if n.lower() != b"cookie":
+            continue
+        for part in v.split(b";"):
+            part = part.strip()
+            if part.startswith(prefix):
+                return part[len(prefix):].decode("latin-1")
+    return None
+
+
+def set_cookie_headers(value: str, now: float, names: tuple[str, str] = (COOKIE, CORS_COOKIE)
+                       ) -> list[tuple[bytes, bytes]]:
+    expires = email.utils.formatdate(now + COOKIE_LIFETIME, usegmt=True)
+    plain, cors = names
+    return [(b"Set-Cookie", f"{plain}={value}; Expires={expires}; Path=/".encode()),
+            (b"Set-Cookie", f"{cors}={value}; Expires={expires}; Path=/; SameSite=None; Secure".encode())]

@@ -1,0 +1,249 @@
+"""Node rotation (planning and, on loopback, the real hand-over) and the admin write API."""
+
+from __future__ import annotations
+
+import dataclasses
+import http.client
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+
+from services.alb_sim.config import Node, Rotation
+from services.alb_sim.nodes import RotationError, plan_rotation
+from tests.unit.test_alb_server import Lab
+
+POOLS = {"a": ("10.20.1.30", "10.20.1.31", "10.20.1.32"), "b": ("10.20.2.30", "10.20.2.31")}
+A, B = Node("alb-a", "a", "10.20.1.30"), Node("alb-b", "b", "10.20.2.30")
+
+
+@pytest.mark.parametrize("nodes,busy,generation,expected", [
+    ([A, B], {"10.20.1.30", "10.20.2.30"}, 2,
+     [Node("alb-a-2", "a", "10.20.1.31"), Node("alb-b-2", "b", "10.20.2.31")]),
+    # the next address after the node's own, wrapping around the pool
+    ([Node("alb-a-3", "a", "10.20.1.32")], {"10.20.1.32"}, 4, [Node("alb-a-4", "a", "10.20.1.30")]),
+    # addresses still held by draining nodes are skipped
+    ([A], {"10.20.1.30", "10.20.1.31"}, 2, [Node("alb-a-2", "a", "10.20.1.32")]),
+])
+def test_plan_rotation(nodes: list[Node], busy: set[str], generation: int, expected: list[Node]) -> None:
+    assert plan_rotation(nodes, POOLS, busy, generation) == expected
+
+
+def test_plan_rotation_with_no_free_address_says_what_to_do() -> None:
+    with pytest.raises(RotationError, match=r"AZ b: every address of its pool \(10.20.2.30, 10.20.2.31\) is in use"
+                                            r".*add addresses to alb.rotation.address_pools"):
+        plan_rotation([B], POOLS, {"10.20.2.30", "10.20.2.31"}, 2)
+
+
+class FakeDns(BaseHTTPRequestHandler):
+    puts: list[tuple[str, dict[str, Any]]] = []
+
+    def do_PUT(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        FakeDns.puts.append((self.path, json.loads(body)))
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture(scope="module")
+def rlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    dns = ThreadingHTTPServer(("127.0.0.1", 0), FakeDns)
+    threading.Thread(target=dns.serve_forever, daemon=True).start()
+    lab = Lab(tmp_path_factory.mktemp("alb-rotate"))
+    lab.config = dataclasses.replace(lab.config, rotation=Rotation(
+        drain_seconds=1, pools={"a": ("127.0.0.1", "127.0.0.2")}, dns_admin=f"127.0.0.1:{dns.server_port}",
+        dns_ttl=5))
+    lab.start()
+    yield lab
+    lab.stop()
+    dns.shutdown()
+
+
+def admin(lab: Lab, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    conn = http.client.HTTPConnection("127.0.0.1", lab.admin_port, timeout=30)
+    conn.request(method, path, body=None if body is None else json.dumps(body))
+    resp = conn.getresponse()
+    return resp.status, json.loads(resp.read())
+
+
+def get_on(lab: Lab, address: str, path: str, conn: http.client.HTTPSConnection | None = None
+           ) -> tuple[int, http.client.HTTPMessage, http.client.HTTPSConnection]:
+    if conn is None:
+        conn = http.client.HTTPSConnection("www.lab.test", lab.https_port, timeout=15)
+        conn.sock = lab.client_ctx().wrap_socket(socket.create_connection((address, lab.https_port), 15),
+                                                 server_hostname="www.lab.test")
+    conn.request("GET", path, headers={"Host": "www.lab.test"})
+    resp = conn.getresponse()
+    resp.read()
+    return resp.status, resp.headers, conn
+
+
+def test_rotation_hands_over_to_new_addresses(rlab: Lab) -> None:
+    import time
+
+    status, _, old_conn = get_on(rlab, "127.0.0.1", "/api/before")
+    assert status == 200
+    status, doc = admin(rlab, "POST", "/rotate", {})
+    assert status == 200
+    assert [(n["Name"], n["Address"]) for n in doc["New"]] == [("alb-a-2", "127.0.0.2")]
+    assert [(n["Name"], n["State"]) for n in doc["Draining"]] == [("alb-a", "draining")]
+    assert FakeDns.puts[-1] == ("/records/internal-app.alb.lab.internal",
+                                {"type": "A", "ttl": 5, "values": ["127.0.0.2"]})
+    # A draining node still answers, but tells keep-alive clients to go.
+    status, headers, _ = get_on(rlab, "127.0.0.1", "/api/during", old_conn)
+    assert status == 200 and headers["Connection"] == "close"
+    status, headers, new_conn = get_on(rlab, "127.0.0.2", "/api/new")
+    assert status == 200 and headers.get("Connection") != "close"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline and len(admin(rlab, "GET", "/nodes")[1]["Nodes"]) > 1:
+        time.sleep(0.1)
+    assert [n["Name"] for n in admin(rlab, "GET", "/nodes")[1]["Nodes"]] == ["alb-a-2"]
+    refused = False
+    while time.monotonic() < deadline and not refused:
+        try:
+            socket.create_connection(("127.0.0.1", rlab.https_port), 2).close()
+            time.sleep(0.1)
+        except ConnectionRefusedError:
+            refused = True
+    assert refused, "the retired node still accepts connections"
+    assert get_on(rlab, "127.0.0.2", "/api/after", new_conn)[0] == 200
+    log_path = Path(rlab.log_dir) / "alb-a-2" / "access.log"
+    while time.monotonic() < deadline and "/api/after" not in log_path.read_text():
+        time.sleep(0.05)  # entries are flushed once per event-loop tick
+    log = log_path.read_text()
+    assert "/api/new" in log and "/api/after" in log
+
+
+def test_register_and_deregister_targets(rlab: Lab) -> None:
+    target = {"Id": "127.0.0.1", "Port": rlab.api_port}
+    status, doc = admin(rlab, "POST", "/deregister-targets", {"TargetGroupName": "api", "Targets": [target]})
+    assert status == 200
+    assert admin(rlab, "GET", "/target-health?target_group=api")[1] == {"TargetHealthDescriptions": []}
+    assert get_on(rlab, "127.0.0.2", "/api/x")[0] == 503
+    status, doc = admin(rlab, "POST", "/deregister-targets", {"TargetGroupName": "api", "Targets": [target]})
+    assert (status, doc["Error"]["Code"]) == (400, "InvalidTarget")
+    assert admin(rlab, "POST", "/register-targets", {"TargetGroupName": "api", "Targets": [target]})[0] == 200
+    states = admin(rlab, "GET", "/target-health?target_group=api")[1]["TargetHealthDescriptions"]
+    assert [d["Target"] for d in states] == [target]
+    assert get_on(rlab, "127.0.0.2", "/api/x")[0] == 200  # initial targets take traffic when none is healthy
+
+
+@pytest.mark.parametrize("path,body,code,message", [
+    ("/register-targets", {"TargetGroupName": "nope", "Targets": [{"Id": "127.0.0.1"}]}, "TargetGroupNotFound",
+     "Target group 'nope' not found"),
+    ("/register-targets", {"TargetGroupName": "api", "Targets": [{"Id": "web-1"}]}, "ValidationError",
+     "Targets[0].Id: 'web-1' is not a valid IP address"),
+    ("/attributes", {"Attributes": [{"Key": "idle_timeout.timeout_seconds", "Value": "0"}]}, "ValidationError",
+     "attributes.idle_timeout.timeout_seconds"),
+    ("/attributes", {"Attributes": [{"Key": "bogus.key", "Value": "1"}]}, "ValidationError",
+     "Load balancer attribute key 'bogus.key' is not recognized"),
+    ("/target-group-attributes", {"TargetGroupName": "api", "Attributes": [
+        {"Key": "deregistration_delay.timeout_seconds", "Value": "3601"}]}, "ValidationError",
+     "Target group attribute value '3601' is not valid for 'deregistration_delay.timeout_seconds' (0-3600)"),
+    ("/rules", {"Port": 0, "Rules": []}, "ListenerNotFound", "no listener on port 0"),
+    ("/rotate", {"DrainSeconds": -1}, "ValidationError", "DrainSeconds: -1 is not a number of seconds >= 0"),
+])
+def test_admin_writes_are_validated(rlab: Lab, path: str, body: Any, code: str, message: str) -> None:
+    status, doc = admin(rlab, "POST", path, body)
+    assert status >= 400 and doc["Error"]["Code"] == code
+    assert message in doc["Error"]["Message"]
+
+
+def test_modify_attributes_and_rules_live(rlab: Lab) -> None:
+    status, doc = admin(rlab, "POST", "/attributes", {"Attributes": [
+        {"Key": "routing.http.xff_header_processing.mode", "Value": "remove"}]})
+    assert status == 200
+    assert {"Key": "routing.http.xff_header_processing.mode", "Value": "remove"} in doc["Attributes"]
+    rules = [{"priority": 5, "conditions": [{"field": "path-pattern", "values": ["/live"]}],
+              "actions": [{"type": "fixed-response", "status_code": "202", "message_body": "live"}]}]
+    assert admin(rlab, "POST", "/rules", {"Port": rlab.https_port, "Rules": rules})[0] == 200
+    assert get_on(rlab, "127.0.0.2", "/live")[0] == 202
+    assert get_on(rlab, "127.0.0.2", "/fixed")[0] == 200  # the old rules are gone: 418 before, default now
+    bad = [{"priority": 0, "conditions": [], "actions": [{"type": "forward", "target_group": "api"}]}]
+    status, doc = admin(rlab, "POST", "/rules", {"Port": rlab.https_port, "Rules": bad})
+    assert status == 400 and "Priority '0' must be between 1 and 50000" in doc["Error"]["Message"]
+
+
+def test_metrics_use_aws_names(rlab: Lab) -> None:
+    get_on(rlab, "127.0.0.2", "/api/metrics")
+    get_on(rlab, "127.0.0.2", "/empty/x")  # 503 from the ALB itself
+    conn = http.client.HTTPConnection("127.0.0.1", rlab.admin_port, timeout=30)
+    conn.request("GET", "/metrics")
+    resp = conn.getresponse()
+    text = resp.read().decode()
+    assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/plain")
+    lb = 'LoadBalancer="app/internal-app/50dc6c495c0c9188"'
+    values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if not line.startswith("#")}
+    assert values[f"RequestCount{{{lb}}}"] >= 2
+    assert values[f'RequestCount{{{lb},TargetGroup="api"}}'] >= 1
+    assert values[f'HTTPCode_Target_2XX_Count{{{lb},TargetGroup="api"}}'] >= 1
+    assert values[f"HTTPCode_ELB_5XX_Count{{{lb}}}"] >= 1 and values[f"HTTPCode_ELB_503_Count{{{lb}}}"] >= 1
+    assert values[f'TargetResponseTime_count{{{lb},TargetGroup="api"}}'] >= 1
+    assert f'HealthyHostCount{{{lb},TargetGroup="frontend"}}' in values
+    assert "# TYPE ActiveConnectionCount gauge" in text
+
+
+def test_target_group_attributes_algorithm(rlab: Lab) -> None:
+    status, doc = admin(rlab, "POST", "/target-group-attributes", {"TargetGroupName": "frontend", "Attributes": [
+        {"Key": "load_balancing.algorithm.type", "Value": "least_outstanding_requests"}]})
+    assert status == 200
+    assert {"Key": "load_balancing.algorithm.type", "Value": "least_outstanding_requests"} in doc["Attributes"]
+    assert {"Key": "deregistration_delay.timeout_seconds", "Value": "300"} in doc["Attributes"]  # unchanged
+    assert get_on(rlab, "127.0.0.2", "/lor")[0] == 200
+    status, doc = admin(rlab, "POST", "/target-group-attributes", {"TargetGroupName": "frontend", "Attributes": [
+        {"Key": "load_balancing.algorithm.type", "Value": "random"}]})
+    assert status == 400 and "'load_balancing.algorithm.type' (round_robin, least_outstanding_requests)" in \
+        doc["Error"]["Message"]
+
+
+def test_lb_cookie_stickiness_sets_and_honours_awsalb(rlab: Lab) -> None:
+    status, doc = admin(rlab, "POST", "/target-group-attributes", {"TargetGroupName": "frontend", "Attributes": [
+        {"Key": "stickiness.enabled", "Value": "true"}, {"Key": "stickiness.lb_cookie.duration_seconds", "Value": "60"}]})
+    assert status == 200
+    conn = http.client.HTTPSConnection("www.lab.test", rlab.https_port, timeout=15)
+    conn.sock = rlab.client_ctx().wrap_socket(socket.create_connection(("127.0.0.2", rlab.https_port), 15),
+                                              server_hostname="www.lab.test")
+    conn.request("GET", "/sticky", headers={"Host": "www.lab.test"})
+    resp = conn.getresponse()
+    resp.read()
+    cookies = resp.headers.get_all("Set-Cookie")
+    assert [c.split("=", 1)[0] for c in cookies] == ["AWSALB", "AWSALBCORS"]
+    value = cookies[0].split("=", 1)[1].split(";", 1)[0]
+    conn.request("GET", "/sticky", headers={"Host": "www.lab.test", "Cookie": f"AWSALB={value}"})
+    resp = conn.getresponse()
+    resp.read()
+    assert resp.status == 200 and resp.headers.get_all("Set-Cookie")[0].startswith("AWSALB=")
+    status, doc = admin(rlab, "POST", "/target-group-attributes", {"TargetGroupName": "frontend", "Attributes": [
+        {"Key": "stickiness.type", "Value": "app_cookie"}]})
+    assert status == 400 and "'stickiness.type' (the lab supports lb_cookie)" in doc["Error"]["Message"]
+
+
+def test_periodic_rotation(tmp_path: Path) -> None:
+    import time
+
+    lab = Lab(tmp_path)
+    lab.config = dataclasses.replace(lab.config, nodes=(Node("alb-a", "a", "127.0.0.3"),), rotation=Rotation(
+        drain_seconds=0, interval_seconds=1, pools={"a": ("127.0.0.3", "127.0.0.4")}))
+    lab.start()
+    try:
+        seen = []
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and len(seen) < 3:
+            nodes = [(n["Name"], n["Address"]) for n in admin(lab, "GET", "/nodes")[1]["Nodes"] if n["State"] == "active"]
+            if not seen or seen[-1] != nodes:
+                seen.append(nodes)
+            time.sleep(0.05)
+        # every second a new generation, alternating between the pool's two addresses
+        assert seen[:3] == [[("alb-a", "127.0.0.3")], [("alb-a-2", "127.0.0.4")], [("alb-a-3", "127.0.0.3")]]
+    finally:
+        lab.stop()
