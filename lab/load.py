@@ -500,48 +500,6 @@ class _Loader:
             nodes=tuple(nodes), listeners=tuple(listeners), target_groups=tuple(groups.values()),
             attributes=attributes, relaxed_limits=relaxed, vpc_endpoint_id=vpce)
 
-    def _alb_rotation(self, node: _Node, nodes: list[m.AlbNode]) -> m.AlbRotation:
-        """Address pools default to the 7 free addresses after each node's own (decisions.md #40)."""
-        spec = node.mapping(allowed=("drain_seconds", "interval_seconds", "address_pools"))
-        pools_node = spec.get("address_pools", {})
-        given = pools_node.mapping().keys()
-        pools: dict[str, tuple[IPv4Address, ...]] = {}
-        for n in nodes:
-            pool = [n.address]
-            if n.az in given:
-                item = pools_node.child(n.az, pools_node.value[n.az])
-                first, _, last = item.string().partition("-")
-                start, end = item.child("first", first.strip()).ipv4(), item.child("last", (last or first).strip()).ipv4()
-                if end < start:
-                    raise item.fail(f"{pools_node.value[n.az]!r} is an empty range")
-                candidates = [start + i for i in range(int(end) - int(start) + 1)]
-                for address in candidates:
-                    if address == n.address:
-                        continue
-                    if address not in self.subnets[n.az]:
-                        raise item.fail(f"{address} is not in the subnet of AZ {n.az} ({self.subnets[n.az]})")
-                    if address in self.used:
-                        raise item.fail(f"{address} is already used by {self.used[address]}")
-                    pool.append(address)
-            else:
-                address = n.address
-                while len(pool) < 8 and address + 1 in self.subnets[n.az] and address + 1 != self.subnets[n.az].broadcast_address:
-                    address += 1
-                    if address not in self.used:
-                        pool.append(address)
-            if len(pool) < 2:
-                raise spec["address_pools"].fail(f"AZ {n.az} has no spare address to rotate the ALB node to")
-            for address in pool[1:]:
-                self.used[address] = f"{n.name} (address pool)"
-            pools[n.az] = tuple(pool)
-        for az in given:
-            if not any(n.az == az for n in nodes):
-                raise pools_node.child(az, None).fail(f"the ALB has no node in AZ {az!r}")
-        return m.AlbRotation(
-            drain_seconds=spec.get("drain_seconds", 120).integer(0, 86400, "drain time in seconds"),
-            interval_seconds=spec.get("interval_seconds", 0).integer(0, 604800, "rotation interval in seconds (0 = off)"),
-            pools=pools)
-
     def _nlb_target_group(self, node: _Node, name: str) -> m.NlbTargetGroup:
         spec = node.mapping(allowed=("protocol", "port", "target_type", "targets", "health_check", "attributes"),
                             required=("protocol", "port", "targets"))

@@ -61,24 +61,43 @@ def admin_get(client, service: str, url: str) -> Any:
         raise LabError(f"{service} admin API {url} returned non-JSON: {out[:80]!r}") from None
 
 
-# POST a JSON body; print "<status>\n<body>" whatever the status (the API's errors are AWS-shaped JSON).
-REQUEST = ("import sys,urllib.request,urllib.error\n"
-           "req=urllib.request.Request(sys.argv[1],data=sys.argv[2].encode() if len(sys.argv)>2 else None,"
-           "method='POST' if len(sys.argv)>2 else 'GET',headers={'Content-Type':'application/json'})\n"
-           "try:\n r=urllib.request.urlopen(req,timeout=10); code=r.status; body=r.read()\n"
-           "except urllib.error.HTTPError as e:\n code=e.code; body=e.read()\n"
-           "sys.stdout.write(str(code)+'\\n'+body.decode())\n")
+# Runs in a simulator's container: METHOD URL [BODY]; prints "<status>\n<body>" whatever the status
+# (the admin APIs' errors are AWS-shaped JSON).
+REQUEST = """
+import sys, urllib.request, urllib.error
+method, url = sys.argv[1], sys.argv[2]
+data = sys.argv[3].encode() if len(sys.argv) > 3 else None
+req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+try:
+    with urllib.request.urlopen(req, timeout=60) as resp:
+        status, body = resp.status, resp.read()
+except urllib.error.HTTPError as exc:
+    status, body = exc.code, exc.read()
+sys.stdout.write(f"{status}\\n{body.decode()}")
+"""
 
 
-def admin_request(client, service: str, url: str, body: Any = None) -> tuple[int, str]:
+def admin_request(client, service: str, url: str, body: Any = None, method: str | None = None) -> tuple[int, str]:
     """(HTTP status, body text) from a simulator's admin API, reached from inside its container."""
-    argv = ["python3", "-c", REQUEST, url] + ([json.dumps(body)] if body is not None else [])
+    method = method or ("POST" if body is not None else "GET")
+    argv = ["python3", "-c", REQUEST, method, url] + ([json.dumps(body)] if body is not None else [])
     code, out, err = exec_in(client, service, argv)
     if code != 0:
         detail = err.decode(errors="replace").strip().splitlines()
         raise LabError(f"{service} admin API {url} did not answer: {detail[-1] if detail else code}")
     status, _, text = out.decode(errors="replace").partition("\n")
     return int(status), text
+
+
+def parse_key_values(items: list[str], example: str) -> list[dict[str, str]]:
+    """`KEY=VALUE` arguments -> AWS `[{"Key": ..., "Value": ...}]`."""
+    out = []
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise LabError(f"attribute {item!r} is not KEY=VALUE, e.g. {example}")
+        out.append({"Key": key, "Value": value})
+    return out
 
 
 def alb_admin_url() -> str:

@@ -20,48 +20,27 @@ from typing import Any
 import yaml
 
 from lab import model as m
-from lab.cli._common import alb_admin_url, current_topology, require_running
+from lab.cli._common import admin_request, alb_admin_url, current_topology, parse_key_values, require_running
 from lab.errors import LabError
-from lab.runtime import docker_client, exec_in
-
-# Runs in the alb container: METHOD URL [BODY]; prints "<status>\n<body>" whatever the status.
-CALL = """
-import sys, urllib.request, urllib.error
-method, url = sys.argv[1], sys.argv[2]
-data = sys.argv[3].encode() if len(sys.argv) > 3 else None
-req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
-try:
-    with urllib.request.urlopen(req, timeout=60) as resp:
-        status, body = resp.status, resp.read()
-except urllib.error.HTTPError as exc:
-    status, body = exc.code, exc.read()
-sys.stdout.write(f"{status}\\n{body.decode()}")
-"""
+from lab.runtime import docker_client
 
 
 def admin_call(method: str, path: str, body: Any = None, *, raw: bool = False) -> Any:
     """Call the ALB admin API; an AWS-shaped error becomes a LabError with AWS's code and message."""
     client = docker_client()
     require_running(client)
-    argv = ["python3", "-c", CALL, method, f"{alb_admin_url()}{path}"]
-    if body is not None:
-        argv.append(json.dumps(body))
-    code, out, err = exec_in(client, m.ALB_SERVICE, argv)
-    if code != 0:
-        detail = err.decode(errors="replace").strip().splitlines()
-        raise LabError(f"alb admin API {path} did not answer: {detail[-1] if detail else code}")
-    status_text, _, text = out.decode(errors="replace").partition("\n")
-    if raw and status_text == "200":
+    status, text = admin_request(client, m.ALB_SERVICE, f"{alb_admin_url()}{path}", body, method)
+    if raw and status == 200:
         return text
     try:
         doc = json.loads(text)
     except ValueError:
         raise LabError(f"alb admin API {path} returned non-JSON: {text[:80]!r}") from None
-    if status_text != "200":
+    if status != 200:
         error = doc.get("Error") if isinstance(doc, dict) else None
         if error:
             raise LabError(f"{error.get('Code')}: {error.get('Message')}")
-        raise LabError(f"alb admin API {method} {path}: HTTP {status_text}: {doc}")
+        raise LabError(f"alb admin API {method} {path}: HTTP {status}: {doc}")
     return doc
 
 
@@ -76,13 +55,7 @@ def _targets(specs: list[str], default_port: int) -> list[dict[str, Any]]:
 
 
 def _key_values(pairs: list[str]) -> list[dict[str, str]]:
-    out = []
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise LabError(f"{pair!r} is not KEY=VALUE (e.g. routing.http.xff_header_processing.mode=preserve)")
-        out.append({"Key": key, "Value": value})
-    return out
+    return parse_key_values(pairs, "routing.http.xff_header_processing.mode=preserve")
 
 
 def _group_port(name: str) -> int:

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lab import model as m
-from lab.cli._common import admin_request, current_topology, require_running
+from lab.cli._common import admin_request, current_topology, parse_key_values, require_running
 from lab.errors import LabError
 from lab.runtime import docker_client
 
@@ -74,13 +74,7 @@ def parse_targets(items: list[str]) -> list[dict[str, Any]]:
 
 
 def parse_attributes(items: list[str]) -> list[dict[str, str]]:
-    out = []
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise LabError(f"attribute {item!r} is not KEY=VALUE, e.g. deregistration_delay.timeout_seconds=30")
-        out.append({"Key": key, "Value": value})
-    return out
+    return parse_key_values(items, "deregistration_delay.timeout_seconds=30")
 
 
 def _call(client, url: str, body: Any = None) -> Any:
