@@ -74,11 +74,11 @@ def register(verbs) -> None:
     p = sub.add_parser("rotate", help="move the ALB to new node addresses (DNS updated, old nodes drain)")
     p.add_argument("--drain-seconds", type=float, default=None, help="how long old nodes keep serving")
     p.set_defaults(run=run_rotate)
-    p = sub.add_parser("target-health", help="DescribeTargetHealth")
+    p = sub.add_parser("target-health", aliases=["describe-target-health"], help="DescribeTargetHealth")
     p.add_argument("target_group", nargs="?")
     p.set_defaults(run=run_target_health)
     for verb in ("register", "deregister"):
-        p = sub.add_parser(verb, help=f"{verb.capitalize()}Targets")
+        p = sub.add_parser(verb, aliases=[f"{verb}-targets"], help=f"{verb.capitalize()}Targets")
         p.add_argument("target_group")
         p.add_argument("targets", nargs="+", metavar="IP[:PORT]")
         p.set_defaults(run=run_register, endpoint=f"/{verb}-targets")
@@ -95,7 +95,7 @@ def register(verbs) -> None:
     p.set_defaults(run=run_rules)
     p = sub.add_parser("metrics", help="CloudWatch-named metrics, Prometheus text format")
     p.set_defaults(run=run_metrics)
-    for p in sub.choices.values():
+    for p in {id(p): p for p in sub.choices.values()}.values():  # aliases share a parser
         p.add_argument("--json", action="store_true", help="print the admin API's JSON")
 
 
