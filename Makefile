@@ -9,7 +9,7 @@ LAB    := $(VENV)/bin/lab
 PYTEST := $(VENV)/bin/pytest
 TOPOLOGY ?= default
 
-.PHONY: up down test status logs render venv unit
+.PHONY: up down test status logs render venv unit bench
 
 $(VENV)/.installed: pyproject.toml
 	@echo "lab: creating $(VENV) and installing the lab's Python packages ..."
@@ -44,3 +44,8 @@ test: venv
 
 unit: venv
 	@$(PYTEST) -q tests/unit tests/render
+
+# Benchmarks (not tests): simulator vs real HAProxy on the same pinned CPUs; prints ratios.
+bench: venv
+	@$(VENV)/bin/python bench/nlb.py
+	@$(VENV)/bin/python bench/alb.py
