@@ -80,3 +80,27 @@ class FlowLog:
             self._file = None
         if self.vpc is not None:
             self.vpc.close()
+
+
+def flow_record(flow: Any, event: str, proxy_protocol_v2: bool) -> dict[str, Any]:
+    """The open/close line's common fields, from a relay or splice flow (duck-typed: ctx,
+    client_addr, target, source_seen)."""
+    from .upstream import format_addr
+
+    t = flow.target
+    return {"event": event, "node": flow.ctx.node.name, "listener": flow.ctx.label,
+            "client": format_addr(flow.client_addr),
+            "target": t.id if t else None,
+            "target_addr": f"{t.ip}:{t.port}" if t else None,
+            "source_seen_by_target": flow.source_seen,
+            "proxy_protocol_v2": proxy_protocol_v2}
+
+
+def close_record(flow: Any, record: dict[str, Any], bytes_in: int, bytes_out: int) -> dict[str, Any]:
+    """Complete a close line (bytes, duration, how it ended) and count ProcessedBytes."""
+    record["bytes_in"] = bytes_in
+    record["bytes_out"] = bytes_out
+    record["duration_ms"] = round((time.monotonic() - flow.started) * 1000, 3)
+    record["end"] = flow.end or "fin"
+    flow.ctx.metrics.inc("ProcessedBytes", bytes_in + bytes_out)
+    return record

@@ -22,6 +22,7 @@ import time
 from typing import Any, Protocol as TypingProtocol
 
 from .config import Node, Target
+from .flowlog import close_record, flow_record
 from .proxy_v2 import encode_v2_proxy
 from .upstream import connect_target, describe, format_addr, reset
 
@@ -315,25 +316,15 @@ class Flow:
             return
         self.finished = True
         self.pending.clear()
-        record = self._record("close")
-        record["bytes_in"] = self.client.nbytes
-        record["bytes_out"] = self.target_half.nbytes if self.target_half is not None else 0
-        record["duration_ms"] = round((time.monotonic() - self.started) * 1000, 3)
-        record["end"] = self.end or "fin"
-        self.ctx.metrics.inc("ProcessedBytes", record["bytes_in"] + record["bytes_out"])
+        record = close_record(self, self._record("close"), self.client.nbytes,
+                              self.target_half.nbytes if self.target_half is not None else 0)
         self.ctx.log(record)
         if self.tls is not None:
             self.ctx.tls_ended(self, time.monotonic() - self.started, record["bytes_in"], record["bytes_out"])
         self.ctx.flow_ended(self)
 
     def _record(self, event: str) -> dict[str, Any]:
-        t = self.target
-        return {"event": event, "node": self.ctx.node.name, "listener": self.ctx.label,
-                "client": format_addr(self.client_addr),
-                "target": t.id if t else None,
-                "target_addr": f"{t.ip}:{t.port}" if t else None,
-                "source_seen_by_target": self.source_seen,
-                "proxy_protocol_v2": self.ctx.proxy_protocol_v2}
+        return flow_record(self, event, self.ctx.proxy_protocol_v2)
 
     # --- idle timeout and resets the NLB generates ---
     def idle_check(self, now: float, idle_timeout: float) -> bool:

@@ -25,14 +25,14 @@ import time
 from typing import Any
 
 from .config import Target
-from .upstream import describe, format_addr
+from .flowlog import close_record, flow_record
+from .upstream import bind_source, describe, format_addr
 
 PIPE_SIZE = 1 << 20
 F_SETPIPE_SZ = 1031
 _FLAGS = 0x01 | 0x02  # SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 _MAX_ROUNDS = 16  # splice rounds per readiness callback (fairness between flows)
 _LINGER_RST = struct.pack("ii", 1, 0)
-IP_BIND_ADDRESS_NO_PORT = 24  # Linux: bind(ip, 0) defers the port choice to connect()
 HAVE_SPLICE = hasattr(os, "splice")
 
 
@@ -208,18 +208,7 @@ class SpliceFlow:
         try:
             sock.setblocking(False)
             source, transparent = self.ctx.bind_source(self.client_addr)
-            if transparent:
-                sock.setsockopt(socket.SOL_IP, 19, 1)  # IP_TRANSPARENT
-            if source is not None:
-                sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-                if source[1] == 0:  # choose the port at connect(), with the 4-tuple known
-                    sock.setsockopt(socket.SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
-                try:
-                    sock.bind(source)
-                except OSError as exc:
-                    if exc.errno != errno.EADDRINUSE or source[1] == 0:
-                        raise
-                    sock.bind((source[0], 0))
+            bind_source(sock, source, transparent, defer_port=True)
             err = sock.connect_ex((target.ip, target.port))
             if err not in (0, errno.EINPROGRESS):
                 raise OSError(err, os.strerror(err))
@@ -339,20 +328,10 @@ class SpliceFlow:
         self._log_close()
 
     def _log_close(self) -> None:
-        record = self._record("close")
-        record["bytes_in"] = self.up.nbytes if self.up else 0
-        record["bytes_out"] = self.down.nbytes if self.down else 0
-        record["duration_ms"] = round((time.monotonic() - self.started) * 1000, 3)
-        record["end"] = self.end or "fin"
-        self.ctx.metrics.inc("ProcessedBytes", record["bytes_in"] + record["bytes_out"])
+        record = close_record(self, self._record("close"), self.up.nbytes if self.up else 0,
+                              self.down.nbytes if self.down else 0)
         self.ctx.log(record)
         self.ctx.flow_ended(self)
 
     def _record(self, event: str) -> dict[str, Any]:
-        t = self.target
-        return {"event": event, "node": self.ctx.node.name, "listener": self.ctx.label,
-                "client": format_addr(self.client_addr),
-                "target": t.id if t else None,
-                "target_addr": f"{t.ip}:{t.port}" if t else None,
-                "source_seen_by_target": self.source_seen,
-                "proxy_protocol_v2": False}
+        return flow_record(self, event, False)

@@ -17,6 +17,27 @@ import struct
 
 SOL_IP = 0
 IP_TRANSPARENT = 19
+IP_BIND_ADDRESS_NO_PORT = 24  # Linux: bind(ip, 0) defers the port choice to connect()
+
+
+def bind_source(sock: socket.socket, source: tuple[str, int] | None, transparent: bool,
+                *, defer_port: bool = False) -> None:
+    """Bind an upstream socket to ``source`` (the client's address with ``transparent``, needs
+    CAP_NET_ADMIN); a taken source port (EADDRINUSE) falls back to an ephemeral one on the same IP.
+    ``defer_port``: with port 0, let connect() pick the port knowing the whole 4-tuple."""
+    if transparent:
+        sock.setsockopt(SOL_IP, IP_TRANSPARENT, 1)
+    if source is None:
+        return
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if defer_port and source[1] == 0:
+        sock.setsockopt(SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+    try:
+        sock.bind(source)
+    except OSError as exc:
+        if exc.errno != errno.EADDRINUSE or source[1] == 0:
+            raise
+        sock.bind((source[0], 0))
 _LINGER_RST = struct.pack("ii", 1, 0)
 
 
@@ -33,16 +54,7 @@ async def connect_target(loop: asyncio.AbstractEventLoop, target: tuple[str, int
     try:
         sock.setblocking(False)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        if transparent:
-            sock.setsockopt(SOL_IP, IP_TRANSPARENT, 1)
-        if source is not None:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                sock.bind(source)
-            except OSError as exc:
-                if exc.errno != errno.EADDRINUSE or source[1] == 0:
-                    raise
-                sock.bind((source[0], 0))
+        bind_source(sock, source, transparent)
         async with asyncio.timeout(timeout):
             await loop.sock_connect(sock, target)
     except BaseException:
