@@ -13,7 +13,6 @@ from lab.render import ROOT, STATE_DIR, compose_path
 from lab.runtime import exec_in
 
 STATE_FILE = STATE_DIR / "state.json"
-FETCH = "import sys,urllib.request;sys.stdout.write(urllib.request.urlopen(sys.argv[1],timeout=5).read().decode())"
 
 
 def add_topology_option(parser) -> None:
@@ -50,17 +49,6 @@ def compose_file_in_use() -> Path:
     return Path(state["compose_file"]) if state else ROOT / "compose.yaml"
 
 
-def admin_get(client, service: str, url: str) -> Any:
-    code, out, err = exec_in(client, service, ["python3", "-c", FETCH, url])
-    if code != 0:
-        detail = err.decode(errors="replace").strip().splitlines()
-        raise LabError(f"{service} admin API {url} did not answer: {detail[-1] if detail else code}")
-    try:
-        return json.loads(out)
-    except ValueError:
-        raise LabError(f"{service} admin API {url} returned non-JSON: {out[:80]!r}") from None
-
-
 # Runs in a simulator's container: METHOD URL [BODY]; prints "<status>\n<body>" whatever the status
 # (the admin APIs' errors are AWS-shaped JSON).
 REQUEST = """
@@ -87,6 +75,17 @@ def admin_request(client, service: str, url: str, body: Any = None, method: str 
         raise LabError(f"{service} admin API {url} did not answer: {detail[-1] if detail else code}")
     status, _, text = out.decode(errors="replace").partition("\n")
     return int(status), text
+
+
+def admin_get(client, service: str, url: str) -> Any:
+    """GET a simulator admin API document; anything but 200 with JSON is a LabError."""
+    status, text = admin_request(client, service, url)
+    if status != 200:
+        raise LabError(f"{service} admin API {url}: HTTP {status}: {text[:120]}")
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise LabError(f"{service} admin API {url} returned non-JSON: {text[:80]!r}") from None
 
 
 def parse_key_values(items: list[str], example: str) -> list[dict[str, str]]:

@@ -7,6 +7,7 @@ import fcntl
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -26,13 +27,30 @@ def lab_json(*args: str):
     return json.loads(lab(*args).stdout)
 
 
-def exec_in(service: str, *argv: str) -> subprocess.CompletedProcess:
-    """Run a command in a lab container (by compose labels, so Compose v1 and v2 names both work)."""
-    found = subprocess.run(["docker", "ps", "-q", "--filter", "label=com.docker.compose.project=static-ingress-lab",
+def container_id(service: str) -> str:
+    """The service's container, running or stopped (by compose labels, so Compose v1 and v2 names both work)."""
+    found = subprocess.run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=static-ingress-lab",
                             "--filter", f"label=com.docker.compose.service={service}"],
                            capture_output=True, text=True, check=True).stdout.split()
-    assert found, f"no running container for {service}"
-    return subprocess.run(["docker", "exec", found[0], *argv], capture_output=True, text=True, timeout=60)
+    assert found, f"no container for {service}"
+    return found[0]
+
+
+def exec_in(service: str, *argv: str) -> subprocess.CompletedProcess:
+    """Run a command in a lab container."""
+    return subprocess.run(["docker", "exec", container_id(service), *argv], capture_output=True, text=True, timeout=60)
+
+
+def wait_for(predicate, what: str, timeout: float = 60.0, step: float = 0.5):
+    """Poll until `predicate()` is truthy (returned); fail naming `what` after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
+        time.sleep(step)
 
 
 LOCK_FILE = "/tmp/static-ingress-lab.lock"

@@ -13,7 +13,7 @@ import pytest
 from lab.cli.trace import parse_alb_entry
 from lab.load import load_topology
 from services.alb_sim.access_log import FIELD_NAMES
-from tests.integration.conftest import exec_in, lab, lab_json
+from tests.integration.conftest import container_id, exec_in, lab, lab_json, wait_for
 
 TOPOLOGY = "default"
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("running_lab")]
@@ -69,24 +69,6 @@ def curl_status(*args: str) -> tuple[int, str]:
     return int(head.split("\n")[0].split()[1]), body
 
 
-def web_container(name: str) -> str:
-    found = subprocess.run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=static-ingress-lab",
-                            "--filter", f"label=com.docker.compose.service={name}"],
-                           capture_output=True, text=True, check=True).stdout.split()
-    assert found, name
-    return found[0]
-
-
-def wait_for(predicate, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-
-
 def health_states(group: str) -> dict[str, str]:
     doc = lab_json("alb", "target-health", group, "--json")
     return {d["Target"]["Id"]: d["TargetHealth"]["State"] for d in doc["TargetHealthDescriptions"]}
@@ -135,9 +117,9 @@ def test_stopped_target_group_fails_open_then_503_when_deregistered():
     topology = load_topology(TOPOLOGY)
     api = [w for w in topology.web if w.service == "api"]
     for w in api:
-        subprocess.run(["docker", "stop", "-t", "1", web_container(w.name)], check=True, capture_output=True)
+        subprocess.run(["docker", "stop", "-t", "1", container_id(w.name)], check=True, capture_output=True)
     try:
-        wait_for(lambda: set(health_states("api").values()) == {"unhealthy"}, 60, "both api targets unhealthy")
+        wait_for(lambda: set(health_states("api").values()) == {"unhealthy"}, "both api targets unhealthy", timeout=60)
         # Fail open: with no healthy target the ALB still tries the registered ones (and they are down).
         status, _ = curl_status(f"https://{SITE}/api/failopen")
         assert status in (502, 504)
@@ -151,9 +133,9 @@ def test_stopped_target_group_fails_open_then_503_when_deregistered():
         assert entry["elb_status_code"] == "503" and entry["target:port"] == "-"
     finally:
         for w in api:
-            subprocess.run(["docker", "start", web_container(w.name)], check=True, capture_output=True)
+            subprocess.run(["docker", "start", container_id(w.name)], check=True, capture_output=True)
     lab("alb", "register", "api", *(f"{w.address}:{w.port}" for w in api))
-    wait_for(lambda: set(health_states("api").values()) == {"healthy"}, 60, "api targets healthy again")
+    wait_for(lambda: set(health_states("api").values()) == {"healthy"}, "api targets healthy again", timeout=60)
     echo = json.loads(lab("curl", f"https://{SITE}/api/back").stdout)
     assert echo["service"] == "api"
 
@@ -162,7 +144,7 @@ def test_rotation_under_steady_traffic_loses_no_request():
     before = lab_json("alb", "nodes", "--json")
     old = {n["Address"] for n in before["Nodes"]}
     traffic = subprocess.Popen(
-        ["docker", "exec", web_container("client"), "python3", "-c", TRAFFIC, "25"],
+        ["docker", "exec", container_id("client"), "python3", "-c", TRAFFIC, "25"],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         time.sleep(4)

@@ -14,7 +14,7 @@ import time
 import pytest
 
 from lab.load import load_topology
-from tests.integration.conftest import exec_in, lab, lab_json
+from tests.integration.conftest import container_id, exec_in, lab, lab_json, wait_for
 
 TOPOLOGY = "nlb-ops"
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("running_lab")]
@@ -50,30 +50,11 @@ def health(tg: str) -> dict[str, dict]:
     return {d["Target"]["Id"]: d["TargetHealth"] for d in docs}
 
 
-def wait_for(predicate, what: str, timeout: float = 60.0, step: float = 0.5):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(step)
-
-
 def resolve(name: str) -> list[str]:
     script = "import socket,sys; print(' '.join(sorted(socket.gethostbyname_ex(sys.argv[1])[2])))"
     result = exec_in("client", "python3", "-c", script, name)
     assert result.returncode == 0, result.stderr
     return result.stdout.split()
-
-
-def container_id(service: str) -> str:
-    out = subprocess.run(["docker", "ps", "-aq", "--filter", "label=com.docker.compose.project=static-ingress-lab",
-                          "--filter", f"label=com.docker.compose.service={service}"],
-                         capture_output=True, text=True, check=True).stdout.split()
-    assert out, service
-    return out[0]
 
 
 def all_healthy() -> bool:

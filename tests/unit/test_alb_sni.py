@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import socket
-import ssl
 import time
-from pathlib import Path
 from typing import Iterator
 
 import pytest
