@@ -9,8 +9,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Iterable, NamedTuple, Sequence
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -30,6 +29,8 @@ HOP_BY_HOP = frozenset({
 })
 # Set by the ALB itself; whatever the client sent under these names is replaced.
 ALB_OWNED = frozenset({b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-port", b"x-amzn-trace-id"})
+_UPSTREAM_DROP = HOP_BY_HOP | ALB_OWNED | {b"content-length"}
+_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
 
 
 def reason(status: int) -> str:
@@ -89,8 +90,7 @@ def upstream_host(received: str | None, *, listener_port: int, preserve: bool,
     return host
 
 
-@dataclass(frozen=True)
-class Target:
+class Target(NamedTuple):
     """What a parsed request-target tells us."""
     path: str
     query: str
@@ -99,6 +99,9 @@ class Target:
 
 
 def parse_target(url: bytes) -> Target:
+    if url[:1] == b"/" and b"#" not in url:  # origin form, the common case
+        path, _, query = url.decode("latin-1").partition("?")
+        return Target(path, query, url, None)
     text = url.decode("latin-1")
     authority = None
     if not text.startswith("/") and "://" in text:
@@ -122,7 +125,8 @@ def build_upstream_head(method: bytes, target: bytes, headers: Headers, *, host:
     `framing` is the body framing header line to add (`Content-Length: n` or
     `Transfer-Encoding: chunked`), or None for no body.
     """
-    drop = HOP_BY_HOP | ALB_OWNED | connection_tokens(headers) | {b"content-length"}
+    tokens = connection_tokens(headers)
+    drop = _UPSTREAM_DROP | tokens if tokens else _UPSTREAM_DROP
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     if xff is not None:
         out.append(b"X-Forwarded-For: " + xff.encode("latin-1") + b"\r\n")
@@ -145,7 +149,8 @@ def build_response_head(status: int, status_text: bytes, headers: Headers, *, fr
     `framing`: `Content-Length: n`, `Transfer-Encoding: chunked` or None (no body, or a
     close-delimited body for an HTTP/1.0 client).
     """
-    drop = HOP_BY_HOP | connection_tokens(headers) | {b"content-length"}
+    tokens = connection_tokens(headers)
+    drop = _RESPONSE_DROP | tokens if tokens else _RESPONSE_DROP
     out = [b"HTTP/1.1 %d " % status, status_text, b"\r\n"]
     for name, value in headers:
         if name.lower() not in drop:

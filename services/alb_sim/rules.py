@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
 
 from .model import Action, Condition, Listener, QueryPair
 
@@ -29,19 +29,29 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-@dataclass(frozen=True)
-class RequestView:
+class RequestView(NamedTuple):
     """What the rule engine may look at: a request as the ALB received it."""
     method: str
     path: str
     query: str
     host: str
-    headers: Sequence[tuple[str, str]]
+    headers: Iterable[tuple[str, str]]
     source_ip: str
 
 
-@dataclass(frozen=True)
-class Match:
+class LatinHeaders:
+    """Received header lines, decoded only if an http-header condition asks for them."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Sequence[tuple[bytes, bytes]]) -> None:
+        self.raw = raw
+
+    def __iter__(self) -> Iterator[tuple[str, str]]:
+        return ((n.decode("latin-1"), v.decode("latin-1")) for n, v in self.raw)
+
+
+class Match(NamedTuple):
     priority: int  # 0 = default rule, as the access log shows it
     actions: tuple[Action, ...]
 
@@ -141,9 +151,10 @@ class RuleTable:
             for r in sorted(listener.rules, key=lambda r: r.priority)
         )
         self.default = Match(0, listener.default_actions)
+        self._tried = tuple((rule, Match(rule.priority, rule.actions)) for rule in self.rules)
 
     def match(self, req: RequestView) -> Match:
-        for rule in self.rules:
+        for rule, result in self._tried:
             if rule.matches(req):
-                return Match(rule.priority, rule.actions)
+                return result
         return self.default

@@ -16,11 +16,11 @@ from collections import deque
 import httptools
 
 from . import httpmsg, stickiness
-from .access_log import AccessLogEntry, format_entry, malformed_request_field, request_field
+from .access_log import AccessLogEntry, ConnectionPart, connection_part, format_entry, malformed_request_field, request_field
 from .config import FixedResponseAction, ForwardAction, RedirectAction
 from .limits import MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
 from .redirect import RedirectRequest, build_location, redirect_status
-from .rules import RequestView, host_without_port
+from .rules import LatinHeaders, RequestView, host_without_port
 from .runtime import ListenerRuntime, log_event
 from .upstream import UpstreamConnection, UpstreamError
 from .exchange import Exchange
@@ -55,6 +55,7 @@ class ClientConnection(asyncio.Protocol):
         self.client_ip = "-"
         self.client_port = 0
         self.tls: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
+        self.log_part: ConnectionPart | None = None  # the access-log fields fixed for this connection
 
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -169,6 +170,10 @@ class ClientConnection(asyncio.Protocol):
                 ex.host = value.decode("latin-1")
             elif lname == b"user-agent":
                 ex.user_agent = value.decode("latin-1")
+            elif lname == b"x-forwarded-for":
+                ex.xff_lines.append(value.decode("latin-1"))
+            elif lname == b"x-amzn-trace-id" and ex.trace_in is None:
+                ex.trace_in = value.decode("latin-1")
         ex.has_body = ex.chunked_in or (ex.content_length not in (None, b"0"))
         ex.received_bytes = len(ex.method) + ex.url_len + 13 + ex.header_bytes
         if ex.version not in ("1.0", "1.1"):
@@ -227,17 +232,15 @@ class ClientConnection(asyncio.Protocol):
         if ex.reject is not None:
             self._respond_local(ex, ex.reject[0], error=ex.reject[1])
             return
-        xff_lines = [v.decode("latin-1") for n, v in ex.headers if n.lower() == b"x-forwarded-for"]
         attrs = self.alb.attributes
-        xff = process_xff(xff_lines, mode=attrs.xff_mode, client_ip=self.client_ip,
+        xff = process_xff(ex.xff_lines, mode=attrs.xff_mode, client_ip=self.client_ip,
                           client_port=self.client_port, client_port_enabled=attrs.xff_client_port)
         if xff.too_many:
             self._respond_local(ex, 463, error=f"X-Forwarded-For has {xff.address_count} addresses")
             return
-        ex.trace = self.alb.trace.process(self._header(ex, b"x-amzn-trace-id"))
-        view = RequestView(method=ex.method.decode("latin-1"), path=target.path, query=target.query,
-                           host=ex.host, headers=[(n.decode("latin-1"), v.decode("latin-1")) for n, v in ex.headers],
-                           source_ip=self.client_ip)
+        ex.trace = self.alb.trace.process(ex.trace_in)
+        view = RequestView(ex.method.decode("latin-1"), target.path, target.query, ex.host,
+                           LatinHeaders(ex.headers), self.client_ip)
         match = self.lr.rules.match(view)
         ex.priority = match.priority
         action = match.actions[0]
@@ -298,32 +301,36 @@ class ClientConnection(asyncio.Protocol):
         self._acquire(ex, (chosen.ip, chosen.port, group.tls), fresh=False)
 
     def _acquire(self, ex: Exchange, key: tuple[str, int, bool], fresh: bool) -> None:
-        def ready(conn: UpstreamConnection, reused: bool) -> None:
+        conn = None if fresh else self.alb.pool.take_idle(key)
+        if conn is not None:
+            self._dispatch(ex, conn, True)
+            return
+
+        def connected(conn: UpstreamConnection) -> None:
             if self.closing or ex.finished or not self.queue or self.queue[0] is not ex:
                 self.alb.pool.release(conn)
-                return
-            ex.upstream, ex.reused = conn, reused
-            ex.t_sent = self.loop.time()
-            conn.start(self, ex.head, head_only=ex.method == b"HEAD")
-            for chunk in ex.body_buf:
-                conn.send_body(chunk, ex.chunked_in)
-            ex.body_buf.clear()
-            ex.body_buffered = 0
-            if ex.body_done:
-                conn.send_body_end(ex.chunked_in)
-            self._resume_reading()
+            else:
+                self._dispatch(ex, conn, False)
 
         def failed(error: UpstreamError) -> None:
             if not self.closing and not ex.finished and self.queue and self.queue[0] is ex:
                 self._upstream_failed(ex, error)
 
-        self.alb.pool.acquire(key, ready, failed, fresh=fresh)
+        self.alb.pool.connect(key, connected, failed)
 
-    def _header(self, ex: Exchange, lname: bytes) -> str | None:
-        for name, value in ex.headers:
-            if name.lower() == lname:
-                return value.decode("latin-1")
-        return None
+    def _dispatch(self, ex: Exchange, conn: UpstreamConnection, reused: bool) -> None:
+        ex.upstream, ex.reused = conn, reused
+        ex.t_sent = self.loop.time()
+        conn.start(self, ex.head, head_only=ex.method == b"HEAD")
+        if ex.body_buf:
+            for chunk in ex.body_buf:
+                conn.send_body(chunk, ex.chunked_in)
+            ex.body_buf.clear()
+            ex.body_buffered = 0
+        if ex.body_done:
+            conn.send_body_end(ex.chunked_in)
+        if self.reading_paused:
+            self._resume_reading()
 
     # --- upstream events (always for self.queue[0]) -----------------------------------
     def on_upstream_interim(self, status: int, text: bytes) -> None:
@@ -479,7 +486,9 @@ class ClientConnection(asyncio.Protocol):
             chosen_cert_arn=cert_arn, matched_rule_priority=ex.priority, actions_executed=ex.actions,
             redirect_url=ex.redirect_url, error_reason=None,
         )
-        self.lr.log.write(format_entry(entry))
+        if self.log_part is None:
+            self.log_part = connection_part(entry)
+        self.lr.log.write(format_entry(entry, self.log_part))
         self.alb.metrics.request(target_group=ex.group.tg.name if ex.group else None, elb_status=ex.elb_status,
                                  target_status=entry.target_status_code, target_time=entry.target_processing_time,
                                  received=ex.received_bytes, sent=ex.sent_bytes)
@@ -512,7 +521,9 @@ class ClientConnection(asyncio.Protocol):
             user_agent=ex.user_agent, ssl_cipher=ssl_cipher, ssl_protocol=ssl_protocol, domain_name=sni,
             chosen_cert_arn=cert_arn, error_reason=None,
         )
-        self.lr.log.write(format_entry(entry))
+        if self.log_part is None:
+            self.log_part = connection_part(entry)
+        self.lr.log.write(format_entry(entry, self.log_part))
         self.alb.metrics.request(target_group=None, elb_status=status, target_status=None, target_time=None,
                                  received=ex.received_bytes, sent=ex.sent_bytes)
         if status >= 500:

@@ -62,7 +62,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_activity = 0.0
         self.idle_since = 0.0
         self.local_ip = ""
-        self._timer: asyncio.TimerHandle | None = None
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -102,7 +101,6 @@ class UpstreamConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        self._cancel_timer()
         self.pool.forget(self)
         self.pool.live.discard(self)
         if self.handler is None:
@@ -176,8 +174,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.handler = handler
         self._reset_message()
         self._head_only = head_only
-        self.last_activity = self.loop.time()
-        self._arm_timer()
+        self.last_activity = self.loop.time()  # the pool's sweep times the response out from here
         self.transport.write(head)
 
     def send_body(self, data: bytes, chunked: bool) -> None:
@@ -202,14 +199,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def close(self) -> None:
         self.handler = None
-        self._cancel_timer()
         if self.transport is not None and not self.closed:
             self.transport.abort()
 
     # --- internals ----------------------------------------------------------------------
     def _complete(self, reusable: bool) -> None:
         handler, self.handler = self.handler, None
-        self._cancel_timer()
         if handler is not None:
             handler.on_upstream_complete(reusable and self.usable)
 
@@ -219,29 +214,19 @@ class UpstreamConnection(asyncio.Protocol):
         if handler is not None:
             handler.on_upstream_error(error)
 
-    def _arm_timer(self) -> None:
-        self._cancel_timer()
-        self._timer = self.loop.call_at(self.last_activity + self.pool.idle_timeout, self._check_timeout)
-
-    def _cancel_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
-    def _check_timeout(self) -> None:
-        self._timer = None
-        if self.handler is None:
-            return
-        if self.loop.time() - self.last_activity >= self.pool.idle_timeout:
+    def check_timeout(self, now: float) -> None:
+        """Called by the pool's sweep: a request waiting longer than the idle timeout fails (504)."""
+        if self.handler is not None and now - self.last_activity >= self.pool.idle_timeout:
             self._fail(UpstreamError("response_timeout", 504, "no response within the idle timeout"))
-        else:
-            self._arm_timer()
 
 
 class UpstreamPool:
     """Idle keep-alive connections per (ip, port, tls)."""
 
     MAX_IDLE_PER_KEY = 256
+    # One periodic sweep times out waiting requests and closes idle connections: a timer per
+    # request cost more CPU than the whole rest of the relay (measured with bench/alb.py).
+    SWEEP_SECONDS = 0.5
 
     def __init__(self, loop: asyncio.AbstractEventLoop, idle_timeout: float,
                  connect_timeout: float = TARGET_CONNECT_TIMEOUT) -> None:
@@ -255,21 +240,25 @@ class UpstreamPool:
         self.source: str | None = None  # local address of new connections (an active node's)
         self.retired: set[str] = set()  # node addresses about to disappear: never reuse their connections
         self.live: set[UpstreamConnection] = set()
+        self._sweeper = loop.call_later(self.SWEEP_SECONDS, self._sweep)
 
-    def acquire(self, key: PoolKey, on_ready: Callable[[UpstreamConnection, bool], None],
-                on_error: Callable[[UpstreamError], None], *, fresh: bool = False) -> None:
-        """Call `on_ready(conn, reused)` now (idle connection) or later (new one), or `on_error`."""
+    def take_idle(self, key: PoolKey) -> UpstreamConnection | None:
+        """The most recently released usable connection for `key`, if any."""
         conns = self.idle.get(key)
-        while conns and not fresh:
+        while conns:
             conn = conns.pop()
             if conn.usable:
-                on_ready(conn, True)
-                return
+                return conn
+        return None
+
+    def connect(self, key: PoolKey, on_ready: Callable[[UpstreamConnection], None],
+                on_error: Callable[[UpstreamError], None]) -> None:
+        """Open a new connection; later call `on_ready(conn)` or `on_error(error)`."""
         task = self.loop.create_task(self._connect(key, on_ready, on_error))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
-    async def _connect(self, key: PoolKey, on_ready: Callable[[UpstreamConnection, bool], None],
+    async def _connect(self, key: PoolKey, on_ready: Callable[[UpstreamConnection], None],
                        on_error: Callable[[UpstreamError], None]) -> None:
         ip, port, tls = key
         try:
@@ -289,7 +278,7 @@ class UpstreamPool:
             on_error(UpstreamError("connect", 502, f"connect to {ip}:{port} failed: {exc.strerror or exc}"))
             return
         self.opened += 1
-        on_ready(conn, False)
+        on_ready(conn)
 
     def release(self, conn: UpstreamConnection) -> None:
         if not conn.usable:
@@ -303,7 +292,6 @@ class UpstreamPool:
             return
         conn.idle_since = self.loop.time()
         conns.append(conn)
-        self.loop.call_at(conn.idle_since + self.idle_timeout, self._expire, conn, conn.idle_since)
 
     def retire_source(self, address: str) -> int:
         """Stop using connections from `address`: idle ones close now, busy ones when released.
@@ -320,13 +308,17 @@ class UpstreamPool:
         if conns and conn in conns:
             conns.remove(conn)
 
-    def _expire(self, conn: UpstreamConnection, idle_since: float) -> None:
-        conns = self.idle.get(conn.key)
-        if conn.idle_since == idle_since and conns and conn in conns:
-            conns.remove(conn)
-            conn.close()
+    def _sweep(self) -> None:
+        now = self.loop.time()
+        self._sweeper = self.loop.call_at(now + self.SWEEP_SECONDS, self._sweep)
+        for conns in self.idle.values():  # oldest first: released connections are appended
+            while conns and now - conns[0].idle_since >= self.idle_timeout:
+                conns.popleft().close()
+        for conn in [c for c in self.live if c.handler is not None]:
+            conn.check_timeout(now)
 
     def close(self) -> None:
+        self._sweeper.cancel()
         for task in list(self._tasks):
             task.cancel()
         for conns in self.idle.values():
