@@ -4,12 +4,28 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import datetime
+import functools
 import ipaddress
 import signal
 import sys
 from typing import Any, Callable, Coroutine, NoReturn, Protocol
 
 Address = tuple[str, int]
+
+
+@functools.lru_cache(maxsize=8)
+def _second_prefix(second: int) -> str:
+    return datetime.datetime.fromtimestamp(second, tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
+def iso_time(epoch: float) -> str:
+    """`2018-07-02T22:23:00.186641Z`: UTC, microseconds (the date part is formatted once a second)."""
+    second = int(epoch // 1)
+    micros = int(round((epoch - second) * 1_000_000))
+    if micros >= 1_000_000:
+        second, micros = second + 1, micros - 1_000_000
+    return f"{_second_prefix(second)}{micros:06d}Z"
 
 
 class ListenAddressError(ValueError):

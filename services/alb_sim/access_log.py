@@ -10,11 +10,11 @@ Decision: inside quoted fields `"` and `\\` are backslash-escaped and control by
 
 from __future__ import annotations
 
-import datetime as _dt
-import functools
 import re
 from dataclasses import dataclass
 from typing import NamedTuple
+
+from services.common import iso_time
 
 FIELD_NAMES: tuple[str, ...] = (
     "type", "time", "elb", "client:port", "target:port", "request_processing_time",
@@ -56,20 +56,6 @@ class AccessLogEntry:
     classification: str | None = None
     classification_reason: str | None = None
     conn_trace_id: str | None = None
-
-
-@functools.lru_cache(maxsize=8)
-def _second_prefix(second: int) -> str:
-    return _dt.datetime.fromtimestamp(second, tz=_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
-
-
-def iso_time(epoch: float) -> str:
-    """`2018-07-02T22:23:00.186641Z`: UTC, microseconds (the date part is formatted once a second)."""
-    second = int(epoch // 1)
-    micros = int(round((epoch - second) * 1_000_000))
-    if micros >= 1_000_000:
-        second, micros = second + 1, micros - 1_000_000
-    return f"{_second_prefix(second)}{micros:06d}Z"
 
 
 def _seconds(value: float | None) -> str:

@@ -13,18 +13,21 @@ source_seen_by_target null.
 from __future__ import annotations
 
 import asyncio
-import datetime
 import json
 import os
 import time
 from typing import IO, Any
 
+from services.common import iso_time
+from .upstream import format_addr
 from .vpcflow import VpcFlowLog, interface_id, records
 
 
+_ENCODER = json.JSONEncoder(separators=(", ", ": "))  # one encoder: json.dumps(separators=) builds one per call
+
+
 def utc_now_iso() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="microseconds").replace(
-        "+00:00", "Z")
+    return iso_time(time.time())
 
 
 class FlowLog:
@@ -44,7 +47,7 @@ class FlowLog:
     def write(self, record: dict[str, Any], listener_addr: tuple[str, int] | None = None) -> None:
         if self._file is None:
             return
-        line = json.dumps({"time": utc_now_iso(), **record}, separators=(", ", ": "))
+        line = _ENCODER.encode({"time": utc_now_iso(), **record})
         self._file.write(line + "\n")
         if self.vpc is not None and record.get("event") == "close":
             self.vpc.write(self._vpc_lines(record, listener_addr or ("0.0.0.0", 0)))
@@ -85,8 +88,6 @@ class FlowLog:
 def flow_record(flow: Any, event: str, proxy_protocol_v2: bool) -> dict[str, Any]:
     """The open/close line's common fields, from a relay or splice flow (duck-typed: ctx,
     client_addr, target, source_seen)."""
-    from .upstream import format_addr
-
     t = flow.target
     return {"event": event, "node": flow.ctx.node.name, "listener": flow.ctx.label,
             "client": format_addr(flow.client_addr),

@@ -18,7 +18,7 @@ from .checker import HealthRegistry
 from .accesslog import AccessLog, TlsConnection, listener_id
 from .metrics import Metrics
 from .relay import ClientSide, Flow
-from .splice import HAVE_SPLICE, PipePool, SpliceFlow
+from .splice import HAVE_SPLICE, PipePool, SpliceFlow, SplicePoller
 
 LISTEN_BACKLOG = 4096
 ACCEPT_BATCH = 64
@@ -49,10 +49,12 @@ class ListenerRuntime:
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.use_splice = HAVE_SPLICE and cfg.splice
         self.pipes = PipePool()
+        self.poller: SplicePoller | None = None  # created when the splice accept loop starts
         self.metrics = metrics or Metrics()
         self.access_log: AccessLog | None = None
         self.hello: dict[int, tuple[str | None, float]] = {}
         self.listener_id = listener_id(cfg.arn, listener.port)
+        self.listen_addr = (node.elastic_ip, listener.port)
         self.refresh(cfg)
 
     def refresh(self, cfg: NlbConfig) -> None:
@@ -163,6 +165,7 @@ class ListenerRuntime:
             # Plain TCP: our own accept loop, so a flow can be spliced from the raw sockets.
             self.listen_sock = sock
             self.loop = asyncio.get_running_loop()
+            self.poller = SplicePoller(self.loop)
             self.loop.add_reader(sock.fileno(), self._accept_ready)
             return
         try:
@@ -183,8 +186,7 @@ class ListenerRuntime:
                 return
             except OSError:  # ECONNABORTED, EMFILE...: the listener keeps serving
                 return
-            conn.setblocking(False)
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            conn.setblocking(False)  # TCP_NODELAY comes from the listening socket
             if self.splice_eligible:
                 SpliceFlow(self, self.loop, conn, (addr[0], addr[1])).connect()
             else:  # PROXY v2 switched on at run time: the Protocol relay takes the socket
@@ -211,6 +213,9 @@ class ListenerRuntime:
             self.server.close()
         for flow in list(self.flows):
             flow.abort()
+        if self.poller is not None:
+            self.poller.close()
+            self.poller = None
         for task in list(self.tasks):
             task.cancel()
 
@@ -221,6 +226,7 @@ def bind_listener(node: Node, listener: Listener) -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # inherited by accepted sockets
         sock.bind(addr)
         sock.listen(LISTEN_BACKLOG)
         sock.setblocking(False)

@@ -6,11 +6,14 @@ Used for flows whose listener and target group are plain TCP without PROXY v2 (t
 surface the listener needs (``target``, ``idle_check``, ``reset_both``, ``abort``) and writes the
 same flow-log records.
 
-Driving: level-triggered readers/writers on the event loop. Per direction one non-blocking pipe
-(``PIPE_SIZE``); a readable source is spliced into the pipe, the pipe into the destination; if the
-destination is full the source reader is removed and a writer waits on the destination
-(backpressure, no buffering in Python). EOF becomes ``shutdown(SHUT_WR)`` on the other socket once
-the pipe is empty; a reset on one side becomes a reset (SO_LINGER 0) on the other.
+Driving: every spliced socket is registered once, edge-triggered for reading and writing, in one
+epoll set (``SplicePoller``) that the event loop watches as a single reader. No readers/writers are
+added or removed per flow: that churn (uvloop poll handles: ioctl + epoll_ctl each time) cost
+more than the relay itself when every flow is short (bench/nlb.py, new connections per second).
+Per direction one non-blocking pipe (``PIPE_SIZE``); a readable source is spliced into the pipe, the
+pipe into the destination; if the destination is full, reading stops until the destination's
+next writable edge (backpressure, no buffering in Python). EOF becomes ``shutdown(SHUT_WR)`` on the
+other socket once the pipe is empty; a reset on one side becomes a reset (SO_LINGER 0) on the other.
 """
 
 from __future__ import annotations
@@ -19,10 +22,11 @@ import asyncio
 import errno
 import fcntl
 import os
+import select
 import socket
 import struct
 import time
-from typing import Any
+from typing import Any, Callable
 
 from .config import Target
 from .flowlog import close_record, flow_record
@@ -32,6 +36,12 @@ PIPE_SIZE = 1 << 20
 F_SETPIPE_SZ = 1031
 _FLAGS = 0x01 | 0x02  # SPLICE_F_MOVE | SPLICE_F_NONBLOCK
 _MAX_ROUNDS = 16  # splice rounds per readiness callback (fairness between flows)
+_EDGE = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
+_READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
+_WRITABLE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+_POLL_BATCH = 256
+_DRAIN = select.EPOLLRDHUP  # as an `events` argument: read until EAGAIN or EOF, whatever was read
+_SMALL_READ = 16384  # a read this short, without a hang-up reported, emptied the socket (see on_readable)
 _LINGER_RST = struct.pack("ii", 1, 0)
 HAVE_SPLICE = hasattr(os, "splice")
 
@@ -65,6 +75,47 @@ class PipePool:
             os.close(pipe[1])
 
 
+class SplicePoller:
+    """One edge-triggered epoll set for all spliced sockets of an event loop.
+
+    ``register(fd, handler)`` once per socket; ``forget(fd)`` before closing it (the kernel drops a
+    closed socket from the set by itself, so no epoll_ctl is spent on the way out). Events already
+    fetched for a socket forgotten earlier in the same batch are dropped: its number may have been
+    reused by a socket registered since."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.loop = loop
+        self.ep = select.epoll()
+        self.handlers: dict[int, Callable[[int], None]] = {}
+        self._forgotten: set[int] = set()
+        loop.add_reader(self.ep.fileno(), self._poll)
+
+    def register(self, fd: int, handler: Callable[[int], None]) -> None:
+        self.handlers[fd] = handler
+        self.ep.register(fd, _EDGE)
+
+    def forget(self, fd: int) -> None:
+        if self.handlers.pop(fd, None) is not None:
+            self._forgotten.add(fd)
+
+    def _poll(self) -> None:
+        forgotten = self._forgotten
+        forgotten.clear()
+        handlers = self.handlers
+        for fd, events in self.ep.poll(0, _POLL_BATCH):
+            if fd in forgotten:
+                continue
+            handler = handlers.get(fd)
+            if handler is not None:
+                handler(events)
+        forgotten.clear()
+
+    def close(self) -> None:
+        self.loop.remove_reader(self.ep.fileno())
+        self.ep.close()
+        self.handlers.clear()
+
+
 class _Direction:
     __slots__ = ("flow", "src", "dst", "src_fd", "dst_fd", "pr", "pw", "pending", "nbytes", "eof",
                  "done", "reading", "writing")
@@ -81,40 +132,41 @@ class _Direction:
         self.reading = False
         self.writing = False
 
-    def start(self) -> None:
-        self._want_read(True)
+    def start(self, events: int | None) -> None:
+        """Start relaying; `events`: what the source reported while the flow was connecting
+        (None: nothing, its next edge will come)."""
+        self.reading = True
+        if events is not None:
+            self.on_readable(events)
 
-    def _want_read(self, on: bool) -> None:
-        loop = self.flow.loop
-        if on and not self.reading:
-            loop.add_reader(self.src_fd, self.on_readable)
-        elif not on and self.reading:
-            loop.remove_reader(self.src_fd)
-        self.reading = on
-
-    def _want_write(self, on: bool) -> None:
-        loop = self.flow.loop
-        if on and not self.writing:
-            loop.add_writer(self.dst_fd, self.on_writable)
-        elif not on and self.writing:
-            loop.remove_writer(self.dst_fd)
-        self.writing = on
-
-    def on_readable(self) -> None:
+    def on_readable(self, events: int = _DRAIN) -> None:
+        """Splice what the source has into the pipe and on. Edge-triggered, so normally read until
+        EAGAIN; one shortcut saves that last empty read on short flows: a read shorter than
+        _SMALL_READ took everything queued (the pipe, empty before it, has room for 256 buffers),
+        and anything arriving later (more data, a FIN) raises a new edge, unless the hang-up was
+        already reported in `events`, in which case reading goes on to the EOF."""
+        if not self.reading:  # waiting for the destination, or at EOF
+            return
         src_fd, pw = self.src_fd, self.pw
+        drain = events & (select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR)
         try:
             for _ in range(_MAX_ROUNDS):
                 n = os.splice(src_fd, pw, PIPE_SIZE, flags=_FLAGS)
                 if n == 0:
                     self.eof = True
-                    self._want_read(False)
+                    self.reading = False
                     break
                 self.pending += n
                 self.nbytes += n
                 if not self._flush():
-                    self._want_read(False)
-                    self._want_write(True)
+                    self.reading = False
+                    self.writing = True
                     return
+                if n < _SMALL_READ and not drain:
+                    return
+            else:  # not drained: no new edge will come for what is left, so come back soon
+                self.flow.loop.call_soon(self.on_readable)
+                return
         except BlockingIOError:
             pass
         except OSError as exc:
@@ -124,17 +176,20 @@ class _Direction:
             self._finish_direction()
 
     def on_writable(self) -> None:
+        if not self.writing:
+            return
         try:
             if not self._flush():
                 return
         except OSError as exc:
             self.flow.failed(self, exc)
             return
-        self._want_write(False)
+        self.writing = False
         if self.eof:
             self._finish_direction()
         else:
-            self._want_read(True)
+            self.reading = True
+            self.on_readable()  # bytes that arrived meanwhile raised no new edge
 
     def _flush(self) -> bool:
         """Move the pipe into the destination; False when the destination is full."""
@@ -151,17 +206,18 @@ class _Direction:
         if self.done:
             return
         self.done = True
-        try:
-            self.dst.shutdown(socket.SHUT_WR)
-        except OSError:
-            pass
+        other = self.flow.down if self is self.flow.up else self.flow.up
+        if other is None or not other.done:  # the last direction to end: close() sends the FIN
+            try:
+                self.dst.shutdown(socket.SHUT_WR)
+            except OSError:
+                pass
         self.flow.direction_done()
 
     def close(self) -> None:
         if self.pr < 0:
             return
-        self._want_read(False)
-        self._want_write(False)
+        self.reading = self.writing = False
         self.flow.pipes.put((self.pr, self.pw), self.pending == 0)
         self.pr = self.pw = -1
 
@@ -171,7 +227,7 @@ class SpliceFlow:
 
     __slots__ = ("ctx", "loop", "client", "target_sock", "client_addr", "local_addr", "started",
                  "target", "source_seen", "end", "finished", "up", "down", "seen_bytes",
-                 "last_active", "expired", "connecting", "pipes")
+                 "last_active", "expired", "connecting", "pipes", "poller", "client_events")
 
     def __init__(self, ctx: Any, loop: asyncio.AbstractEventLoop, client: socket.socket,
                  client_addr: tuple[str, int]) -> None:
@@ -180,8 +236,7 @@ class SpliceFlow:
         self.client = client
         self.target_sock: socket.socket | None = None
         self.client_addr = client_addr
-        local = client.getsockname()
-        self.local_addr: tuple[str, int] = (local[0], local[1])
+        self.local_addr: tuple[str, int] = ctx.listen_addr  # accepted on the node's own address
         self.started = time.monotonic()
         self.target: Target | None = None
         self.source_seen: str | None = None
@@ -194,6 +249,9 @@ class SpliceFlow:
         self.expired = False
         self.connecting = True
         self.pipes: PipePool = ctx.pipes
+        self.poller: SplicePoller = ctx.poller
+        self.client_events: int | None = None  # edges seen on the client before the target connected
+        self.poller.register(client.fileno(), self._client_event)
         ctx.flow_started(self)
 
     # --- setup ---
@@ -204,9 +262,8 @@ class SpliceFlow:
             self._abort_with("error: no target in the node's Availability Zone")
             return
         self.target = target
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
-            sock.setblocking(False)
             source, transparent = self.ctx.bind_source(self.client_addr)
             bind_source(sock, source, transparent, defer_port=True)
             err = sock.connect_ex((target.ip, target.port))
@@ -217,20 +274,17 @@ class SpliceFlow:
             self._abort_with(f"error: connect {target.ip}:{target.port}: {describe(exc)}")
             return
         self.target_sock = sock
+        # Registered after connect(): the set then reports the connection's real state, never
+        # the HUP of a socket that has not started connecting.
+        self.poller.register(sock.fileno(), self._target_event)
         if err == 0:  # connected at once (loopback, same host): no need to wait for writability
             self._connected(False)
-        else:
-            self.loop.add_writer(sock.fileno(), self._connected)
 
-    def _connected(self, waited: bool = True) -> None:
+    def _connected(self, waited: bool, target_events: int | None = None) -> None:
         sock = self.target_sock
         assert sock is not None and self.target is not None
-        if waited:
-            self.loop.remove_writer(sock.fileno())
         err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if waited else 0
         if err:
-            self.target_sock = None
-            sock.close()
             self._abort_with(f"error: connect {self.target.ip}:{self.target.port}: {os.strerror(err)}")
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -239,9 +293,31 @@ class SpliceFlow:
         self.ctx.log(self._record("open"))
         self.up = _Direction(self, self.client, sock)
         self.down = _Direction(self, sock, self.client)
-        self.up.start()
-        self.down.start()
-        self.up.on_readable()  # the client has usually sent its first bytes already
+        self.up.start(self.client_events)  # the client has usually sent its first bytes already
+        self.down.start(target_events)
+
+    # --- socket events (edge-triggered, from the poller) ---
+    def _client_event(self, events: int) -> None:
+        if self.up is None or self.down is None:
+            # Still connecting: the up direction reads what came when it starts.
+            self.client_events = (self.client_events or 0) | events
+            return
+        if events & _READABLE:
+            self.up.on_readable(events)
+        if events & select.EPOLLOUT:
+            self.down.on_writable()
+
+    def _target_event(self, events: int) -> None:
+        if self.connecting:
+            if events & _WRITABLE and not self.finished:
+                self._connected(True, events if events & _READABLE else None)
+            return
+        if self.up is None or self.down is None:
+            return
+        if events & _READABLE:
+            self.down.on_readable(events)
+        if events & select.EPOLLOUT:
+            self.up.on_writable()
 
     # --- events from the directions ---
     def direction_done(self) -> None:
@@ -282,11 +358,12 @@ class SpliceFlow:
         self._log_close()
         for sock in (self.client, self.target_sock):
             if sock is not None:
-                self.loop.add_reader(sock.fileno(), self._rst_speaker, sock)
+                self.poller.handlers[sock.fileno()] = lambda events, sock=sock: (
+                    self._rst_speaker(sock) if events & _READABLE else None)
         return True
 
     def _rst_speaker(self, sock: socket.socket) -> None:
-        self.loop.remove_reader(sock.fileno())
+        self.poller.forget(sock.fileno())
         self.ctx.metrics.inc("TCP_ELB_Reset_Count")
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)
@@ -314,11 +391,10 @@ class SpliceFlow:
         for d in (self.up, self.down):
             if d is not None:
                 d.close()
-        if self.target_sock is not None and self.connecting:
-            self.loop.remove_writer(self.target_sock.fileno())
         for sock in (self.client, self.target_sock):
             if sock is None:
                 continue
+            self.poller.forget(sock.fileno())
             if rst:
                 try:
                     sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _LINGER_RST)

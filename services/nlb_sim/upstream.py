@@ -29,9 +29,10 @@ def bind_source(sock: socket.socket, source: tuple[str, int] | None, transparent
         sock.setsockopt(SOL_IP, IP_TRANSPARENT, 1)
     if source is None:
         return
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if defer_port and source[1] == 0:
+    if defer_port and source[1] == 0:  # connect() picks a port unique for the 4-tuple
         sock.setsockopt(SOL_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+    else:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     try:
         sock.bind(source)
     except OSError as exc:

@@ -10,6 +10,7 @@ estimate, ceil(bytes / 1448) + 2 for the SYN and FIN (docs/decisions.md #28).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from typing import IO
@@ -17,6 +18,7 @@ from typing import IO
 MSS = 1448
 
 
+@functools.lru_cache(maxsize=64)
 def interface_id(lb_arn: str, node: str) -> str:
     return "eni-" + hashlib.sha256(f"{lb_arn}/{node}".encode()).hexdigest()[:17]
 
