@@ -23,6 +23,7 @@ from typing import Any, Protocol as TypingProtocol
 
 from .config import Node, Target
 from .flowlog import close_record, flow_record
+from .idle import idle_step
 from .proxy_v2 import encode_v2_proxy
 from .upstream import connect_target, describe, format_addr, reset
 
@@ -331,11 +332,9 @@ class Flow:
         """Called about once a second; True when the flow has just expired."""
         if self.expired or self.target_half is None or self.connecting:
             return False
-        moved = self.client.nbytes + self.target_half.nbytes
-        if moved != self.seen_bytes:
-            self.seen_bytes, self.last_active = moved, now
-            return False
-        if now - self.last_active < idle_timeout:
+        self.seen_bytes, self.last_active, idle = idle_step(
+            self.seen_bytes, self.last_active, self.client.nbytes + self.target_half.nbytes, now, idle_timeout)
+        if not idle:
             return False
         self.expired = True
         self.end = "idle timeout"

@@ -30,6 +30,7 @@ from typing import Any, Callable
 
 from .config import Target
 from .flowlog import close_record, flow_record
+from .idle import idle_step
 from .upstream import bind_source, describe, format_addr
 
 PIPE_SIZE = 1 << 20
@@ -343,11 +344,9 @@ class SpliceFlow:
         or FIN) gets a RST, the other hears nothing until it speaks too."""
         if self.expired or self.connecting or self.finished:
             return False
-        moved = self.nbytes
-        if moved != self.seen_bytes:
-            self.seen_bytes, self.last_active = moved, now
-            return False
-        if now - self.last_active < idle_timeout:
+        self.seen_bytes, self.last_active, idle = idle_step(
+            self.seen_bytes, self.last_active, self.nbytes, now, idle_timeout)
+        if not idle:
             return False
         self.expired = True
         self.finished = True

@@ -83,10 +83,12 @@ def test_register_deregister_drain_and_attributes_over_the_admin_api(tmp_path: P
     run(main())
 
 
-def test_idle_expired_flow_answers_the_next_speaker_with_a_reset(tmp_path: Path) -> None:
+@pytest.mark.parametrize("splice", [True, False], ids=["splice relay", "protocol relay"])
+def test_idle_expired_flow_answers_the_next_speaker_with_a_reset(tmp_path: Path, splice: bool) -> None:
     async def main() -> None:
         async with Server(echo) as t:
             cfg = nlb_config(tmp_path, [tcp_listener("tg")], [target_group("tg", [("t-1", t.port, "a")])])
+            cfg["splice"] = splice
             async with running(cfg) as app:
                 await wait_healthy(app, "tg", ["t-1"])
                 r, w = await asyncio.open_connection(LO, cfg["listeners"][0]["port"])
@@ -94,6 +96,7 @@ def test_idle_expired_flow_answers_the_next_speaker_with_a_reset(tmp_path: Path)
                 assert await r.readexactly(5) == b"hello"
                 rt = app.listeners[0]
                 flow = next(iter(rt.flows))
+                assert type(flow).__name__ == ("SpliceFlow" if splice else "Flow")
                 loop = asyncio.get_running_loop()
                 assert flow.idle_check(loop.time(), 350.0) is False  # bytes moved since the last look
                 assert flow.idle_check(loop.time() + 349, 350.0) is False
@@ -173,3 +176,14 @@ def test_vpc_endpoint_tlv_in_proxy_header_and_proxy_v2_switched_on_live(tmp_path
                 assert proxied[0].vpce_id == "vpce-08d2bf15fac5001c9"
                 assert proxied[0].length == 100 and proxied[0].crc_valid is True  # AWS's fixed 100 bytes
     run(main())
+
+
+@pytest.mark.parametrize("seen,last,moved,now,expected", [
+    (0, 100.0, 10, 105.0, (10, 105.0, False)),      # bytes moved: the clock restarts
+    (10, 105.0, 10, 454.0, (10, 105.0, False)),     # 349 s silent: still alive
+    (10, 105.0, 10, 455.0, (10, 105.0, True)),      # 350 s silent: idle past the timeout
+    (10, 105.0, 11, 1000.0, (11, 1000.0, False)),   # one byte late is still a byte
+])
+def test_idle_step(seen: int, last: float, moved: int, now: float, expected: tuple) -> None:
+    from services.nlb_sim.idle import idle_step
+    assert idle_step(seen, last, moved, now, 350.0) == expected
