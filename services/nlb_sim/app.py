@@ -13,7 +13,9 @@ from . import control, netsetup
 from .accesslog import AccessLog, elb_field
 from .admin import AdminApi
 from .checker import HealthRegistry, run_checker
-from .config import NlbConfig, Node, Target, TargetGroup
+from services.certselect import choose, read_facts
+
+from .config import Listener, NlbConfig, Node, Target, TargetGroup
 from .dnspublish import run_publisher
 from .flowlog import FlowLog
 from .vpcflow import VpcFlowLog, account_of
@@ -44,7 +46,7 @@ class NlbApp:
         self.listeners: list[ListenerRuntime] = []
         self.ready = asyncio.Event()
         self.metrics = {n.name: Metrics() for n in cfg.nodes}
-        self.hello: dict[int, tuple[str | None, float]] = {}  # id(SSLObject) -> (SNI, ClientHello time)
+        self.hello: dict[int, tuple[str | None, float, str]] = {}  # id(SSLObject) -> (SNI, ClientHello time, cert ARN)
         self._group: asyncio.TaskGroup | None = None
         self._checkers: dict[tuple[str, str, str], asyncio.Task[None]] = {}
         self._drains: dict[tuple[str, str], asyncio.Task[None]] = {}
@@ -186,23 +188,36 @@ class NlbApp:
                 out.append((None, None))
                 continue
             assert lst.certificate is not None and lst.ssl_policy is not None
-            try:
-                front = server_context(lst.certificate.pem, lst.certificate.key, lst.ssl_policy,
-                                       lst.alpn_policy)
-            except (OSError, ssl.SSLError) as exc:
-                raise StartupError(f"listeners[{i}].certificate.pem: cannot load"
-                                   f" {lst.certificate.pem}: {getattr(exc, 'strerror', None) or exc}"
-                                   ) from None
             back = target_context(lst.ssl_policy) if tg.protocol == "TLS" else None
-            hello = self.hello
-
-            def on_hello(obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
-                if len(hello) > 10000:  # handshakes that never completed
-                    hello.clear()
-                hello[id(obj)] = (name, time.monotonic())
-            front.sni_callback = on_hello
-            out.append((front, back))
+            out.append((self._front_context(i, lst), back))
         return out
+
+    def _front_context(self, index: int, lst: Listener) -> ssl.SSLContext:
+        """The default certificate's context; SNI switches to a listed certificate's (certselect),
+        and the ClientHello's name, time and chosen certificate are kept for the access log."""
+        contexts, facts = [], []
+        for where, cert in [("certificate", lst.certificate),
+                            *((f"certificates[{j}]", c) for j, c in enumerate(lst.certificates))]:
+            assert cert is not None and lst.ssl_policy is not None
+            try:
+                contexts.append(server_context(cert.pem, cert.key, lst.ssl_policy, lst.alpn_policy))
+                facts.append(read_facts(cert.pem, cert.key_algorithm))
+            except (OSError, ssl.SSLError) as exc:
+                raise StartupError(f"listeners[{index}].{where}.pem: cannot load {cert.pem}:"
+                                   f" {getattr(exc, 'strerror', None) or exc}") from None
+        arns = [lst.certificate.arn, *(c.arn for c in lst.certificates)]  # type: ignore[union-attr]
+        listed, hello = facts[1:], self.hello
+
+        def on_hello(obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+            if len(hello) > 10000:  # handshakes that never completed
+                hello.clear()
+            chosen = choose(listed, name) if listed else None
+            if chosen is not None:
+                obj.context = contexts[chosen + 1]
+            hello[id(obj)] = (name, time.monotonic(), arns[0 if chosen is None else chosen + 1])
+        for ctx in contexts:
+            ctx.sni_callback = on_hello
+        return contexts[0]
 
     async def run(self, stop: asyncio.Event) -> None:
         """Serve until ``stop`` is set. Raises StartupError / ListenerBindError before serving."""

@@ -15,6 +15,8 @@ import os
 from dataclasses import dataclass
 from typing import Any, Mapping
 
+from services.certselect import DEFAULT_KEY_ALGORITHM, KEY_ALGORITHMS
+
 from .health import parse_matcher
 from .tlsconf import SSL_POLICIES
 
@@ -27,6 +29,7 @@ ALPN_POLICIES = ("None", "HTTP1Only", "HTTP2Only", "HTTP2Optional", "HTTP2Prefer
 # Listener protocol -> target group protocols AWS accepts (NLB-TG23; UDP/TCP_UDP not simulated).
 VALID_COMBINATIONS = {"TCP": ("TCP",), "TLS": ("TCP", "TLS")}
 DEFAULT_SSL_POLICY = "ELBSecurityPolicy-2016-08"  # CLI/CloudFormation default (NLB-TLS23)
+MAX_CERTIFICATES = 25  # certificates per load balancer, default certificates not counted (NLB-LIM23)
 
 
 class ConfigError(Exception):
@@ -46,6 +49,7 @@ class Certificate:
     arn: str
     pem: str
     key: str | None  # None: the private key is in ``pem``
+    key_algorithm: str = DEFAULT_KEY_ALGORITHM  # ACM KeyAlgorithm, ranks SNI matches (certselect)
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +62,7 @@ class Listener:
     alpn_policy: str
     attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
     idle_timeout_seconds: int = 350  # tcp.idle_timeout.seconds (TCP listeners); TLS fixed 350
+    certificates: tuple[Certificate, ...] = ()  # the certificate list (SNI), besides the default
 
     @property
     def label(self) -> str:
@@ -295,6 +300,9 @@ class _Loader:
         listeners = tuple(self.listener(x, f"listeners[{i}]", tg_by_name)
                           for i, x in enumerate(self.list_(raw, "listeners", "")))
         self.unique([x.port for x in listeners], "listeners", "port")
+        if sum(len(x.certificates) for x in listeners) > MAX_CERTIFICATES:
+            raise self.err("listeners", f"TooManyCertificates: a load balancer has at most {MAX_CERTIFICATES}"
+                                        " certificates in its listeners' certificate lists")
         log_dir = self.string(raw, "log_dir", "", "/var/log/lab/nlb")
         admin = self.admin(raw.get("admin", {"address": nodes[0].private_ip, "port": 8080}))
         transparent = raw.get("transparent", True)
@@ -362,17 +370,22 @@ class _Loader:
                            f"{json.dumps(protocol)}: alb target groups need a TCP listener")
         cert: Certificate | None = None
         policy: str | None = None
+        extra: list[Certificate] = []
         if protocol == "TLS":
-            c = self.obj(self.req(raw, "certificate", path), f"{path}.certificate")
-            key = c.get("key")
-            if key is not None and (not isinstance(key, str) or not key):
-                raise self.err(f"{path}.certificate.key", f"{json.dumps(key)} is not a non-empty string")
-            cert = Certificate(arn=c.get("arn", ""), pem=self.string(c, "pem", f"{path}.certificate"),
-                               key=key)
+            cert = self.certificate(self.req(raw, "certificate", path), f"{path}.certificate")
+            listed = raw.get("certificates", [])
+            if not isinstance(listed, list):
+                raise self.err(f"{path}.certificates", f"expected a list, got {json.dumps(listed)}")
+            for i, c in enumerate(listed):
+                extra.append(self.certificate(c, f"{path}.certificates[{i}]"))
+                same = extra[-1].arn or extra[-1].pem
+                if same in [cert.arn or cert.pem, *(e.arn or e.pem for e in extra[:-1])]:
+                    raise self.err(f"{path}.certificates[{i}]", f"{json.dumps(same)} is already the default"
+                                                                " certificate or in the list")
             policy = self.choice(raw, "ssl_policy", path, tuple(SSL_POLICIES), DEFAULT_SSL_POLICY)
-        elif "certificate" in raw or "ssl_policy" in raw:
-            raise self.err(f"{path}.certificate" if "certificate" in raw else f"{path}.ssl_policy",
-                           "only TLS listeners take a certificate and ssl_policy")
+        elif "certificate" in raw or "certificates" in raw or "ssl_policy" in raw:
+            key = next(k for k in ("certificate", "certificates", "ssl_policy") if k in raw)
+            raise self.err(f"{path}.{key}", "only TLS listeners take certificates and ssl_policy")
         alpn = self.choice(raw, "alpn_policy", path, ALPN_POLICIES, "None")
         attrs = self.attrs(raw, path)
         idle = 350
@@ -390,7 +403,16 @@ class _Loader:
             idle = int(value)
         return Listener(protocol=protocol, port=port, target_group=tg_name, certificate=cert,
                         ssl_policy=policy, alpn_policy=alpn, attributes=attrs,
-                        idle_timeout_seconds=idle)
+                        idle_timeout_seconds=idle, certificates=tuple(extra))
+
+    def certificate(self, raw: Any, path: str) -> Certificate:
+        c = self.obj(raw, path)
+        key = c.get("key")
+        if key is not None and (not isinstance(key, str) or not key):
+            raise self.err(f"{path}.key", f"{json.dumps(key)} is not a non-empty string")
+        algorithm = self.choice(c, "key_algorithm", path, tuple(KEY_ALGORITHMS), DEFAULT_KEY_ALGORITHM)
+        return Certificate(arn=c.get("arn", ""), pem=self.string(c, "pem", path), key=key,
+                           key_algorithm=algorithm)
 
     def target_group(self, raw: Any, path: str, azs: tuple[str, ...]) -> TargetGroup:
         raw = self.obj(raw, path)

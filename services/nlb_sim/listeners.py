@@ -52,7 +52,7 @@ class ListenerRuntime:
         self.poller: SplicePoller | None = None  # created when the splice accept loop starts
         self.metrics = metrics or Metrics()
         self.access_log: AccessLog | None = None
-        self.hello: dict[int, tuple[str | None, float]] = {}
+        self.hello: dict[int, tuple[str | None, float, str]] = {}
         self.listener_id = listener_id(cfg.arn, listener.port)
         self.listen_addr = (node.elastic_ip, listener.port)
         self.refresh(cfg)
@@ -138,23 +138,23 @@ class ListenerRuntime:
     def flow_ended(self, flow: Flow) -> None:
         self.flows.discard(flow)
 
-    def tls_started(self, transport: Any) -> tuple[str | None, float | None]:
-        """(SNI, handshake seconds) of a just-completed client TLS handshake."""
+    def tls_started(self, transport: Any) -> tuple[str | None, float | None, str | None]:
+        """(SNI, handshake seconds, chosen certificate ARN) of a just-completed client TLS handshake."""
         obj = transport.get_extra_info("ssl_object")
-        name, hello_at = self.hello.pop(id(obj), (None, None))
-        return name, (time.monotonic() - hello_at) if hello_at is not None else None
+        name, hello_at, arn = self.hello.pop(id(obj), (None, None, None))
+        return name, (time.monotonic() - hello_at) if hello_at is not None else None, arn
 
     def tls_ended(self, flow: Flow, duration: float, received: int, sent: int) -> None:
         if self.access_log is None or flow.tls is None:
             return
-        sni, handshake, cipher, version, alpn = flow.tls
+        sni, handshake, cert_arn, cipher, version, alpn = flow.tls
         self.access_log.write(self.listener_id, TlsConnection(
             end_time=datetime.datetime.now(datetime.timezone.utc),
             client=f"{flow.client_addr[0]}:{flow.client_addr[1]}",
             destination=f"{flow.local_addr[0]}:{flow.local_addr[1]}",
             connection_ms=round(duration * 1000), handshake_ms=None if handshake is None else round(handshake * 1000),
             received_bytes=received, sent_bytes=sent,
-            cert_arn=self.listener.certificate.arn if self.listener.certificate else "",
+            cert_arn=cert_arn or (self.listener.certificate.arn if self.listener.certificate else ""),
             cipher=cipher, protocol=version, sni=sni, alpn=alpn))
 
     # --- lifecycle ---

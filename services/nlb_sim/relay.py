@@ -51,7 +51,7 @@ class FlowContext(TypingProtocol):
     def log(self, record: dict[str, Any]) -> None: ...
     def flow_started(self, flow: Flow) -> None: ...
     def flow_ended(self, flow: Flow) -> None: ...
-    def tls_started(self, transport: Any) -> tuple[str | None, float | None]: ...
+    def tls_started(self, transport: Any) -> tuple[str | None, float | None, str | None]: ...
     def tls_ended(self, flow: Flow, duration: float, received: int, sent: int) -> None: ...
 
 
@@ -158,12 +158,13 @@ class Flow:
         self.seen_bytes = 0
         self.last_active = asyncio.get_running_loop().time()
         self.expired = False
-        self.tls: tuple[str | None, float | None, str | None, str | None, str | None] | None = None
+        # (SNI, handshake seconds, chosen certificate ARN, cipher, TLS version, ALPN)
+        self.tls: tuple[str | None, float | None, str | None, str | None, str | None, str | None] | None = None
         ssl_object = client.transport.get_extra_info("ssl_object")
         if ssl_object is not None:
-            sni, handshake = ctx.tls_started(client.transport)
+            sni, handshake, cert_arn = ctx.tls_started(client.transport)
             cipher = ssl_object.cipher()
-            self.tls = (sni, handshake, cipher[0] if cipher else None, ssl_object.version(),
+            self.tls = (sni, handshake, cert_arn, cipher[0] if cipher else None, ssl_object.version(),
                         ssl_object.selected_alpn_protocol())
         ctx.flow_started(self)
         if not ctx.connect_on_payload:
