@@ -88,6 +88,9 @@ def read_topology_data(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
 
 
 _PLAIN_KEY = re.compile(r"[A-Za-z0-9_.\-]+")
+CERTIFICATE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
+_LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
+DOMAIN_NAME = re.compile(rf"(?:\*\.)?(?:{_LABEL}\.)+[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?")
 TARGET_GROUP_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?")
 
 
@@ -185,6 +188,14 @@ class _Map:
         return list(self.node.value)
 
 
+def _no_certificates(listener: _Map, secure: str) -> None:
+    """Certificates belong to TLS (NLB) / HTTPS (ALB) listeners only."""
+    for key in ("certificate", "certificates", "ssl_policy"):
+        if key in listener:
+            raise listener[key].fail(f"ValidationError: only {secure} listeners take a certificate, a certificate"
+                                     " list and an ssl_policy")
+
+
 def _shown(value: Any) -> str:
     return "nothing" if value is None else repr(value)
 
@@ -254,8 +265,8 @@ class _Loader:
 
     def load(self) -> m.Topology:
         top = self.root.mapping(
-            allowed=("name", "account_id", "region", "site", "networks", "dns", "client", "nlb", "haproxy",
-                     "alb", "web"),
+            allowed=("name", "account_id", "region", "site", "networks", "dns", "client", "certificates", "nlb",
+                     "haproxy", "alb", "web"),
             required=("name", "networks", "dns", "client", "nlb", "haproxy", "alb", "web"),
         )
         self.account = str(top.get("account_id", "123456789012").value)
@@ -301,7 +312,8 @@ class _Loader:
         client = self._client(top["client"])
         self.certificates = {"www": m.Certificate(
             name="www", arn=f"arn:aws:acm:{self.region}:{self.account}:certificate/{m.aws_id('acm', site)}",
-            pem_file="www.pem")}
+            pem_file="www.pem", domain_names=(site, f"*.{dns.public_zone}", dns.public_zone))}
+        self._certificates(top.get("certificates", {}))
 
         haproxy_node = top["haproxy"]
         haproxy_spec = haproxy_node.mapping(allowed=("instances", "alb_servers", "verify", "accept_proxy"),
@@ -402,11 +414,55 @@ class _Loader:
         self.names.add(name)
         return name
 
+    def _certificates(self, node: _Node) -> None:
+        """`certificates:` name -> {domain_name, subject_alternative_names, key_algorithm}: lab "ACM"
+        certificates besides `www` (always issued for the site), issued by lab.certs at `lab up`."""
+        for key in node.mapping().keys():
+            name = str(key)
+            item = node.child(name, node.value[key])
+            if name == "www":
+                raise item.fail("'www' is the site's certificate, always issued (site, *.zone, zone); pick another name")
+            if not CERTIFICATE_NAME.fullmatch(name):
+                raise item.fail("is not a certificate name (1-32 lower-case letters, digits and hyphens)")
+            spec = item.mapping(allowed=("domain_name", "subject_alternative_names", "key_algorithm"),
+                                required=("domain_name",))
+            names = [self._domain_name(spec["domain_name"])]
+            for san in spec.get("subject_alternative_names", []).items():
+                domain = self._domain_name(san)
+                if domain in names:
+                    raise san.fail(f"{domain!r} is already a name of this certificate")
+                names.append(domain)
+            algorithm = spec.get("key_algorithm", "EC_prime256v1").string(m.CERTIFICATE_KEY_ALGORITHMS)
+            self.certificates[name] = m.Certificate(
+                name=name, arn=f"arn:aws:acm:{self.region}:{self.account}:certificate/{m.aws_id('acm', name)}",
+                pem_file=f"acm-{name}.pem", domain_names=tuple(names), key_algorithm=algorithm)
+
+    @staticmethod
+    def _domain_name(node: _Node) -> str:
+        domain = node.string().lower()
+        if len(domain) > 253 or not DOMAIN_NAME.fullmatch(domain):
+            raise node.fail(f"{node.value!r} is not a fully qualified domain name (a wildcard only as the"
+                            " whole first label: *.example.com)")
+        return domain
+
     def _certificate(self, node: _Node) -> m.Certificate:
         name = node.string()
         if name not in self.certificates:
-            raise node.fail(f"unknown certificate {name!r} (the lab issues: {', '.join(self.certificates)})")
+            raise node.fail(f"CertificateNotFound: certificate {name!r} not found (the topology's certificates:"
+                            f" {', '.join(self.certificates)})")
         return self.certificates[name]
+
+    def _certificate_list(self, listener: _Map, default: m.Certificate) -> tuple[m.Certificate, ...]:
+        """A TLS/HTTPS listener's certificate list (SNI), besides its default certificate."""
+        listed: list[m.Certificate] = []
+        for item in listener.get("certificates", []).items():
+            cert = self._certificate(item)
+            if cert == default:
+                raise item.fail(f"{cert.name!r} is the listener's default certificate; the list holds the others")
+            if cert in listed:
+                raise item.fail(f"certificate {cert.name!r} is already in the list")
+            listed.append(cert)
+        return tuple(listed)
 
     def _ssl_policy(self, node: _Node) -> str:
         policy = node.string()
@@ -458,8 +514,8 @@ class _Loader:
             groups[tg_name] = self._nlb_target_group(tgs_node.child(tg_name, tgs_node.value[key]), tg_name)
         listeners = []
         for item in spec["listeners"].items():
-            ls = item.mapping(allowed=("protocol", "port", "target_group", "certificate", "ssl_policy", "alpn_policy",
-                                       "attributes"),
+            ls = item.mapping(allowed=("protocol", "port", "target_group", "certificate", "certificates", "ssl_policy",
+                                       "alpn_policy", "attributes"),
                               required=("protocol", "port", "target_group"))
             protocol = ls["protocol"].string(("TCP", "TLS"))
             port = ls["port"].port()
@@ -478,11 +534,13 @@ class _Loader:
                     f"a {protocol} listener cannot forward to a {tg.protocol} target group of target type "
                     f"{tg.target_type} (allowed: {', '.join(NLB_COMBINATIONS[(protocol, tg.target_type)])})")
             certificate = ssl_policy = None
+            listed: tuple[m.Certificate, ...] = ()
             if protocol == "TLS":
                 certificate = self._certificate(ls["certificate"])
+                listed = self._certificate_list(ls, certificate)
                 ssl_policy = self._ssl_policy(ls.get("ssl_policy", "ELBSecurityPolicy-2016-08"))
-            elif "certificate" in ls:
-                raise ls["certificate"].fail("only TLS listeners take a certificate")
+            else:
+                _no_certificates(ls, "TLS")
             alpn = ls.get("alpn_policy", "None").string(("HTTP1Only", "HTTP2Only", "HTTP2Optional", "HTTP2Preferred", "None"))
             ls_attributes = _attributes(ls.get("attributes", {}), m.NLB_LISTENER_ATTRIBUTES, {},
                                         {"tcp.idle_timeout.seconds": (10 if relaxed else 60, 6000)})
@@ -490,7 +548,7 @@ class _Loader:
                 raise ls["attributes"].fail("only TCP listeners have attributes (TLS: idle timeout fixed at 350 s)")
             listeners.append(m.NlbListener(protocol=protocol, port=port, target_group=tg_name,
                                            certificate=certificate, ssl_policy=ssl_policy, alpn_policy=alpn,
-                                           attributes=ls_attributes))
+                                           attributes=ls_attributes, certificates=listed))
         if not listeners:
             raise spec["listeners"].fail("at least one listener is needed")
         return m.Nlb(
@@ -592,18 +650,24 @@ class _Loader:
                             for k, v in ts.get("attributes", {}).mapping().node.value.items()})
         listeners = []
         for item in spec["listeners"].items():
-            ls = item.mapping(allowed=("protocol", "port", "certificate", "ssl_policy", "rules", "default_actions"),
+            ls = item.mapping(allowed=("protocol", "port", "certificate", "certificates", "ssl_policy", "rules",
+                                       "default_actions"),
                               required=("protocol", "port", "default_actions"))
             protocol = ls["protocol"].string(("HTTP", "HTTPS"))
             certificate = ssl_policy = None
+            listed: tuple[m.Certificate, ...] = ()
             if protocol == "HTTPS":
                 certificate = self._certificate(ls["certificate"])
+                listed = self._certificate_list(ls, certificate)
                 ssl_policy = self._ssl_policy(ls.get("ssl_policy", "ELBSecurityPolicy-2016-08"))
+            else:
+                _no_certificates(ls, "HTTPS")
             # Lists of mappings here; their contents are validated by the ALB's own config loader.
             rules = tuple(item.mapping().node.value for item in ls.get("rules", []).items())
             actions = tuple(item.mapping().node.value for item in ls["default_actions"].items())
             listeners.append(m.AlbListener(protocol=protocol, port=ls["port"].port(), certificate=certificate,
-                                           ssl_policy=ssl_policy, rules=rules, default_actions=actions))
+                                           ssl_policy=ssl_policy, rules=rules, default_actions=actions,
+                                           certificates=listed))
         if not listeners:
             raise spec["listeners"].fail("at least one listener is needed")
         attributes = _attributes(spec.get("attributes", {}), m.ALB_LB_ATTRIBUTES, {

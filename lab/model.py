@@ -76,13 +76,19 @@ class Target:
     az: str
 
 
+# ACM KeyAlgorithm values the lab can issue (trustme: RSA 2048, ECDSA P-256).
+CERTIFICATE_KEY_ALGORITHMS = ("EC_prime256v1", "RSA_2048")
+
+
 @dataclass(frozen=True)
 class Certificate:
-    """A lab "ACM" certificate: issued by the lab public CA, stored under certs/."""
+    """A lab "ACM" certificate: issued by the lab public CA at `lab up`, stored under certs/."""
 
     name: str
     arn: str
     pem_file: str  # file name under certs/
+    domain_names: tuple[str, ...] = ()  # DomainName first, then SubjectAlternativeNames
+    key_algorithm: str = "EC_prime256v1"
 
 
 @dataclass(frozen=True)
@@ -102,6 +108,7 @@ class NlbListener:
     ssl_policy: str | None = None
     alpn_policy: str = "None"
     attributes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # only what the topology sets
+    certificates: tuple[Certificate, ...] = ()  # the listener's certificate list (SNI), besides the default
 
 
 @dataclass(frozen=True)
@@ -175,6 +182,7 @@ class AlbListener:
     ssl_policy: str | None
     rules: tuple[Mapping, ...]  # AWS-shaped rules; validated by services.alb_sim.config
     default_actions: tuple[Mapping, ...]
+    certificates: tuple[Certificate, ...] = ()  # the listener's certificate list (SNI), besides the default
 
 
 @dataclass(frozen=True)

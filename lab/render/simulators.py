@@ -29,13 +29,21 @@ def _certificate(cert: m.Certificate) -> dict[str, str]:
     return {"arn": cert.arn, "pem": f"{CERT_DIR}/{cert.pem_file}"}
 
 
+def _certificate_list(certs: tuple[m.Certificate, ...]) -> dict[str, Any]:
+    """A listener's certificate list (SNI); the key algorithm ranks several matches (NLB-TLS23)."""
+    if not certs:
+        return {}
+    return {"certificates": [{**_certificate(c), "key_algorithm": c.key_algorithm} for c in certs]}
+
+
 def nlb_config(topology: m.Topology) -> dict[str, Any]:
     nlb = topology.nlb
     listeners = []
     for ls in nlb.listeners:
         entry: dict[str, Any] = {"protocol": ls.protocol, "port": ls.port, "target_group": ls.target_group}
         if ls.certificate is not None:
-            entry.update(certificate=_certificate(ls.certificate), ssl_policy=ls.ssl_policy, alpn_policy=ls.alpn_policy)
+            entry.update(certificate=_certificate(ls.certificate), **_certificate_list(ls.certificates),
+                         ssl_policy=ls.ssl_policy, alpn_policy=ls.alpn_policy)
         if ls.attributes:
             entry["attributes"] = dict(ls.attributes)
         listeners.append(entry)
@@ -69,7 +77,8 @@ def alb_config(topology: m.Topology) -> dict[str, Any]:
     for ls in alb.listeners:
         entry: dict[str, Any] = {"protocol": ls.protocol, "port": ls.port}
         if ls.certificate is not None:
-            entry.update(certificate=_certificate(ls.certificate), ssl_policy=ls.ssl_policy)
+            entry.update(certificate=_certificate(ls.certificate), **_certificate_list(ls.certificates),
+                         ssl_policy=ls.ssl_policy)
         entry.update(rules=[dict(r) for r in ls.rules], default_actions=[dict(a) for a in ls.default_actions])
         listeners.append(entry)
     return {

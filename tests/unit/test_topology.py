@@ -68,7 +68,8 @@ def test_ip_target_without_proxy_protocol_loses_client_ip():
     ("nlb.listeners.0.target_group", "nope",
      "nlb.listeners[0].target_group: unknown target group 'nope' (defined: haproxy-https, haproxy-http) in t.yaml"),
     ("nlb.listeners.0.certificate", "other",
-     "nlb.listeners[0].certificate: unknown certificate 'other' (the lab issues: www) in t.yaml"),
+     "nlb.listeners[0].certificate: CertificateNotFound: certificate 'other' not found (the topology's certificates:"
+     " www) in t.yaml"),
     ("nlb.target_groups.haproxy-https.attributes", {"proxy_protocol_v2.enabled": "yes"},
      "nlb.target_groups.haproxy-https.attributes.proxy_protocol_v2.enabled: 'yes' is not a valid value (true, false) in t.yaml"),
     ("nlb.target_groups.haproxy-https.attributes", {"deregistration_delay.timeout_seconds": "4000"},
@@ -178,3 +179,108 @@ def test_bad_yaml_reports_line(tmp_path):
     with pytest.raises(TopologyError) as caught:
         load_topology(str(path))
     assert str(caught.value).startswith(f"{path}: not valid YAML at line 3")
+
+
+CERTS = {"api": {"domain_name": "api.lab.test"},
+         "apps": {"domain_name": "*.apps.lab.test", "subject_alternative_names": ["apps.lab.test"],
+                  "key_algorithm": "RSA_2048"}}
+
+
+def with_certificates(nlb_list=None, alb_list=None, certs=CERTS) -> dict:
+    data = copy.deepcopy(DEFAULT)
+    data["certificates"] = copy.deepcopy(certs)
+    if nlb_list is not None:
+        data["nlb"]["listeners"][0]["certificates"] = nlb_list
+    if alb_list is not None:
+        data["alb"]["listeners"][0]["certificates"] = alb_list
+    return data
+
+
+def test_certificate_lists_reach_both_listeners_and_their_configs():
+    from lab.render.simulators import alb_config, nlb_config, validate_simulator_configs
+    topology = load(with_certificates(["api", "apps"], ["apps"]))
+    by_name = {c.name: c for c in topology.certificates}
+    assert by_name["www"].domain_names == ("www.lab.test", "*.lab.test", "lab.test")
+    assert by_name["apps"].domain_names == ("*.apps.lab.test", "apps.lab.test")
+    assert (by_name["apps"].key_algorithm, by_name["apps"].pem_file) == ("RSA_2048", "acm-apps.pem")
+    assert by_name["api"].arn.startswith("arn:aws:acm:eu-west-2:123456789012:certificate/")
+    assert [c.name for c in topology.nlb.listeners[0].certificates] == ["api", "apps"]
+    assert topology.nlb.listeners[0].certificate.name == "www"
+    assert [c.name for c in topology.alb.listeners[0].certificates] == ["apps"]
+    nlb_tls = nlb_config(topology)["listeners"][0]
+    assert nlb_tls["certificates"] == [
+        {"arn": by_name["api"].arn, "pem": "/lab/certs/acm-api.pem", "key_algorithm": "EC_prime256v1"},
+        {"arn": by_name["apps"].arn, "pem": "/lab/certs/acm-apps.pem", "key_algorithm": "RSA_2048"}]
+    assert alb_config(topology)["listeners"][0]["certificates"] == [
+        {"arn": by_name["apps"].arn, "pem": "/lab/certs/acm-apps.pem", "key_algorithm": "RSA_2048"}]
+    validate_simulator_configs(topology)  # both simulators' loaders accept the lists
+    # The default topology names no list: its rendered configs carry none.
+    assert "certificates" not in nlb_config(load(copy.deepcopy(DEFAULT)))["listeners"][0]
+
+
+@pytest.mark.parametrize("data, message", [
+    (with_certificates(["api", "api"]),
+     "nlb.listeners[0].certificates[1]: certificate 'api' is already in the list in t.yaml"),
+    (with_certificates(["www"]),
+     "nlb.listeners[0].certificates[0]: 'www' is the listener's default certificate; the list holds the others in t.yaml"),
+    (with_certificates(["nope"]),
+     "nlb.listeners[0].certificates[0]: CertificateNotFound: certificate 'nope' not found (the topology's"
+     " certificates: www, api, apps) in t.yaml"),
+    (with_certificates(alb_list=["apps", "nope"]),
+     "alb.listeners[0].certificates[1]: CertificateNotFound: certificate 'nope' not found (the topology's"
+     " certificates: www, api, apps) in t.yaml"),
+    (with_certificates(certs={"www": {"domain_name": "x.lab.test"}}),
+     "certificates.www: 'www' is the site's certificate, always issued (site, *.zone, zone); pick another name in t.yaml"),
+    (with_certificates(certs={"API": {"domain_name": "x.lab.test"}}),
+     "certificates.API: is not a certificate name (1-32 lower-case letters, digits and hyphens) in t.yaml"),
+    (with_certificates(certs={"api": {"domain_name": "api.*.lab.test"}}),
+     "certificates.api.domain_name: 'api.*.lab.test' is not a fully qualified domain name (a wildcard only as the"
+     " whole first label: *.example.com) in t.yaml"),
+    (with_certificates(certs={"api": {"domain_name": "api.lab.test", "subject_alternative_names": ["API.lab.test"]}}),
+     "certificates.api.subject_alternative_names[0]: 'api.lab.test' is already a name of this certificate in t.yaml"),
+    (with_certificates(certs={"api": {"domain_name": "api.lab.test", "key_algorithm": "EC_secp384r1"}}),
+     "certificates.api.key_algorithm: 'EC_secp384r1' is not one of EC_prime256v1, RSA_2048 in t.yaml"),
+    (with_certificates(certs={"api": {"domain": "api.lab.test"}}),
+     "certificates.api.domain: unknown key (allowed here: domain_name, subject_alternative_names, key_algorithm)"
+     " in t.yaml"),
+])
+def test_certificate_errors(data, message):
+    with pytest.raises(TopologyError) as caught:
+        load(data)
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize("listener, key, message", [
+    ("nlb.listeners.1", "certificate", "nlb.listeners[1].certificate: ValidationError: only TLS listeners take a"
+     " certificate, a certificate list and an ssl_policy in t.yaml"),
+    ("nlb.listeners.1", "certificates", "nlb.listeners[1].certificates: ValidationError: only TLS listeners take a"
+     " certificate, a certificate list and an ssl_policy in t.yaml"),
+    ("alb.listeners.1", "certificate", "alb.listeners[1].certificate: ValidationError: only HTTPS listeners take a"
+     " certificate, a certificate list and an ssl_policy in t.yaml"),
+    ("alb.listeners.1", "certificates", "alb.listeners[1].certificates: ValidationError: only HTTPS listeners take a"
+     " certificate, a certificate list and an ssl_policy in t.yaml"),
+])
+def test_certificates_on_plain_listeners_are_refused(listener, key, message):
+    data = with_certificates()
+    section, _, index = listener.split(".")
+    data[section]["listeners"][int(index)][key] = "www" if key == "certificate" else ["api"]
+    with pytest.raises(TopologyError) as caught:
+        load(data)
+    assert str(caught.value) == message
+
+
+def test_lab_certs_issues_every_named_certificate_and_reissues_changed_ones(tmp_path):
+    import ssl
+
+    from lab.certs import ensure_certificates
+    from services.certselect import read_facts
+    topology = load(with_certificates(["api", "apps"]))
+    written = ensure_certificates(topology, tmp_path)
+    assert {"public-ca.pem", "www.pem", "acm-api.pem", "acm-apps.pem"} <= set(written)
+    assert read_facts(str(tmp_path / "acm-apps.pem")).names == ("*.apps.lab.test", "apps.lab.test")
+    ca = ssl.create_default_context(cafile=str(tmp_path / "public-ca.pem"))
+    ca.load_cert_chain(str(tmp_path / "acm-apps.pem"))  # chain + key, RSA key matches its certificate
+    assert ensure_certificates(topology, tmp_path) == []  # nothing to do the second time
+    changed = load(with_certificates(["api"], certs={**CERTS, "api": {"domain_name": "api2.lab.test"}}))
+    assert ensure_certificates(changed, tmp_path) == ["acm-api.pem"]  # same CA, new names
+    assert read_facts(str(tmp_path / "acm-api.pem")).names == ("api2.lab.test",)
