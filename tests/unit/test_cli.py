@@ -27,7 +27,7 @@ def test_unknown_topology():
     result = lab("render", "--topology", "nope")
     assert result.returncode == 2
     assert one_line_error(result) == (
-        "lab render: error: unknown topology 'nope' (known: alb-rules, default, ip-proxy-v2, nlb-alb, nlb-ip, nlb-ops; or give a path to a .yaml file)")
+        "lab render: error: unknown topology 'nope' (known: alb-rules, default, ip-proxy-v2, nlb-alb, nlb-ip, nlb-ops, sni; or give a path to a .yaml file)")
 
 
 def test_bad_key_in_topology_file(tmp_path):
