@@ -36,6 +36,15 @@ def _certificate_list(certs: tuple[m.Certificate, ...]) -> dict[str, Any]:
     return {"certificates": [{**_certificate(c), "key_algorithm": c.key_algorithm} for c in certs]}
 
 
+def _alb_tracking(topology: m.Topology, tg: m.NlbTargetGroup) -> dict[str, Any]:
+    """`alb` target groups follow the ALB's node addresses through its DNS name (decisions #30)."""
+    if tg.target_type != "alb":
+        return {}
+    azs = {n.az for n in topology.nlb.nodes}
+    return {"alb": {"dns_name": topology.alb.dns_name, "resolver": str(topology.dns.vpc_address),
+                    "subnets": {az: str(net) for az, net in topology.subnets.items() if az in azs}}}
+
+
 def nlb_config(topology: m.Topology) -> dict[str, Any]:
     nlb = topology.nlb
     listeners = []
@@ -57,7 +66,7 @@ def nlb_config(topology: m.Topology) -> dict[str, Any]:
         "target_groups": [
             {"name": tg.name, "arn": tg.arn, "protocol": tg.protocol, "port": tg.port, "target_type": tg.target_type,
              "attributes": dict(tg.attributes), "targets": _targets(tg.targets),
-             "health_check": _health_check(tg.health_check)}
+             "health_check": _health_check(tg.health_check), **_alb_tracking(topology, tg)}
             for tg in nlb.target_groups
         ],
         "log_dir": f"{LOG_DIR}/nlb",

@@ -11,6 +11,7 @@ from typing import Callable
 
 from . import control, netsetup
 from .accesslog import AccessLog, elb_field
+from .albtrack import run_alb_tracker
 from .admin import AdminApi
 from .checker import HealthRegistry, run_checker
 from services.certselect import choose, read_facts
@@ -104,6 +105,10 @@ class NlbApp:
                 task.cancel()
         self.registry.remove(tg_name, target.id)
         log.info("%s %s: draining -> unused (deregistered)", tg_name, target.id)
+
+    def _alb_moved(self, tg: TargetGroup) -> None:
+        """The ALB's nodes moved (albtrack): new flows and health checks use the new addresses."""
+        self.set_config(control.replace_target_group(self.cfg, tg))
 
     def modify_target_group_attributes(self, body: dict) -> dict:
         tg = control.lookup_target_group(self.cfg, body.get("TargetGroupName"))
@@ -259,6 +264,9 @@ class NlbApp:
                            for rt in self.listeners]
                 helpers.append(group.create_task(run_publisher(lambda: self.cfg, self._dns_healthy),
                                                  name="dns publisher"))
+                if any(tg.alb is not None for tg in cfg.target_groups):
+                    helpers.append(group.create_task(run_alb_tracker(lambda: self.cfg, self._alb_moved),
+                                                     name="alb tracker"))
                 self.ready.set()
                 await stop.wait()
                 for task in [*self._checkers.values(), *self._drains.values(), *helpers]:

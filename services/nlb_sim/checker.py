@@ -153,6 +153,8 @@ async def run_checker(cfg: NlbConfig, node: Node, tg: TargetGroup, target: Targe
     ctx = _https_context() if tg.health_check.protocol == "HTTPS" else None
     while True:
         current = tg_of() if tg_of is not None else tg
+        # The same target id may have moved (an alb target follows the ALB's node addresses).
+        target = next((t for t in current.targets if t.id == target.id), target)
         started = loop.time()
         ok, detail = await check_once(cfg, node, current, target, ctx)
         change = health.record(ok, detail)

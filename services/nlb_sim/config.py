@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from services.certselect import DEFAULT_KEY_ALGORITHM, KEY_ALGORITHMS
+from services.common import ListenAddressError, parse_listen
 
 from .health import parse_matcher
 from .tlsconf import SSL_POLICIES
@@ -93,6 +94,15 @@ class HealthCheck:
 
 
 @dataclass(frozen=True, slots=True)
+class AlbTracking:
+    """How an ``alb`` target group finds the ALB's current node addresses (albtrack.py)."""
+
+    dns_name: str  # the ALB's DNS name
+    resolver: tuple[str, int]  # the VPC resolver that answers for it
+    subnets: tuple[tuple[str, ipaddress.IPv4Network], ...]  # (AZ, subnet): which AZ an address is in
+
+
+@dataclass(frozen=True, slots=True)
 class TargetGroup:
     name: str
     arn: str
@@ -107,6 +117,7 @@ class TargetGroup:
     targets: tuple[Target, ...]
     health_check: HealthCheck
     attributes: Mapping[str, str]
+    alb: AlbTracking | None = None  # target type alb: follow the ALB's node addresses
 
     def flag(self, key: str, default: bool = False) -> bool:
         return self.attributes.get(key, "true" if default else "false") == "true"
@@ -444,11 +455,36 @@ class _Loader:
                         for i, t in enumerate(self.list_(raw, "targets", path, nonempty=False)))
         self.unique([f"{t.ip}:{t.port}" for t in targets], f"{path}.targets", "ip")
         hc = self.health_check(raw.get("health_check", {}), f"{path}.health_check")
+        alb = None
+        if raw.get("alb") is not None:
+            if target_type != "alb":
+                raise self.err(f"{path}.alb", "only target groups of target type alb follow an ALB")
+            alb = self.alb_tracking(raw["alb"], f"{path}.alb", azs)
         return TargetGroup(name=name, arn=raw.get("arn", ""), protocol=protocol, port=port,
                            target_type=target_type, preserve_client_ip=preserve,
                            proxy_protocol_v2=ppv2, header_placement=placement,
                            deregistration_delay_seconds=int(delay_raw), cross_zone=cross_zone,
-                           targets=targets, health_check=hc, attributes=attrs)
+                           targets=targets, health_check=hc, attributes=attrs, alb=alb)
+
+    def alb_tracking(self, raw: Any, path: str, azs: tuple[str, ...]) -> AlbTracking:
+        raw = self.obj(raw, path)
+        text = self.string(raw, "resolver", path)
+        try:  # "10.20.0.2" (port 53) or "127.0.0.1:5353"
+            resolver = parse_listen(text) if ":" in text else (str(ipaddress.IPv4Address(text)), 53)
+        except (ListenAddressError, ValueError) as exc:
+            raise self.err(f"{path}.resolver", f"{json.dumps(text)} is not an IPv4 address or IP:PORT"
+                                               f" ({exc})") from None
+        subnets = []
+        for az, cidr in self.obj(self.req(raw, "subnets", path), f"{path}.subnets").items():
+            if az not in azs:
+                raise self.err(f"{path}.subnets.{az}", f"{json.dumps(az)} is not an enabled Availability Zone"
+                                                       f" of the load balancer (nodes: {', '.join(azs)})")
+            try:
+                subnets.append((az, ipaddress.IPv4Network(cidr)))
+            except (TypeError, ValueError):
+                raise self.err(f"{path}.subnets.{az}", f"{json.dumps(cidr)} is not an IPv4 CIDR") from None
+        return AlbTracking(dns_name=self.string(raw, "dns_name", path), resolver=resolver,
+                           subnets=tuple(subnets))
 
     def target(self, raw: Any, path: str, tg_port: int, azs: tuple[str, ...]) -> Target:
         raw = self.obj(raw, path)

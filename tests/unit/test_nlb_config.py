@@ -191,6 +191,8 @@ DELETE = object()
     ("target_groups/0/health_check/matcher", "2xx",
      "target_groups[0].health_check.matcher: '2xx' is not a list of HTTP codes or ranges within 200-599"
      ' (e.g. "200", "200,202", "200-399")'),
+    ("target_groups/0/alb", {"dns_name": "alb.lab.internal", "resolver": "10.20.0.2", "subnets": {}},
+     "target_groups[0].alb: only target groups of target type alb follow an ALB"),
     ("admin/port", 65536, "admin.port: 65536 is not a valid port (1-65535)"),
     ("admin/address", "localhost", 'admin.address: "localhost" is not an IPv4 address'),
     ("transparent", "yes", 'transparent: "yes" must be true or false'),
