@@ -45,6 +45,39 @@ REQUEST_HEAD = r"GET /x HTTP/1.1\r\nHost: www.lab.test\r\n"
 REQUEST_END = r"\r\n"
 
 
+# Like HOLD, but the second part is sent when the test writes a line to the script's stdin.
+GATED = r"""
+import json, socket, sys
+eip, first, second, src = sys.argv[1:5]
+s = socket.socket(); s.bind((src, 0)); s.settimeout(60); s.connect((eip, 80))
+print(json.dumps({"event": "connected", "local": "%s:%d" % s.getsockname()}), flush=True)
+s.sendall(first.encode().decode("unicode_escape").encode())
+sys.stdin.readline()
+try:
+    s.sendall(second.encode().decode("unicode_escape").encode())
+    out = {"reply": s.recv(4096).decode(errors="replace")}
+except ConnectionResetError:
+    out = {"error": "ECONNRESET"}
+except BrokenPipeError:
+    out = {"error": "EPIPE"}
+print(json.dumps(out), flush=True)
+"""
+# Open COUNT connections to EIP:80 from each SOURCE, one request each; print their local ip:port.
+CONNECT_MANY = r"""
+import json, socket, sys
+eip, count, sources = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+out = []
+for src in sources:
+    for _ in range(count):
+        s = socket.create_connection((eip, 80), timeout=10, source_address=(src, 0))
+        out.append("%s:%d" % s.getsockname())
+        s.sendall(b"GET /x HTTP/1.1\r\nHost: www.lab.test\r\nConnection: close\r\n\r\n")
+        assert s.recv(4096).startswith(b"HTTP/1.1 301"), out[-1]
+        s.close()
+print(json.dumps(out))
+"""
+
+
 def health(tg: str) -> dict[str, dict]:
     docs = lab_json("nlb", "describe-target-health", "--target-group", tg, "--json")[tg]
     return {d["Target"]["Id"]: d["TargetHealth"] for d in docs}
@@ -170,3 +203,121 @@ class TestNlbOperations:
     def test_status_shows_the_api_changes(self):
         out = lab("status").stdout
         assert out.count(" healthy ") >= 8
+
+
+def flows(event: str) -> list[dict]:
+    return [json.loads(line) for line in exec_in("nlb", "cat", "/var/log/lab/nlb/flows.log").stdout.splitlines()
+            if f'"{event}"' in line]
+
+
+def targets_by_source(eip: str, count: int, sources: list[str]) -> dict[str, set[str]]:
+    """Which targets the flows from each source address went to (the NLB's flow log)."""
+    result = exec_in("client", "python3", "-c", CONNECT_MANY, eip, str(count), *sources)
+    assert result.returncode == 0, result.stderr
+    mine = set(json.loads(result.stdout))
+    out: dict[str, set[str]] = {src: set() for src in sources}
+    opened = [f for f in flows("open") if f["client"] in mine]
+    assert len(opened) == len(mine), (len(opened), len(mine))
+    for f in opened:
+        out[f["client"].rpartition(":")[0]].add(f["target"])
+    return out
+
+
+def set_cross_zone(on: bool) -> None:
+    lab("nlb", "modify-load-balancer-attributes", f"load_balancing.cross_zone.enabled={str(on).lower()}")
+
+
+def start_gated(eip: str, src: str) -> subprocess.Popen:
+    proc = subprocess.Popen(["docker", "exec", "-i", container_id("client"), "python3", "-c", GATED, eip,
+                             REQUEST_HEAD, REQUEST_END, src],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = proc.stdout.readline()
+    assert json.loads(line)["event"] == "connected", (line, proc.stderr.read())
+    proc.local = json.loads(line)["local"]  # type: ignore[attr-defined]
+    return proc
+
+
+def release_gated(proc: subprocess.Popen) -> dict:
+    out, err = proc.communicate("go\n", timeout=90)
+    assert proc.returncode == 0, err
+    return json.loads(out.strip().splitlines()[-1])
+
+
+BLOCK_CHECKS = ("nft add table ip labtest && nft add chain ip labtest input '{ type filter hook input priority 0; }'"
+                " && nft add rule ip labtest input ip saddr '{ 10.20.1.10, 10.20.2.10 }' tcp dport 80 drop")
+
+
+class TestNlbTargetChoice:
+    """Cross-zone on/off, source_ip stickiness and what happens to the flows of a target that turns
+    unhealthy (target_health_state.unhealthy.connection_termination.enabled), on the running lab."""
+
+    def test_cross_zone_off_keeps_each_node_in_its_zone_on_spreads_over_both(self):
+        wait_for(all_healthy, "every target healthy")
+        assert targets_by_source(EIP_A, 6, ["198.51.100.190"]) == {"198.51.100.190": {"haproxy-a"}}
+        assert targets_by_source(EIP_B, 6, ["198.51.100.190"]) == {"198.51.100.190": {"haproxy-b"}}
+        set_cross_zone(True)
+        try:
+            # Flow hashing with a per-connection sequence number: 16 flows through node a reach both AZs.
+            assert targets_by_source(EIP_A, 16, ["198.51.100.191"]) == {"198.51.100.191": {"haproxy-a", "haproxy-b"}}
+        finally:
+            set_cross_zone(False)
+        assert targets_by_source(EIP_A, 6, ["198.51.100.192"]) == {"198.51.100.192": {"haproxy-a"}}
+
+    def test_source_ip_stickiness_pins_each_client_address_to_one_target(self):
+        set_cross_zone(True)  # both targets are candidates for node a
+        lab("nlb", "modify-target-group-attributes", "--target-group", "haproxy-http", "stickiness.enabled=true",
+            "stickiness.type=source_ip")
+        try:
+            sources = [f"198.51.100.{i}" for i in range(193, 199)]
+            seen = targets_by_source(EIP_A, 4, sources)
+            assert all(len(targets) == 1 for targets in seen.values()), seen  # 4 flows, one target per address
+            assert set().union(*seen.values()) == {"haproxy-a", "haproxy-b"}, seen  # addresses still spread
+        finally:
+            lab("nlb", "modify-target-group-attributes", "--target-group", "haproxy-http", "stickiness.enabled=false")
+            set_cross_zone(False)
+
+    def _held_flow_when_target_turns_unhealthy(self, src: str) -> dict:
+        """A flow through node a to haproxy-a stays open while haproxy-a fails its health checks on
+        port 80 (nft drops the checks from the NLB's private addresses; the client's flow, from its
+        own address, is untouched). Cross-zone on, so node a is not failing open. Returns what the
+        client gets when it finally sends the rest of its request."""
+        lab("nlb", "modify-listener-attributes", "--listener", "80", "tcp.idle_timeout.seconds=300")
+        held = start_gated(EIP_A, src)
+        blocked = False
+        try:
+            opened = wait_for(lambda: [f for f in flows("open") if f["client"] == held.local],  # type: ignore[attr-defined]
+                              "the held flow's open record", timeout=10)
+            assert opened[-1]["target"] == "haproxy-a", opened
+            set_cross_zone(True)
+            block = exec_in("haproxy-a", "sh", "-c", BLOCK_CHECKS)
+            assert block.returncode == 0, block.stderr
+            blocked = True
+            wait_for(lambda: health("haproxy-http")["haproxy-a"]["State"] == "unhealthy",
+                     "haproxy-a unhealthy on port 80", timeout=90)
+            assert health("haproxy-https")["haproxy-a"]["State"] == "healthy"  # port 443 checks still pass
+            return release_gated(held)
+        finally:
+            if held.returncode is None:
+                held.kill()
+            if blocked:
+                exec_in("haproxy-a", "nft", "delete", "table", "ip", "labtest")
+            set_cross_zone(False)
+            lab("nlb", "modify-listener-attributes", "--listener", "80", "tcp.idle_timeout.seconds=15")
+            wait_for(all_healthy, "haproxy-a healthy again", timeout=90)
+
+    def test_flows_of_a_target_that_turns_unhealthy_are_reset(self):
+        # AWS default: target_health_state.unhealthy.connection_termination.enabled=true
+        result = self._held_flow_when_target_turns_unhealthy("198.51.100.176")
+        assert result["error"] in ("ECONNRESET", "EPIPE"), result
+        closed = [f for f in flows("close") if f["client"].startswith("198.51.100.176:")]
+        assert closed and closed[-1]["end"] == "rst by nlb: target haproxy-a", closed[-1:]
+
+    def test_flows_of_an_unhealthy_target_continue_when_termination_is_disabled(self):
+        lab("nlb", "modify-target-group-attributes", "--target-group", "haproxy-http",
+            "target_health_state.unhealthy.connection_termination.enabled=false")
+        try:
+            result = self._held_flow_when_target_turns_unhealthy("198.51.100.177")
+        finally:
+            lab("nlb", "modify-target-group-attributes", "--target-group", "haproxy-http",
+                "target_health_state.unhealthy.connection_termination.enabled=true")
+        assert result.get("reply", "").startswith("HTTP/1.1 301"), result  # haproxy-a still answers it
