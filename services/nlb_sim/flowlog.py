@@ -13,9 +13,9 @@ source_seen_by_target null.
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import time
+from json.encoder import encode_basestring_ascii
 from typing import IO, Any
 
 from services.common import iso_time
@@ -23,11 +23,36 @@ from .upstream import format_addr
 from .vpcflow import VpcFlowLog, interface_id, records
 
 
-_ENCODER = json.JSONEncoder(separators=(", ", ": "))  # one encoder: json.dumps(separators=) builds one per call
+def _json(value: Any) -> str:
+    """One flow-record value as JSON, exactly as ``json.dumps`` writes it (str, None, bool, int,
+    finite float: all a record holds)."""
+    if value is None:
+        return "null"
+    if value is True:
+        return "true"
+    if value is False:
+        return "false"
+    if isinstance(value, str):
+        return encode_basestring_ascii(value)
+    return repr(value)
+
+
+def json_line(record: dict[str, Any]) -> str:
+    """``json.dumps(record, separators=(", ", ": "))`` for a flat record with identifier keys, at
+    about half the cost (json.dumps builds an encoder per call; this runs twice per flow)."""
+    return "{" + ", ".join([f'"{key}": {_json(value)}' for key, value in record.items()]) + "}"
 
 
 def utc_now_iso() -> str:
     return iso_time(time.time())
+
+
+def _addr(text: str | None) -> tuple[str, int] | None:
+    """``"ip:port"`` (as the record holds it) -> (ip, port); None for a missing address."""
+    if not text:
+        return None
+    ip, _, port = text.rpartition(":")
+    return ip, int(port)
 
 
 class FlowLog:
@@ -47,8 +72,7 @@ class FlowLog:
     def write(self, record: dict[str, Any], listener_addr: tuple[str, int] | None = None) -> None:
         if self._file is None:
             return
-        line = _ENCODER.encode({"time": utc_now_iso(), **record})
-        self._file.write(line + "\n")
+        self._file.write(json_line({"time": utc_now_iso(), **record}) + "\n")
         if self.vpc is not None and record.get("event") == "close":
             self.vpc.write(self._vpc_lines(record, listener_addr or ("0.0.0.0", 0)))
         if not self._flush_scheduled:
@@ -59,16 +83,11 @@ class FlowLog:
                 self._file.flush()
 
     def _vpc_lines(self, r: dict[str, Any], listener_addr: tuple[str, int]) -> list[str]:
-        def addr(text: str | None) -> tuple[str, int] | None:
-            if not text:
-                return None
-            ip, _, port = text.rpartition(":")
-            return ip, int(port)
         end = int(time.time())
         start = end - int(r.get("duration_ms", 0) // 1000)
-        return records(self.account, interface_id(self.lb_arn, r["node"]), addr(r["client"]),  # type: ignore[arg-type]
-                       listener_addr, addr(r.get("source_seen_by_target")),
-                       addr(r.get("target_addr")), r.get("bytes_in", 0), r.get("bytes_out", 0), start, end)
+        return records(self.account, interface_id(self.lb_arn, r["node"]), _addr(r["client"]),  # type: ignore[arg-type]
+                       listener_addr, _addr(r.get("source_seen_by_target")),
+                       _addr(r.get("target_addr")), r.get("bytes_in", 0), r.get("bytes_out", 0), start, end)
 
     def flush(self) -> None:
         self._flush_scheduled = False
