@@ -56,22 +56,24 @@ class ClientConnection(asyncio.Protocol):
         self.client_port = 0
         self.tls: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
         self.log_part: ConnectionPart | None = None  # the access-log fields fixed for this connection
+        self.log_type = lr.scheme  # access-log `type`: http | https (h2 on HTTP/2 streams)
 
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ssl_obj = transport.get_extra_info("ssl_object")
+        if ssl_obj is not None and ssl_obj.selected_alpn_protocol() == "h2":
+            from .h2front import H2ClientConnection  # h2front builds on this module
+            h2 = H2ClientConnection(self.lr)
+            transport.set_protocol(h2)
+            h2.connection_made(transport)
+            return
         self.transport = transport  # type: ignore[assignment]  # uvloop transports are not subclasses
         self.lr.state.connections.add(self)
         self.alb.metrics.connection_opened()
         peer = transport.get_extra_info("peername") or ("-", 0)
         self.client_ip, self.client_port = peer[0], peer[1]
-        ssl_obj = transport.get_extra_info("ssl_object")
         if ssl_obj is not None:
-            cipher = ssl_obj.cipher()
-            cert = self.lr.listener.certificate
-            chosen = "session-reused" if ssl_obj.session_reused else (
-                getattr(ssl_obj, "alb_cert", None) or (cert.arn if cert else None))
-            self.tls = (cipher[0] if cipher else None, ssl_obj.version(),
-                        getattr(ssl_obj, "alb_sni", None), chosen)
+            self.tls = tls_fields(ssl_obj, self.lr)
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
@@ -431,12 +433,14 @@ class ClientConnection(asyncio.Protocol):
         if status in (400, 501, 505):
             ex.keep_alive = False
         ex.elb_status = status
-        payload = httpmsg.alb_response(status, date=self.alb.http_date(),
-                                       body=httpmsg.error_body(status) if body is None else body,
-                                       content_type=content_type, keep_alive=ex.keep_alive, extra=extra,
-                                       head_only=ex.method == b"HEAD")
-        self._write(ex, payload)
+        self._send_local(ex, status, httpmsg.error_body(status) if body is None else body, content_type, extra)
         self._finish(ex)
+
+    def _send_local(self, ex: Exchange, status: int, body: bytes, content_type: str,
+                    extra: tuple[tuple[str, str], ...]) -> None:
+        """Write a response the ALB generates itself (the HTTP/2 front end writes it as frames)."""
+        self._write(ex, httpmsg.alb_response(status, date=self.alb.http_date(), body=body, content_type=content_type,
+                                             keep_alive=ex.keep_alive, extra=extra, head_only=ex.method == b"HEAD"))
 
     def _release(self, ex: Exchange) -> None:
         member, ex.member = ex.member, None
@@ -471,7 +475,7 @@ class ClientConnection(asyncio.Protocol):
         version = f"HTTP/{ex.version}"
         host = host_without_port(ex.host) if ex.host else self.lr.node.address
         entry = AccessLogEntry(
-            type=self.lr.scheme, time=self.alb.clock(), elb=self.alb.config.lb_id,
+            type=self.log_type, time=self.alb.clock(), elb=self.alb.config.lb_id,
             client=f"{self.client_ip}:{self.client_port}", request_creation_time=ex.created,
             elb_status_code=ex.elb_status, target=ex.target,
             request_processing_time=((ex.t_sent or ex.t_pick) - ex.t0) if ex.t_pick else None,
@@ -571,6 +575,15 @@ class ClientConnection(asyncio.Protocol):
             self._write(ex, httpmsg.alb_response(408, date=self.alb.http_date(), body=httpmsg.error_body(408),
                                                  keep_alive=False))
         self._close()
+
+
+def tls_fields(ssl_obj: ssl.SSLObject, lr: ListenerRuntime) -> tuple[str | None, str | None, str | None, str | None]:
+    """Access-log ssl_cipher, ssl_protocol, domain_name (SNI) and chosen_cert_arn of a TLS connection."""
+    cipher = ssl_obj.cipher()
+    cert = lr.listener.certificate
+    chosen = "session-reused" if ssl_obj.session_reused else (
+        getattr(ssl_obj, "alb_cert", None) or (cert.arn if cert else None))
+    return cipher[0] if cipher else None, ssl_obj.version(), getattr(ssl_obj, "alb_sni", None), chosen
 
 
 def ssl_error_is_noise(context: dict[str, object]) -> bool:
