@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import pytest
 
+from services.alb_sim.config import ConfigError, load_config
 from services.alb_sim.h2msg import fields_size, local_response_fields, parse_request, response_fields
+from services.alb_sim.runtime import alpn_protocols
+from tests.unit.test_alb_config import mutate
 
 BASE = [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"www.lab.test"), (b":path", b"/api/x?y=1")]
 
@@ -66,3 +69,14 @@ def test_local_response_fields() -> None:
                       (b"content-type", b"text/html"), (b"content-length", b"134"),
                       (b"location", b"https://www.lab.test:443/")]
     assert fields_size([(b":status", b"200"), (b"a", b"bc")]) == (7 + 3 + 4) + (1 + 2 + 4) + 2
+
+
+def test_routing_http2_enabled_attribute() -> None:
+    assert load_config(mutate(lambda d: None)).attributes.http2 is True  # AWS default
+    off = load_config(mutate(lambda d: d["attributes"].update({"routing.http2.enabled": "false"})))
+    assert off.attributes.http2 is False
+    assert (alpn_protocols(True), alpn_protocols(False)) == (["h2", "http/1.1"], ["http/1.1"])
+    with pytest.raises(ConfigError) as info:
+        load_config(mutate(lambda d: d["attributes"].update({"routing.http2.enabled": "on"})))
+    assert str(info.value) == ("attributes.routing.http2.enabled: ValidationError: Load balancer attribute value 'on' "
+                               "is not valid for 'routing.http2.enabled' (allowed: true, false)")
