@@ -28,7 +28,7 @@ from h2.errors import ErrorCodes
 from . import h2msg
 from .exchange import Exchange
 from .runtime import ListenerRuntime, log_event
-from .server import ClientConnection, tls_fields
+from .server import ClientConnection, idle_timer_expired, tls_fields
 
 OUT_BUFFER_LIMIT = 256 * 1024  # response bytes held for one stream before its target is paused
 
@@ -296,10 +296,11 @@ class H2ClientConnection(asyncio.Protocol):
                 except Exception as exc:
                     sid = getattr(event, "stream_id", 0)
                     log_event("error", where="h2 event", event=type(event).__name__, stream=sid, error=repr(exc))
-                    stream = self.streams.get(sid)
+                    stream = self.streams.pop(sid, None)
                     if stream is None:
                         raise
                     stream._reset(ErrorCodes.INTERNAL_ERROR)
+                    stream.on_reset()  # release its target connection and log it
         except Exception as exc:
             self.dispatching = False
             self._fatal(f"HTTP/2 connection error: {exc!r}", ErrorCodes.INTERNAL_ERROR)
@@ -423,12 +424,5 @@ class H2ClientConnection(asyncio.Protocol):
         self._idle_timer = self.loop.call_at(self.last_activity + self.idle_timeout, self._idle_check)
 
     def _idle_check(self) -> None:
-        self._idle_timer = None
-        if self.closing:
-            return
-        if self.streams or self.loop.time() - self.last_activity < self.idle_timeout:
-            if self.streams:
-                self.last_activity = self.loop.time()  # the upstream side times a request out
-            self._arm_idle()
-            return
-        self._goaway()
+        if idle_timer_expired(self, busy=bool(self.streams)):
+            self._goaway()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from typing import TYPE_CHECKING
 
 import httptools
 
@@ -25,6 +26,9 @@ from .runtime import ListenerRuntime, log_event
 from .upstream import UpstreamConnection, UpstreamError
 from .exchange import Exchange
 from .xff import process_xff
+
+if TYPE_CHECKING:
+    from .h2front import H2ClientConnection
 
 BODY_BUFFER_LIMIT = 1 << 20  # pause reading the client beyond this much unsent request body
 
@@ -559,13 +563,7 @@ class ClientConnection(asyncio.Protocol):
         self._idle_timer = self.loop.call_at(self.last_activity + self.idle_timeout, self._idle_check)
 
     def _idle_check(self) -> None:
-        self._idle_timer = None
-        if self.closing:
-            return
-        if self.queue or self.loop.time() - self.last_activity < self.idle_timeout:
-            if self.queue:
-                self.last_activity = self.loop.time()  # the upstream side times a request out
-            self._arm_idle()
+        if not idle_timer_expired(self, busy=bool(self.queue)):
             return
         if self.current is not None:  # a request was started but never finished
             ex = self.current
@@ -575,6 +573,21 @@ class ClientConnection(asyncio.Protocol):
             self._write(ex, httpmsg.alb_response(408, date=self.alb.http_date(), body=httpmsg.error_body(408),
                                                  keep_alive=False))
         self._close()
+
+
+def idle_timer_expired(conn: ClientConnection | H2ClientConnection, busy: bool) -> bool:
+    """The idle timer of a client connection went off: True if the connection really was idle for
+    the idle timeout, else the timer is re-armed. A connection with requests in flight counts as
+    active (the upstream side times those requests out)."""
+    conn._idle_timer = None
+    if conn.closing:
+        return False
+    if busy or conn.loop.time() - conn.last_activity < conn.idle_timeout:
+        if busy:
+            conn.last_activity = conn.loop.time()
+        conn._arm_idle()
+        return False
+    return True
 
 
 def tls_fields(ssl_obj: ssl.SSLObject, lr: ListenerRuntime) -> tuple[str | None, str | None, str | None, str | None]:
