@@ -19,6 +19,7 @@ import sys
 import tarfile
 import tempfile
 import time
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
@@ -32,7 +33,9 @@ UPSTREAM_BASE = "debian:bookworm-slim"
 IMAGE_DIR = ROOT / "image"
 WHEEL_DIR = STATE_DIR / "wheels"
 DOCKERD_LOG = Path("/var/log/static-ingress-lab-dockerd.log")
-SERVICE_REQUIREMENTS = ("uvloop>=0.19,<0.24", "httptools>=0.6,<0.10", "dnslib>=0.9.24,<0.10")
+# What the image's services need: pyproject.toml's `services` extra, the one list of them.
+SERVICE_REQUIREMENTS = tuple(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+                             ["optional-dependencies"]["services"])
 
 Say = Callable[[str], None]
 

@@ -224,6 +224,7 @@ def _attributes(d: dict[str, Any], ctx: _Ctx) -> Attributes:
         preserve_host=_bool_attr(raw.get("routing.http.preserve_host_header.enabled", "false"),
                                  "routing.http.preserve_host_header.enabled", ctx),
         raw=raw,
+        http2=_bool_attr(raw.get("routing.http2.enabled", "true"), "routing.http2.enabled", ctx),
     )
 
 

@@ -139,6 +139,7 @@ class Attributes:
     idle_timeout: float = 60.0
     preserve_host: bool = False
     raw: Mapping[str, str] = field(default_factory=dict)
+    http2: bool = True  # routing.http2.enabled: HTTPS listeners offer h2 in ALPN
 
 
 @dataclass(frozen=True)

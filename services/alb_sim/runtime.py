@@ -43,7 +43,13 @@ def log_event(event: str, **fields: object) -> None:
     sys.stdout.flush()
 
 
-def _policy_context(listener: Listener, cert: Certificate) -> ssl.SSLContext:
+def alpn_protocols(http2: bool) -> list[str]:
+    """What an HTTPS listener offers in ALPN: h2 first while `routing.http2.enabled` (AWS default
+    true), then http/1.1. Plain HTTP listeners speak HTTP/1.x only (decisions.md #50)."""
+    return ["h2", "http/1.1"] if http2 else ["http/1.1"]
+
+
+def _policy_context(listener: Listener, cert: Certificate, http2: bool) -> ssl.SSLContext:
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     try:
         ctx.load_cert_chain(cert.pem)
@@ -55,7 +61,7 @@ def _policy_context(listener: Listener, cert: Certificate) -> ssl.SSLContext:
     if "TLS13" not in policy:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
         ctx.set_ciphers(POLICY_2016_08_CIPHERS)
-    ctx.set_alpn_protocols(["http/1.1"])  # no HTTP/2 front end yet: h2 clients fall back
+    ctx.set_alpn_protocols(alpn_protocols(http2))
     return ctx
 
 
@@ -91,13 +97,17 @@ def choose_certificate(candidates: list[tuple[tuple[str, ...], str]], server_nam
     return None
 
 
-def server_tls_context(listener: Listener) -> ssl.SSLContext:
+def server_tls_context(listener: Listener, http2: bool = True,
+                       made: list[ssl.SSLContext] | None = None) -> ssl.SSLContext:
     """TLS for an HTTPS listener: the default certificate, plus the certificate list chosen by SNI
-    (AWS: the default certificate when no listed certificate covers the name, or no SNI)."""
+    (AWS: the default certificate when no listed certificate covers the name, or no SNI).
+    Every context created is appended to `made` (ALPN changes at run time reach them all)."""
     assert listener.certificate is not None
-    ctx = _policy_context(listener, listener.certificate)
+    ctx = _policy_context(listener, listener.certificate, http2)
     default_arn = listener.certificate.arn
-    extra = [(_policy_context(listener, c), c.arn) for c in listener.certificates]
+    extra = [(_policy_context(listener, c, http2), c.arn) for c in listener.certificates]
+    if made is not None:
+        made.extend([ctx] + [c for c, _ in extra])
     candidates = [(certificate_names(c.pem), c.arn) for c in listener.certificates]
 
     def on_sni(ssl_obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
@@ -378,7 +388,9 @@ class AlbRuntime:
         self.sticky = StickyCodec(secrets.token_bytes(32))
         self.logs: dict[str, AccessLogWriter] = {}
         self.listeners = {l.port: l for l in config.listeners}
-        self.contexts = {l.port: server_tls_context(l) if l.protocol == "HTTPS" else None for l in config.listeners}
+        self.tls_contexts: list[ssl.SSLContext] = []
+        self.contexts = {l.port: server_tls_context(l, config.attributes.http2, self.tls_contexts)
+                         if l.protocol == "HTTPS" else None for l in config.listeners}
         self.tables = {l.port: RuleTable(l) for l in config.listeners}
         self.runtimes: list[ListenerRuntime] = []
         self._date_second = -1
@@ -407,6 +419,11 @@ class AlbRuntime:
         for lr in self.runtimes:
             if lr.listener.port == port:
                 lr.listener, lr.rules = listener, table
+
+    def set_http2(self, enabled: bool) -> None:
+        """`routing.http2.enabled` changed: new TLS connections negotiate accordingly."""
+        for ctx in self.tls_contexts:
+            ctx.set_alpn_protocols(alpn_protocols(enabled))
 
     def http_date(self) -> str:
         now = self.clock()

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
+from typing import TYPE_CHECKING
 
 import httptools
 
@@ -25,6 +26,9 @@ from .runtime import ListenerRuntime, log_event
 from .upstream import UpstreamConnection, UpstreamError
 from .exchange import Exchange
 from .xff import process_xff
+
+if TYPE_CHECKING:
+    from .h2front import H2ClientConnection
 
 BODY_BUFFER_LIMIT = 1 << 20  # pause reading the client beyond this much unsent request body
 
@@ -56,22 +60,24 @@ class ClientConnection(asyncio.Protocol):
         self.client_port = 0
         self.tls: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
         self.log_part: ConnectionPart | None = None  # the access-log fields fixed for this connection
+        self.log_type = lr.scheme  # access-log `type`: http | https (h2 on HTTP/2 streams)
 
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        ssl_obj = transport.get_extra_info("ssl_object")
+        if ssl_obj is not None and ssl_obj.selected_alpn_protocol() == "h2":
+            from .h2front import H2ClientConnection  # h2front builds on this module
+            h2 = H2ClientConnection(self.lr)
+            transport.set_protocol(h2)
+            h2.connection_made(transport)
+            return
         self.transport = transport  # type: ignore[assignment]  # uvloop transports are not subclasses
         self.lr.state.connections.add(self)
         self.alb.metrics.connection_opened()
         peer = transport.get_extra_info("peername") or ("-", 0)
         self.client_ip, self.client_port = peer[0], peer[1]
-        ssl_obj = transport.get_extra_info("ssl_object")
         if ssl_obj is not None:
-            cipher = ssl_obj.cipher()
-            cert = self.lr.listener.certificate
-            chosen = "session-reused" if ssl_obj.session_reused else (
-                getattr(ssl_obj, "alb_cert", None) or (cert.arn if cert else None))
-            self.tls = (cipher[0] if cipher else None, ssl_obj.version(),
-                        getattr(ssl_obj, "alb_sni", None), chosen)
+            self.tls = tls_fields(ssl_obj, self.lr)
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
@@ -431,12 +437,14 @@ class ClientConnection(asyncio.Protocol):
         if status in (400, 501, 505):
             ex.keep_alive = False
         ex.elb_status = status
-        payload = httpmsg.alb_response(status, date=self.alb.http_date(),
-                                       body=httpmsg.error_body(status) if body is None else body,
-                                       content_type=content_type, keep_alive=ex.keep_alive, extra=extra,
-                                       head_only=ex.method == b"HEAD")
-        self._write(ex, payload)
+        self._send_local(ex, status, httpmsg.error_body(status) if body is None else body, content_type, extra)
         self._finish(ex)
+
+    def _send_local(self, ex: Exchange, status: int, body: bytes, content_type: str,
+                    extra: tuple[tuple[str, str], ...]) -> None:
+        """Write a response the ALB generates itself (the HTTP/2 front end writes it as frames)."""
+        self._write(ex, httpmsg.alb_response(status, date=self.alb.http_date(), body=body, content_type=content_type,
+                                             keep_alive=ex.keep_alive, extra=extra, head_only=ex.method == b"HEAD"))
 
     def _release(self, ex: Exchange) -> None:
         member, ex.member = ex.member, None
@@ -471,7 +479,7 @@ class ClientConnection(asyncio.Protocol):
         version = f"HTTP/{ex.version}"
         host = host_without_port(ex.host) if ex.host else self.lr.node.address
         entry = AccessLogEntry(
-            type=self.lr.scheme, time=self.alb.clock(), elb=self.alb.config.lb_id,
+            type=self.log_type, time=self.alb.clock(), elb=self.alb.config.lb_id,
             client=f"{self.client_ip}:{self.client_port}", request_creation_time=ex.created,
             elb_status_code=ex.elb_status, target=ex.target,
             request_processing_time=((ex.t_sent or ex.t_pick) - ex.t0) if ex.t_pick else None,
@@ -555,13 +563,7 @@ class ClientConnection(asyncio.Protocol):
         self._idle_timer = self.loop.call_at(self.last_activity + self.idle_timeout, self._idle_check)
 
     def _idle_check(self) -> None:
-        self._idle_timer = None
-        if self.closing:
-            return
-        if self.queue or self.loop.time() - self.last_activity < self.idle_timeout:
-            if self.queue:
-                self.last_activity = self.loop.time()  # the upstream side times a request out
-            self._arm_idle()
+        if not idle_timer_expired(self, busy=bool(self.queue)):
             return
         if self.current is not None:  # a request was started but never finished
             ex = self.current
@@ -571,6 +573,30 @@ class ClientConnection(asyncio.Protocol):
             self._write(ex, httpmsg.alb_response(408, date=self.alb.http_date(), body=httpmsg.error_body(408),
                                                  keep_alive=False))
         self._close()
+
+
+def idle_timer_expired(conn: ClientConnection | H2ClientConnection, busy: bool) -> bool:
+    """The idle timer of a client connection went off: True if the connection really was idle for
+    the idle timeout, else the timer is re-armed. A connection with requests in flight counts as
+    active (the upstream side times those requests out)."""
+    conn._idle_timer = None
+    if conn.closing:
+        return False
+    if busy or conn.loop.time() - conn.last_activity < conn.idle_timeout:
+        if busy:
+            conn.last_activity = conn.loop.time()
+        conn._arm_idle()
+        return False
+    return True
+
+
+def tls_fields(ssl_obj: ssl.SSLObject, lr: ListenerRuntime) -> tuple[str | None, str | None, str | None, str | None]:
+    """Access-log ssl_cipher, ssl_protocol, domain_name (SNI) and chosen_cert_arn of a TLS connection."""
+    cipher = ssl_obj.cipher()
+    cert = lr.listener.certificate
+    chosen = "session-reused" if ssl_obj.session_reused else (
+        getattr(ssl_obj, "alb_cert", None) or (cert.arn if cert else None))
+    return cipher[0] if cipher else None, ssl_obj.version(), getattr(ssl_obj, "alb_sni", None), chosen
 
 
 def ssl_error_is_noise(context: dict[str, object]) -> bool:

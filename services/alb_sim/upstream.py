@@ -62,6 +62,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.last_activity = 0.0
         self.idle_since = 0.0
         self.local_ip = ""
+        self.reading_paused = False
         self._reset_message()
 
     def _reset_message(self) -> None:
@@ -191,10 +192,12 @@ class UpstreamConnection(asyncio.Protocol):
 
     def pause_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self.reading_paused = True
             self.transport.pause_reading()
 
     def resume_reading(self) -> None:
         if self.transport is not None and not self.closed:
+            self.reading_paused = False
             self.transport.resume_reading()
 
     def close(self) -> None:
@@ -283,6 +286,8 @@ class UpstreamPool:
     def release(self, conn: UpstreamConnection) -> None:
         if not conn.usable:
             return
+        if conn.reading_paused:  # paused for a slow client while the rest of its response was already read
+            conn.resume_reading()
         if conn.local_ip in self.retired:
             conn.close()
             return
