@@ -181,6 +181,7 @@ class TargetGroupRuntime:
         self._random: WeightedRandom[Member] = WeightedRandom(self.rng)
         self.tls = tg.protocol == "HTTPS"
         self.attributes: TargetGroupAttributes = tg.attributes
+        self.app_key = f"{tg.name}#app"  # AWSALBAPP values name this, so an AWSALB value is not one
         self.spawn: Spawn | None = None  # set once the simulator's TaskGroup runs
         self.on_removed: Callable[[Member], None] | None = None
 

@@ -21,7 +21,7 @@ from .config import FixedResponseAction, ForwardAction, RedirectAction
 from .limits import MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
 from .redirect import RedirectRequest, build_location, redirect_status
 from .rules import LatinHeaders, RequestView, host_without_port
-from .runtime import ListenerRuntime, log_event
+from .runtime import ListenerRuntime, Member, TargetGroupRuntime, log_event
 from .upstream import UpstreamConnection, UpstreamError
 from .exchange import Exchange
 from .xff import process_xff
@@ -271,21 +271,11 @@ class ClientConnection(asyncio.Protocol):
                 self.alb.sticky.encode("#group", group.tg.name, now + action.stickiness_seconds), now,
                 (stickiness.GROUP_COOKIE, stickiness.GROUP_CORS_COOKIE))
         ex.group = group
-        sticky = group.attributes.stickiness
-        member = None
-        if sticky:
-            now = self.alb.clock()
-            cookie = stickiness.cookie_value(ex.headers, stickiness.COOKIE)
-            member = group.sticky_member(self.alb.sticky.decode(cookie, group.tg.name, now) if cookie else None)
-        if member is None:
-            member = group.pick()
+        member = self._sticky_member(ex, group) if group.attributes.stickiness else group.pick()
         if member is None:
             self._respond_local(ex, 503, error="target group has no registered targets")
             return
         chosen = member.target
-        if sticky:  # expiry reset on every request, as AWS does
-            value = self.alb.sticky.encode(group.tg.name, member.addr, now + group.attributes.stickiness_seconds)
-            ex.cookies = (ex.cookies or []) + stickiness.set_cookie_headers(value, now)
         member.inflight += 1
         ex.member = member
         ex.target = member.addr
@@ -299,6 +289,30 @@ class ClientConnection(asyncio.Protocol):
                                               proto=self.lr.scheme, port=self.lr.listener.port,
                                               trace_id=ex.trace, framing=framing)
         self._acquire(ex, (chosen.ip, chosen.port, group.tls), fresh=False)
+
+    def _sticky_member(self, ex: Exchange, group: TargetGroupRuntime) -> Member | None:
+        """Target group stickiness (lb_cookie or app_cookie): the cookie's target if it may still take
+        requests, else the algorithm's pick; queues the ALB's Set-Cookie headers on `ex`."""
+        attrs, codec, now = group.attributes, self.alb.sticky, self.alb.clock()
+        if attrs.stickiness_type == "app_cookie":
+            app = stickiness.cookie_value(ex.headers, attrs.app_cookie_name) is not None
+            cookie = stickiness.cookie_value(ex.headers, stickiness.APP_COOKIES[0]) if app else None
+            stuck = codec.decode(cookie, group.app_key, now) if cookie else None
+            member = group.sticky_member(stuck) or group.pick()
+            if member is None:
+                return None
+            if stuck is not None:  # sticky, or stuck to a new target now: expiry reset on this response
+                ex.cookies = (ex.cookies or []) + stickiness.app_set_cookie_headers(
+                    codec.encode(group.app_key, member.addr, now + attrs.app_cookie_seconds), now)
+            else:  # sticky from the response that sets the application cookie on
+                ex.app_cookie = attrs.app_cookie_name.encode()
+            return member
+        cookie = stickiness.cookie_value(ex.headers, stickiness.COOKIE)
+        member = group.sticky_member(codec.decode(cookie, group.tg.name, now) if cookie else None) or group.pick()
+        if member is not None:  # expiry reset on every request, as AWS does
+            ex.cookies = (ex.cookies or []) + stickiness.set_cookie_headers(
+                codec.encode(group.tg.name, member.addr, now + attrs.stickiness_seconds), now)
+        return member
 
     def _acquire(self, ex: Exchange, key: tuple[str, int, bool], fresh: bool) -> None:
         conn = None if fresh else self.alb.pool.take_idle(key)
@@ -355,6 +369,10 @@ class ClientConnection(asyncio.Protocol):
         if not ex.body_done:
             ex.keep_alive = False  # answered before the request body ended: do not reuse
         ex.response_started = True
+        if ex.app_cookie is not None and ex.group is not None and stickiness.app_cookie_set(headers, ex.app_cookie):
+            group, now = ex.group, self.alb.clock()
+            ex.cookies = (ex.cookies or []) + stickiness.app_set_cookie_headers(self.alb.sticky.encode(
+                group.app_key, ex.target or "", now + group.attributes.app_cookie_seconds), now)
         # Held back so the head and the first body bytes leave in one TLS record / one send.
         if ex.cookies:
             headers = headers + ex.cookies

@@ -97,7 +97,8 @@ class EchoBackend:
                     self.transport.write(b"0\r\n\r\n")
                     return
                 body = json.dumps(record).encode()
-                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Backend: "
+                cookie = b"Set-Cookie: SESSIONID=s-1; Path=/\r\n" if b"setcookie" in self.url else b""
+                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + cookie + b"X-Backend: "
                                      + backend.name.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
                 if not self.keep_alive:
                     self.transport.close()
