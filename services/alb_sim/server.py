@@ -29,12 +29,16 @@ from .xff import process_xff
 BODY_BUFFER_LIMIT = 1 << 20  # pause reading the client beyond this much unsent request body
 
 
-class Reject(Exception):
-    """Raised inside parser callbacks: answer `status` and close the connection."""
+HEADER_TOO_LARGE = "Request Header Or Cookie Too Large"  # the ALB's 400 page for oversized headers
 
-    def __init__(self, status: int, reason: str) -> None:
+
+class Reject(Exception):
+    """Raised inside parser callbacks: answer `status` (its page naming `page` if given) and close."""
+
+    def __init__(self, status: int, reason: str, page: str | None = None) -> None:
         super().__init__(reason)
         self.status = status
+        self.page = page
 
 
 class ClientConnection(asyncio.Protocol):
@@ -88,7 +92,7 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, Reject):
-                self._protocol_error(cause.status, str(cause))
+                self._protocol_error(cause.status, str(cause), cause.page)
             else:
                 log_event("error", where="request callback", error=repr(cause))
                 self._protocol_error(400, f"internal error: {cause!r}")
@@ -138,8 +142,8 @@ class ClientConnection(asyncio.Protocol):
         ex = self.current
         assert ex is not None
         ex.url_len += len(url)
-        if ex.url_len > MAX_REQUEST_LINE:
-            raise Reject(400, "request line larger than 16K")
+        if ex.url_len > MAX_REQUEST_LINE:  # the URL is what makes a request line long: 414 (decisions.md #45)
+            raise Reject(414, "request line larger than 16K")
         ex.url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -148,7 +152,7 @@ class ClientConnection(asyncio.Protocol):
         size = len(name) + len(value) + 4
         ex.header_bytes += size
         if size > MAX_SINGLE_HEADER or ex.header_bytes > MAX_REQUEST_HEADERS:
-            raise Reject(400, "request header larger than 16K / headers larger than 64K")
+            raise Reject(400, "request header larger than 16K / headers larger than 64K", HEADER_TOO_LARGE)
         ex.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -511,7 +515,7 @@ class ClientConnection(asyncio.Protocol):
                                  target_status=entry.target_status_code, target_time=entry.target_processing_time,
                                  received=ex.received_bytes, sent=ex.sent_bytes)
 
-    def _protocol_error(self, status: int, detail: str) -> None:
+    def _protocol_error(self, status: int, detail: str, page: str | None = None) -> None:
         """The client sent bytes we cannot parse: answer (after earlier requests), log, close."""
         if self.closing or self.transport is None:
             return
@@ -524,7 +528,7 @@ class ClientConnection(asyncio.Protocol):
         ex.keep_alive = False
         ex.elb_status = status
         method = ex.method.decode("latin-1") if ex.method else ""
-        payload = httpmsg.alb_response(status, date=self.alb.http_date(), body=httpmsg.error_body(status),
+        payload = httpmsg.alb_response(status, date=self.alb.http_date(), body=httpmsg.error_body(status, page),
                                        keep_alive=False)
         self._write(ex, payload)
         ssl_cipher, ssl_protocol, sni, cert_arn = self.tls
@@ -533,7 +537,7 @@ class ClientConnection(asyncio.Protocol):
             client=f"{self.client_ip}:{self.client_port}", request_creation_time=ex.created,
             elb_status_code=status, received_bytes=ex.received_bytes, sent_bytes=ex.sent_bytes,
             request=(malformed_request_field(self.lr.scheme, self.lr.node.address, self.lr.listener.port)
-                     if status == 400 or not method else
+                     if status in (400, 414) or not method else
                      request_field(method, self.lr.scheme, host_without_port(ex.host) or self.lr.node.address,
                                    self.lr.listener.port, b"".join(ex.url).decode("latin-1"), f"HTTP/{ex.version}")),
             user_agent=ex.user_agent, ssl_cipher=ssl_cipher, ssl_protocol=ssl_protocol, domain_name=sni,
