@@ -18,6 +18,7 @@ from .model import (  # noqa: F401  (re-exported: the config API)
     ForwardAction, HealthCheck, Listener, Node, QueryPair, RedirectAction, Rotation, Rule, Target, TargetGroup, TargetGroupAttributes,
     WeightedTargetGroup,
 )
+from .desync import MODES as DESYNC_MODES
 from .limits import (
     CONDITION_FIELDS,
     FIXED_RESPONSE_CONTENT_TYPES,
@@ -214,6 +215,10 @@ def _attributes(d: dict[str, Any], ctx: _Ctx) -> Attributes:
     if mode not in ("append", "preserve", "remove"):
         raise ctx.fail("attributes.routing.http.xff_header_processing.mode",
                        f"ValidationError: '{mode}' is not a valid value (append, preserve, remove)")
+    desync = raw.get("routing.http.desync_mitigation_mode", "defensive")
+    if desync not in DESYNC_MODES:
+        raise ctx.fail("attributes.routing.http.desync_mitigation_mode",
+                       f"ValidationError: '{desync}' is not a valid value ({', '.join(DESYNC_MODES)})")
     idle = ctx.integer(raw.get("idle_timeout.timeout_seconds", "60"),
                        "attributes.idle_timeout.timeout_seconds", 1, 4000, "idle timeout in seconds")
     return Attributes(
@@ -223,6 +228,7 @@ def _attributes(d: dict[str, Any], ctx: _Ctx) -> Attributes:
         idle_timeout=float(idle),
         preserve_host=_bool_attr(raw.get("routing.http.preserve_host_header.enabled", "false"),
                                  "routing.http.preserve_host_header.enabled", ctx),
+        desync_mode=desync,
         raw=raw,
     )
 

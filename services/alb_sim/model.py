@@ -139,6 +139,7 @@ class Attributes:
     xff_client_port: bool = False
     idle_timeout: float = 60.0
     preserve_host: bool = False
+    desync_mode: str = "defensive"  # routing.http.desync_mitigation_mode: monitor | defensive | strictest
     raw: Mapping[str, str] = field(default_factory=dict)
 
 

@@ -15,7 +15,7 @@ from collections import deque
 
 import httptools
 
-from . import httpmsg, stickiness
+from . import desync, httpmsg, stickiness
 from .access_log import AccessLogEntry, ConnectionPart, connection_part, format_entry, malformed_request_field, request_field
 from .config import FixedResponseAction, ForwardAction, RedirectAction
 from .limits import MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
@@ -35,10 +35,12 @@ HEADER_TOO_LARGE = "Request Header Or Cookie Too Large"  # the ALB's 400 page fo
 class Reject(Exception):
     """Raised inside parser callbacks: answer `status` (its page naming `page` if given) and close."""
 
-    def __init__(self, status: int, reason: str, page: str | None = None) -> None:
+    def __init__(self, status: int, reason: str, page: str | None = None,
+                 verdict: desync.Verdict | None = None) -> None:
         super().__init__(reason)
         self.status = status
         self.page = page
+        self.verdict = verdict
 
 
 class ClientConnection(asyncio.Protocol):
@@ -92,15 +94,15 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, Reject):
-                self._protocol_error(cause.status, str(cause), cause.page)
+                self._protocol_error(cause.status, str(cause), cause.page, cause.verdict)
             else:
                 log_event("error", where="request callback", error=repr(cause))
                 self._protocol_error(400, f"internal error: {cause!r}")
         except httptools.HttpParserUpgrade:
             if self.queue:  # upgrade is not supported: answer the request, then close
                 self.queue[-1].keep_alive = False
-        except httptools.HttpParserError as exc:
-            self._protocol_error(400, f"malformed request: {exc}")
+        except httptools.HttpParserError as exc:  # AWS would classify it: see what it was (decisions.md #46)
+            self._protocol_error(400, f"malformed request: {exc}", verdict=desync.classify_head(data))
         except Exception as exc:  # bad bytes must never take the process down
             log_event("error", where="data_received", error=repr(exc))
             self._protocol_error(400, f"internal error: {exc!r}")
@@ -162,11 +164,17 @@ class ClientConnection(asyncio.Protocol):
         ex.method = p.get_method()
         ex.version = p.get_http_version()
         ex.keep_alive = p.should_keep_alive()  # only valid inside this callback
+        suspect = False  # worth a desync classification (desync.py); most requests are not
+        te = False
         for name, value in ex.headers:
             lname = name.lower()
+            if not value or not value.isascii():
+                suspect = True
             if lname == b"transfer-encoding":
                 if httpmsg.bad_transfer_encoding(value):
-                    raise Reject(501, f"Transfer-Encoding {value!r} is not supported")
+                    raise Reject(501, f"Transfer-Encoding {value!r} is not supported",
+                                 verdict=desync.verdict("BadTransferEncoding"))
+                te = True
                 ex.chunked_in = ex.chunked_in or b"chunked" in value.lower()
             elif lname == b"content-length":
                 ex.content_length = value.strip()
@@ -178,6 +186,8 @@ class ClientConnection(asyncio.Protocol):
                 ex.xff_lines.append(value.decode("latin-1"))
             elif lname == b"x-amzn-trace-id" and ex.trace_in is None:
                 ex.trace_in = value.decode("latin-1")
+            elif len(lname) >= 13 and desync.suspicious_name(lname):
+                suspect = True
         ex.has_body = ex.chunked_in or (ex.content_length not in (None, b"0"))
         ex.received_bytes = len(ex.method) + ex.url_len + 13 + ex.header_bytes
         if ex.version not in ("1.0", "1.1"):
@@ -186,11 +196,25 @@ class ClientConnection(asyncio.Protocol):
             ex.reject = (405, "TRACE is not allowed")
         elif ex.version == "1.1" and not ex.host:
             ex.reject, ex.keep_alive = (400, "HTTP/1.1 request without Host"), False
+        if suspect or ((te or ex.content_length is not None) and ex.method in (b"GET", b"HEAD")):
+            self._mitigate_desync(ex)
         if self.closing:
             return
         self.queue.append(ex)
         if len(self.queue) == 1:
             self._start(ex)
+
+    def _mitigate_desync(self, ex: Exchange) -> None:
+        """Classify a request the cheap checks flagged; block it or close after it per the mode."""
+        v = ex.verdict = desync.classify(ex.method, ex.headers)
+        if v is None:
+            return
+        self.alb.metrics.desync_noncompliant()
+        action = desync.mitigation(self.alb.attributes.desync_mode, v)
+        if action == desync.BLOCK and ex.reject is None:
+            ex.reject = (400, f"desync mitigation blocked a {v.classification} request ({v.reason})")
+        elif action == desync.CLOSE:  # routed, then client and target connections closed
+            ex.keep_alive, ex.close_target = False, True
 
     def on_body(self, body: bytes) -> None:
         ex = self.current
@@ -268,6 +292,8 @@ class ClientConnection(asyncio.Protocol):
             name = self.alb.sticky.decode(cookie, "#group", now) if cookie else None
             if name in {g.name for g in action.target_groups if g.weight > 0}:
                 group = self.alb.groups[name]
+            elif cookie is not None and (name is not None or not self.alb.sticky.authentic(cookie)):
+                ex.error_reason = "AWSALBTGCookieInvalid"  # forged, damaged, URL-encoded or another rule's
         if group is None:
             group = self.alb.choose_group(action)
         if action.stickiness_seconds:
@@ -398,7 +424,7 @@ class ClientConnection(asyncio.Protocol):
             self._write(ex, head + b"0\r\n\r\n" if ex.resp_chunked else head)
         conn, ex.upstream = ex.upstream, None
         if conn is not None:
-            if reusable and ex.body_done:
+            if reusable and ex.body_done and not ex.close_target:
                 self.alb.pool.release(conn)
             else:
                 conn.close()
@@ -429,7 +455,6 @@ class ClientConnection(asyncio.Protocol):
             ex.pending_head = b""
         if ex.response_started:
             ex.elb_status = ex.target_status
-            ex.error_reason = error.kind
             ex.keep_alive = False
             self._finish(ex, abort=True)
             return
@@ -506,8 +531,10 @@ class ClientConnection(asyncio.Protocol):
             user_agent=ex.user_agent, ssl_cipher=ssl_cipher, ssl_protocol=ssl_protocol,
             target_group_arn=ex.group.tg.arn if ex.group else None, trace_id=ex.trace, domain_name=sni,
             chosen_cert_arn=cert_arn, matched_rule_priority=ex.priority, actions_executed=ex.actions,
-            redirect_url=ex.redirect_url, error_reason=None,
+            redirect_url=ex.redirect_url, error_reason=ex.error_reason,
         )
+        if ex.verdict is not None:
+            entry.classification, entry.classification_reason = ex.verdict
         if self.log_part is None:
             self.log_part = connection_part(entry)
         self.lr.log.write(format_entry(entry, self.log_part))
@@ -515,7 +542,8 @@ class ClientConnection(asyncio.Protocol):
                                  target_status=entry.target_status_code, target_time=entry.target_processing_time,
                                  received=ex.received_bytes, sent=ex.sent_bytes)
 
-    def _protocol_error(self, status: int, detail: str, page: str | None = None) -> None:
+    def _protocol_error(self, status: int, detail: str, page: str | None = None,
+                        verdict: desync.Verdict | None = None) -> None:
         """The client sent bytes we cannot parse: answer (after earlier requests), log, close."""
         if self.closing or self.transport is None:
             return
@@ -541,8 +569,11 @@ class ClientConnection(asyncio.Protocol):
                      request_field(method, self.lr.scheme, host_without_port(ex.host) or self.lr.node.address,
                                    self.lr.listener.port, b"".join(ex.url).decode("latin-1"), f"HTTP/{ex.version}")),
             user_agent=ex.user_agent, ssl_cipher=ssl_cipher, ssl_protocol=ssl_protocol, domain_name=sni,
-            chosen_cert_arn=cert_arn, error_reason=None,
+            chosen_cert_arn=cert_arn, classification=verdict.classification if verdict else None,
+            classification_reason=verdict.reason if verdict else None,
         )
+        if verdict is not None:
+            self.alb.metrics.desync_noncompliant()
         if self.log_part is None:
             self.log_part = connection_part(entry)
         self.lr.log.write(format_entry(entry, self.log_part))

@@ -41,14 +41,23 @@ class StickyCodec:
         payload = f"{group}|{target}|{int(expires)}".encode()
         return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + self._tag(payload)
 
-    def decode(self, value: str, group: str, now: float) -> str | None:
-        """The `ip:port` the cookie sticks to, if it is ours, for `group` and not expired."""
+    def _payload(self, value: str) -> bytes | None:
+        """The cookie's payload if its tag is ours (whatever its expiry), else None."""
         body, _, tag = value.partition(".")
         try:
             payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         except (ValueError, TypeError):
             return None
-        if not hmac.compare_digest(tag, self._tag(payload)):
+        return payload if hmac.compare_digest(tag, self._tag(payload)) else None
+
+    def authentic(self, value: str) -> bool:
+        """True if this ALB made the cookie (expired or not): false for forged, damaged or URL-encoded ones."""
+        return self._payload(value) is not None
+
+    def decode(self, value: str, group: str, now: float) -> str | None:
+        """The `ip:port` the cookie sticks to, if it is ours, for `group` and not expired."""
+        payload = self._payload(value)
+        if payload is None:
             return None
         parts = payload.decode("latin-1").split("|")
         if len(parts) != 3 or parts[0] != group or not parts[2].isdigit() or int(parts[2]) < now:
