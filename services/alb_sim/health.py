@@ -115,6 +115,13 @@ class TargetHealth:
 T = TypeVar("T")
 
 
+def routable(targets: Sequence[T], states: Sequence[str]) -> list[T]:
+    """The targets that may get a request: the healthy ones, else (fail open) every registered
+    target that is not draining or unused."""
+    candidates = [t for t, s in zip(targets, states) if s == HEALTHY]
+    return candidates or [t for t, s in zip(targets, states) if s not in (DRAINING, UNUSED)]
+
+
 class RoundRobin(Generic[T]):
     """Round robin over healthy targets with AWS's fail-open rule."""
 
@@ -122,9 +129,7 @@ class RoundRobin(Generic[T]):
         self._next = 0
 
     def pick(self, targets: Sequence[T], states: Sequence[str]) -> T | None:
-        candidates = [t for t, s in zip(targets, states) if s == HEALTHY]
-        if not candidates:
-            candidates = [t for t, s in zip(targets, states) if s not in (DRAINING, UNUSED)]
+        candidates = routable(targets, states)
         if not candidates:
             return None
         choice = candidates[self._next % len(candidates)]
@@ -161,12 +166,8 @@ class WeightedRandom(Generic[T]):
         self.rng = rng
 
     def pick(self, targets: Sequence[T], states: Sequence[str]) -> T | None:
-        candidates = [t for t, s in zip(targets, states) if s == HEALTHY]
-        if not candidates:
-            candidates = [t for t, s in zip(targets, states) if s not in (DRAINING, UNUSED)]
-        if not candidates:
-            return None
-        return candidates[self.rng.randrange(len(candidates))]
+        candidates = routable(targets, states)
+        return candidates[self.rng.randrange(len(candidates))] if candidates else None
 
 
 def slow_start_weight(now: float, healthy_since: float, slow_until: float, duration: float) -> float:

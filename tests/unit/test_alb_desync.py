@@ -16,7 +16,7 @@ from services.alb_sim.config import ForwardAction, Rule, WeightedTargetGroup
 from services.alb_sim.config import Condition
 from services.alb_sim.desync import (ALLOW, BLOCK, CLOSE, Verdict, classify, classify_head, mitigation,
                                      suspicious_name)
-from tests.unit.test_alb_server import Lab, wait_for
+from tests.unit.test_alb_server import Lab, read_response, wait_for
 
 H = b"Host: a\r\n"
 
@@ -99,27 +99,30 @@ def lab_with(tmp: Path, mode: str | None) -> Lab:
 
 
 @pytest.fixture(scope="module")
-def dlab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = lab_with(tmp_path_factory.mktemp("desync"), None)  # the default mode: defensive
-    lab.start()
-    yield lab
-    lab.stop()
+def labs(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Lab]]:
+    """One simulator per desync mitigation mode (no attribute: the default, defensive)."""
+    started = {mode: lab_with(tmp_path_factory.mktemp(mode), None if mode == "defensive" else mode)
+               for mode in ("defensive", "strictest", "monitor")}
+    for lab in started.values():
+        lab.start()
+    yield started
+    for lab in started.values():
+        lab.stop()
 
 
 @pytest.fixture(scope="module")
-def strict(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = lab_with(tmp_path_factory.mktemp("strictest"), "strictest")
-    lab.start()
-    yield lab
-    lab.stop()
+def dlab(labs: dict[str, Lab]) -> Lab:
+    return labs["defensive"]
 
 
 @pytest.fixture(scope="module")
-def monitor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    lab = lab_with(tmp_path_factory.mktemp("monitor"), "monitor")
-    lab.start()
-    yield lab
-    lab.stop()
+def strict(labs: dict[str, Lab]) -> Lab:
+    return labs["strictest"]
+
+
+@pytest.fixture(scope="module")
+def monitor(labs: dict[str, Lab]) -> Lab:
+    return labs["monitor"]
 
 
 def exchange(lab: Lab, raw: bytes) -> tuple[bytes, bool]:
@@ -127,20 +130,14 @@ def exchange(lab: Lab, raw: bytes) -> tuple[bytes, bool]:
     sock = lab.raw_tls()
     sock.settimeout(10)
     sock.sendall(raw)
-    data = b""
-    while b"\r\n\r\n" not in data:
-        data += sock.recv(65536)
-    head, _, rest = data.partition(b"\r\n\r\n")
-    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
-    while len(rest) < length:
-        rest += sock.recv(65536)
+    response, _ = read_response(sock)
     sock.settimeout(2)
     try:
         closed = sock.recv(1) == b""
     except (TimeoutError, socket.timeout):
         closed = False
     sock.close()
-    return head, closed
+    return response.partition(b"\r\n\r\n")[0], closed
 
 
 def last_fields(lab: Lab, before: int) -> list[str]:
