@@ -99,7 +99,7 @@ def test_desync_classification_and_modes_through_the_chain():
 
 
 # Runs in the alb container: one request straight to an ALB node over TLS, as HAProxy would send it;
-# prints the response head and body.
+# prints the response (head and body) in hex.
 RAW = r"""
 import socket, ssl, sys
 node, request = sys.argv[1], bytes.fromhex(sys.argv[2])
@@ -112,7 +112,7 @@ while True:
     if not data:
         break
     reply += data
-sys.stdout.write(reply.decode("latin-1"))
+print(reply.hex())
 """
 
 
@@ -120,7 +120,7 @@ def at_alb(request: bytes) -> str:
     node = str(load_topology(TOPOLOGY).alb.nodes[0].address)
     result = exec_in("alb", "python3", "-c", RAW, node, request.hex())
     assert result.returncode == 0, result.stderr
-    return result.stdout
+    return bytes.fromhex(result.stdout.strip()).decode("latin-1")
 
 
 def test_oversized_url_gets_414_and_oversized_header_400_from_the_alb():
