@@ -48,6 +48,7 @@ ALB_LB_ATTRIBUTES: Mapping[str, tuple[str, ...] | None] = MappingProxyType({
     "routing.http.preserve_host_header.enabled": ("true", "false"),
     "idle_timeout.timeout_seconds": None,  # 1-4000
     "routing.http.drop_invalid_header_fields.enabled": ("true", "false"),
+    "routing.http.desync_mitigation_mode": ("monitor", "defensive", "strictest"),
 })
 
 

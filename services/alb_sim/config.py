@@ -18,6 +18,7 @@ from .model import (  # noqa: F401  (re-exported: the config API)
     ForwardAction, HealthCheck, Listener, Node, QueryPair, RedirectAction, Rotation, Rule, Target, TargetGroup, TargetGroupAttributes,
     WeightedTargetGroup,
 )
+from .desync import MODES as DESYNC_MODES
 from .limits import (
     CONDITION_FIELDS,
     FIXED_RESPONSE_CONTENT_TYPES,
@@ -214,6 +215,10 @@ def _attributes(d: dict[str, Any], ctx: _Ctx) -> Attributes:
     if mode not in ("append", "preserve", "remove"):
         raise ctx.fail("attributes.routing.http.xff_header_processing.mode",
                        f"ValidationError: '{mode}' is not a valid value (append, preserve, remove)")
+    desync = raw.get("routing.http.desync_mitigation_mode", "defensive")
+    if desync not in DESYNC_MODES:
+        raise ctx.fail("attributes.routing.http.desync_mitigation_mode",
+                       f"ValidationError: '{desync}' is not a valid value ({', '.join(DESYNC_MODES)})")
     idle = ctx.integer(raw.get("idle_timeout.timeout_seconds", "60"),
                        "attributes.idle_timeout.timeout_seconds", 1, 4000, "idle timeout in seconds")
     return Attributes(
@@ -223,6 +228,7 @@ def _attributes(d: dict[str, Any], ctx: _Ctx) -> Attributes:
         idle_timeout=float(idle),
         preserve_host=_bool_attr(raw.get("routing.http.preserve_host_header.enabled", "false"),
                                  "routing.http.preserve_host_header.enabled", ctx),
+        desync_mode=desync,
         raw=raw,
         http2=_bool_attr(raw.get("routing.http2.enabled", "true"), "routing.http2.enabled", ctx),
     )
@@ -251,17 +257,32 @@ def _target_group(d: dict[str, Any], path: str, ctx: _Ctx) -> TargetGroup:
             ctx, "ValidationError: Duplicate target (ip, port)")
     attrs = target_group_attributes(ctx.obj(d.get("attributes", {}), f"{path}.attributes"), f"{path}.attributes", ctx)
     return TargetGroup(name=name, arn=ctx.string(d, "arn", path), protocol=protocol, port=port,
-                       targets=tuple(targets), deregistration_delay=attrs.deregistration_delay,
-                       algorithm=attrs.algorithm, stickiness=attrs.stickiness,
-                       stickiness_seconds=attrs.stickiness_seconds, slow_start=attrs.slow_start,
+                       targets=tuple(targets), attributes=attrs,
                        health_check=_health_check(ctx.obj(d.get("health_check", {}), f"{path}.health_check"),
                                                   f"{path}.health_check", ctx))
 
 
 TARGET_GROUP_ATTRIBUTES = ("deregistration_delay.timeout_seconds", "load_balancing.algorithm.type",
-                           "stickiness.enabled", "stickiness.type", "stickiness.lb_cookie.duration_seconds",
-                           "slow_start.duration_seconds")
-ALGORITHMS = ("round_robin", "least_outstanding_requests")
+                           "load_balancing.algorithm.anomaly_mitigation", "stickiness.enabled", "stickiness.type",
+                           "stickiness.lb_cookie.duration_seconds", "stickiness.app_cookie.cookie_name",
+                           "stickiness.app_cookie.duration_seconds", "slow_start.duration_seconds")
+ALGORITHMS = ("round_robin", "least_outstanding_requests", "weighted_random")
+STICKINESS_TYPES = ("lb_cookie", "app_cookie")
+# Cookie names the load balancer keeps for itself (ALB sticky sessions: AWSALB, AWSALBAPP, AWSALBTG).
+RESERVED_COOKIE_PREFIXES = ("AWSALB", "AWSALBAPP", "AWSALBTG")
+_COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an RFC 6265 cookie-name (an HTTP token)
+
+
+def _tg_value_error(path: str, key: str, value: object, allowed: str, ctx: _Ctx) -> ConfigError:
+    return ctx.fail(f"{path}.{key}", f"ValidationError: Target group attribute value '{value}' is not valid for "
+                    f"'{key}' ({allowed})")
+
+
+def _tg_seconds(d: dict[str, Any], key: str, current: int, lo: int, hi: int, path: str, ctx: _Ctx) -> int:
+    value = str(d.get(key, current))
+    if not value.isdigit() or not lo <= int(value) <= hi:
+        raise _tg_value_error(path, key, value, f"{lo}-{hi}", ctx)
+    return int(value)
 
 
 def target_group_attributes(d: dict[str, Any], path: str, ctx: _Ctx,
@@ -270,38 +291,48 @@ def target_group_attributes(d: dict[str, Any], path: str, ctx: _Ctx,
     for key in d:
         if key not in TARGET_GROUP_ATTRIBUTES:
             raise ctx.fail(f"{path}.{key}", f"ValidationError: Target group attribute key '{key}' is not recognized")
-    value = d.get("deregistration_delay.timeout_seconds", str(int(current.deregistration_delay)))
-    if not str(value).isdigit() or not 0 <= int(value) <= 3600:
-        raise ctx.fail(f"{path}.deregistration_delay.timeout_seconds",
-                       f"ValidationError: Target group attribute value '{value}' is not valid for "
-                       "'deregistration_delay.timeout_seconds' (0-3600)")
+    delay = _tg_seconds(d, "deregistration_delay.timeout_seconds", int(current.deregistration_delay), 0, 3600,
+                        path, ctx)
     algorithm = str(d.get("load_balancing.algorithm.type", current.algorithm))
     if algorithm not in ALGORITHMS:
-        raise ctx.fail(f"{path}.load_balancing.algorithm.type",
-                       f"ValidationError: Target group attribute value '{algorithm}' is not valid for "
-                       f"'load_balancing.algorithm.type' ({', '.join(ALGORITHMS)})")
+        raise _tg_value_error(path, "load_balancing.algorithm.type", algorithm, ", ".join(ALGORITHMS), ctx)
+    mitigation = str(d.get("load_balancing.algorithm.anomaly_mitigation", "on" if current.anomaly_mitigation else "off"))
+    if mitigation not in ("on", "off"):
+        raise _tg_value_error(path, "load_balancing.algorithm.anomaly_mitigation", mitigation, "on, off", ctx)
+    if mitigation == "on" and algorithm != "weighted_random":
+        raise ctx.fail(f"{path}.load_balancing.algorithm.anomaly_mitigation", "ValidationError: Anomaly mitigation "
+                       "is only supported with the weighted random load balancing algorithm")
     enabled = str(d.get("stickiness.enabled", "true" if current.stickiness else "false")).lower()
     if enabled not in ("true", "false"):
-        raise ctx.fail(f"{path}.stickiness.enabled", f"ValidationError: Target group attribute value '{enabled}' "
-                       "is not valid for 'stickiness.enabled' (true, false)")
-    kind = str(d.get("stickiness.type", "lb_cookie"))
-    if kind != "lb_cookie":
-        raise ctx.fail(f"{path}.stickiness.type", f"ValidationError: Target group attribute value '{kind}' is not "
-                       "valid for 'stickiness.type' (the lab supports lb_cookie)")
-    duration = str(d.get("stickiness.lb_cookie.duration_seconds", current.stickiness_seconds))
-    if not duration.isdigit() or not 1 <= int(duration) <= 604800:
-        raise ctx.fail(f"{path}.stickiness.lb_cookie.duration_seconds",
-                       f"ValidationError: Target group attribute value '{duration}' is not valid for "
-                       "'stickiness.lb_cookie.duration_seconds' (1-604800)")
-    slow = str(d.get("slow_start.duration_seconds", current.slow_start))
-    if not slow.isdigit() or not (int(slow) == 0 or 30 <= int(slow) <= 900):
-        raise ctx.fail(f"{path}.slow_start.duration_seconds",
-                       f"ValidationError: Target group attribute value '{slow}' is not valid for "
-                       "'slow_start.duration_seconds' (0 or 30-900)")
-    if int(slow) and algorithm == "least_outstanding_requests":
+        raise _tg_value_error(path, "stickiness.enabled", enabled, "true, false", ctx)
+    kind = str(d.get("stickiness.type", current.stickiness_type))
+    if kind not in STICKINESS_TYPES:
+        raise _tg_value_error(path, "stickiness.type", kind, ", ".join(STICKINESS_TYPES), ctx)
+    duration = _tg_seconds(d, "stickiness.lb_cookie.duration_seconds", current.stickiness_seconds, 1, 604800, path, ctx)
+    app_seconds = _tg_seconds(d, "stickiness.app_cookie.duration_seconds", current.app_cookie_seconds, 1, 604800,
+                              path, ctx)
+    cookie = str(d.get("stickiness.app_cookie.cookie_name", current.app_cookie_name))
+    if cookie and not _COOKIE_NAME.match(cookie):
+        raise _tg_value_error(path, "stickiness.app_cookie.cookie_name", cookie,
+                              "a cookie name: letters, digits and !#$%&'*+.^_`|~-", ctx)
+    if cookie.upper().startswith(RESERVED_COOKIE_PREFIXES):
+        raise ctx.fail(f"{path}.stickiness.app_cookie.cookie_name", f"ValidationError: Cookie name '{cookie}' is not "
+                       f"allowed: names starting with {', '.join(RESERVED_COOKIE_PREFIXES)} are reserved for use "
+                       "by the load balancer")
+    if enabled == "true" and kind == "app_cookie" and not cookie:
+        raise ctx.fail(f"{path}.stickiness.app_cookie.cookie_name", "ValidationError: "
+                       "'stickiness.app_cookie.cookie_name' must be specified when 'stickiness.type' is 'app_cookie'")
+    raw_slow = str(d.get("slow_start.duration_seconds", current.slow_start))
+    if not raw_slow.isdigit() or not (int(raw_slow) == 0 or 30 <= int(raw_slow) <= 900):
+        raise _tg_value_error(path, "slow_start.duration_seconds", raw_slow, "0 or 30-900", ctx)
+    slow = int(raw_slow)
+    if slow and algorithm == "least_outstanding_requests":
         raise ctx.fail(f"{path}.slow_start.duration_seconds", "ValidationError: Slow start mode is not supported "
                        "with the least outstanding requests load balancing algorithm")
-    return TargetGroupAttributes(float(int(value)), algorithm, enabled == "true", int(duration), int(slow))
+    return TargetGroupAttributes(
+        deregistration_delay=float(delay), algorithm=algorithm, anomaly_mitigation=mitigation == "on",
+        stickiness=enabled == "true", stickiness_type=kind, stickiness_seconds=duration, app_cookie_name=cookie,
+        app_cookie_seconds=app_seconds, slow_start=slow)
 
 
 def _health_check(d: dict[str, Any], path: str, ctx: _Ctx) -> HealthCheck:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from .desync import Verdict
     from .runtime import Member, TargetGroupRuntime
     from .upstream import UpstreamConnection
 
@@ -19,7 +20,8 @@ class Exchange:
         "header_bytes", "received_bytes", "sent_bytes", "upstream", "finished", "response_started",
         "resp_chunked", "elb_status", "target_status", "target", "group", "priority", "actions",
         "trace", "redirect_url", "error_reason", "t_pick", "t_sent", "t_head", "reused", "retried", "head", "pending_head",
-        "host", "uri", "user_agent", "member", "cookies", "xff_lines", "trace_in",
+        "host", "uri", "user_agent", "member", "cookies", "app_cookie", "xff_lines", "trace_in", "verdict",
+        "close_target",
     )
 
     def __init__(self, created: float, t0: float) -> None:
@@ -56,5 +58,8 @@ class Exchange:
         self.user_agent: str | None = None
         self.member: Member | None = None
         self.cookies: list[tuple[bytes, bytes]] | None = None
+        self.app_cookie: bytes | None = None  # app_cookie stickiness starts if the response sets this cookie
         self.xff_lines: list[str] = []  # X-Forwarded-For lines as received, in order
         self.trace_in: str | None = None  # the first X-Amzn-Trace-Id line received
+        self.verdict: Verdict | None = None  # desync classification; None = Compliant
+        self.close_target = False  # desync mitigation: do not reuse the target connection

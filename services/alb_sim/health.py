@@ -7,12 +7,13 @@ consecutive failures; `unhealthy` -> `healthy` after `healthy_threshold` consecu
 `draining` (Target.DeregistrationInProgress) and `unused` (Target.NotRegistered) after
 deregistration.
 
-Selection: round robin over healthy targets; fail open (no healthy target -> every registered
+Selection: round robin (or least outstanding requests, or weighted random) over healthy targets; fail open (no healthy target -> every registered
 target that is not draining/unused, including `initial` ones); nothing registered -> None (503).
 """
 
 from __future__ import annotations
 
+import random
 import re
 from dataclasses import dataclass
 from typing import Generic, Sequence, TypeVar
@@ -114,6 +115,13 @@ class TargetHealth:
 T = TypeVar("T")
 
 
+def routable(targets: Sequence[T], states: Sequence[str]) -> list[T]:
+    """The targets that may get a request: the healthy ones, else (fail open) every registered
+    target that is not draining or unused."""
+    candidates = [t for t, s in zip(targets, states) if s == HEALTHY]
+    return candidates or [t for t, s in zip(targets, states) if s not in (DRAINING, UNUSED)]
+
+
 class RoundRobin(Generic[T]):
     """Round robin over healthy targets with AWS's fail-open rule."""
 
@@ -121,9 +129,7 @@ class RoundRobin(Generic[T]):
         self._next = 0
 
     def pick(self, targets: Sequence[T], states: Sequence[str]) -> T | None:
-        candidates = [t for t, s in zip(targets, states) if s == HEALTHY]
-        if not candidates:
-            candidates = [t for t, s in zip(targets, states) if s not in (DRAINING, UNUSED)]
+        candidates = routable(targets, states)
         if not candidates:
             return None
         choice = candidates[self._next % len(candidates)]
@@ -149,6 +155,19 @@ class LeastOutstanding(Generic[T]):
         choice = targets[tied[self._next % len(tied)]]
         self._next = (self._next + 1) % (1 << 30)
         return choice
+
+
+class WeightedRandom(Generic[T]):
+    """weighted_random: a random candidate (same fail-open rule as round robin). AWS weights each
+    target by what anomaly detection finds; the lab detects no anomalies, so every candidate has
+    the same weight (docs/decisions.md #47)."""
+
+    def __init__(self, rng: random.Random) -> None:
+        self.rng = rng
+
+    def pick(self, targets: Sequence[T], states: Sequence[str]) -> T | None:
+        candidates = routable(targets, states)
+        return candidates[self.rng.randrange(len(candidates))] if candidates else None
 
 
 def slow_start_weight(now: float, healthy_since: float, slow_until: float, duration: float) -> float:

@@ -37,11 +37,14 @@ def reason(status: int) -> str:
     return REASONS.get(status, "")
 
 
-def error_body(status: int) -> bytes:
-    """AWS's body for ALB-generated errors and redirects."""
-    title = f"{status} {reason(status)}".strip()
+def error_body(status: int, detail: str | None = None) -> bytes:
+    """AWS's body for ALB-generated errors and redirects; `detail` names the cause in the title and
+    a line of its own, as the ALB's `400 Request Header Or Cookie Too Large` page does."""
+    heading = f"{status} {reason(status)}".strip()
+    title = f"{status} {detail}" if detail else heading
+    extra = f"<center>{detail}</center>\r\n" if detail else ""
     return (f"<html>\r\n<head><title>{title}</title></head>\r\n<body>\r\n"
-            f"<center><h1>{title}</h1></center>\r\n</body>\r\n</html>\r\n").encode()
+            f"<center><h1>{heading}</h1></center>\r\n{extra}</body>\r\n</html>\r\n").encode()
 
 
 def alb_response(status: int, *, date: str, body: bytes, content_type: str = "text/html",

@@ -3,7 +3,7 @@
 Names are AWS's (AWS/ApplicationELB namespace): RequestCount, HTTPCode_ELB_4XX_Count,
 HTTPCode_ELB_5XX_Count, HTTPCode_ELB_502_Count/503/504, HTTPCode_Target_2XX_Count..5XX,
 TargetResponseTime (seconds; exported as _sum and _count, CloudWatch's Average = sum/count),
-NewConnectionCount, ActiveConnectionCount, ProcessedBytes,
+NewConnectionCount, ActiveConnectionCount, ProcessedBytes, DesyncMitigationMode_NonCompliant_Request_Count,
 HealthyHostCount / UnHealthyHostCount (per target group, computed when scraped).
 Labels: `LoadBalancer` and, where AWS has the dimension, `TargetGroup`.
 """
@@ -30,6 +30,10 @@ class Metrics:
 
     def connection_closed(self) -> None:
         self.active_connections -= 1
+
+    def desync_noncompliant(self) -> None:
+        """A request that does not comply with RFC 7230 (classified Acceptable, Ambiguous or Severe)."""
+        self.counts[("DesyncMitigationMode_NonCompliant_Request_Count", "")] += 1
 
     def request(self, *, target_group: str | None, elb_status: int | None, target_status: int | None,
                 target_time: float | None, received: int, sent: int) -> None:

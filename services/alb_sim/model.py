@@ -109,6 +109,20 @@ class Target:
 
 
 @dataclass(frozen=True)
+class TargetGroupAttributes:
+    """The target group attributes the simulator models (ModifyTargetGroupAttributes keys)."""
+    deregistration_delay: float = 300.0  # deregistration_delay.timeout_seconds (AWS default 300)
+    algorithm: str = "round_robin"  # load_balancing.algorithm.type
+    anomaly_mitigation: bool = False  # load_balancing.algorithm.anomaly_mitigation (weighted_random only)
+    stickiness: bool = False  # stickiness.enabled
+    stickiness_type: str = "lb_cookie"  # stickiness.type: lb_cookie | app_cookie
+    stickiness_seconds: int = 86400  # stickiness.lb_cookie.duration_seconds
+    app_cookie_name: str = ""  # stickiness.app_cookie.cookie_name
+    app_cookie_seconds: int = 86400  # stickiness.app_cookie.duration_seconds
+    slow_start: int = 0  # slow_start.duration_seconds (0 = off, else 30-900)
+
+
+@dataclass(frozen=True)
 class TargetGroup:
     name: str
     arn: str
@@ -116,20 +130,7 @@ class TargetGroup:
     port: int
     targets: tuple[Target, ...]
     health_check: HealthCheck
-    deregistration_delay: float = 300.0  # deregistration_delay.timeout_seconds (AWS default 300)
-    algorithm: str = "round_robin"  # load_balancing.algorithm.type
-    stickiness: bool = False  # stickiness.enabled with stickiness.type lb_cookie
-    stickiness_seconds: int = 86400  # stickiness.lb_cookie.duration_seconds
-    slow_start: int = 0  # slow_start.duration_seconds (0 = off, else 30-900)
-
-
-@dataclass(frozen=True)
-class TargetGroupAttributes:
-    deregistration_delay: float = 300.0
-    algorithm: str = "round_robin"
-    stickiness: bool = False
-    stickiness_seconds: int = 86400
-    slow_start: int = 0
+    attributes: TargetGroupAttributes = TargetGroupAttributes()
 
 
 @dataclass(frozen=True)
@@ -138,6 +139,7 @@ class Attributes:
     xff_client_port: bool = False
     idle_timeout: float = 60.0
     preserve_host: bool = False
+    desync_mode: str = "defensive"  # routing.http.desync_mitigation_mode: monitor | defensive | strictest
     raw: Mapping[str, str] = field(default_factory=dict)
     http2: bool = True  # routing.http2.enabled: HTTPS listeners offer h2 in ALPN
 

@@ -19,7 +19,7 @@ from typing import Any, Callable, Coroutine, TextIO
 from .config import (AlbConfig, Certificate, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup,
                      TargetGroupAttributes)
 from .health import (DRAINING, HEALTHY, UNUSED, LeastOutstanding, Matcher, RoundRobin, TargetHealth,
-                     slow_start_weight)
+                     WeightedRandom, slow_start_weight)
 from .metrics import Metrics
 from .stickiness import StickyCodec
 from .rules import RuleTable
@@ -187,10 +187,11 @@ class TargetGroupRuntime:
         self.members: list[Member] = [self._member(t) for t in tg.targets]
         self._rr: RoundRobin[Member] = RoundRobin()
         self._lor: LeastOutstanding[Member] = LeastOutstanding()
-        self.tls = tg.protocol == "HTTPS"
-        self.attributes = TargetGroupAttributes(tg.deregistration_delay, tg.algorithm, tg.stickiness,
-                                                tg.stickiness_seconds, tg.slow_start)
         self.rng = random.Random()
+        self._random: WeightedRandom[Member] = WeightedRandom(self.rng)
+        self.tls = tg.protocol == "HTTPS"
+        self.attributes: TargetGroupAttributes = tg.attributes
+        self.app_key = f"{tg.name}#app"  # AWSALBAPP values name this, so an AWSALB value is not one
         self.spawn: Spawn | None = None  # set once the simulator's TaskGroup runs
         self.on_removed: Callable[[Member], None] | None = None
 
@@ -233,8 +234,11 @@ class TargetGroupRuntime:
             if member is not None:
                 return member
         states = [m.health.state for m in self.members]
-        if self.attributes.algorithm == "least_outstanding_requests":
+        algorithm = self.attributes.algorithm
+        if algorithm == "least_outstanding_requests":
             return self._lor.pick(self.members, states, [m.inflight for m in self.members])
+        if algorithm == "weighted_random":
+            return self._random.pick(self.members, states)
         return self._rr.pick(self.members, states)
 
     def sticky_member(self, target: str | None) -> Member | None:
@@ -255,9 +259,12 @@ class TargetGroupRuntime:
         return {"Attributes": [
             {"Key": "deregistration_delay.timeout_seconds", "Value": str(int(a.deregistration_delay))},
             {"Key": "load_balancing.algorithm.type", "Value": a.algorithm},
+            {"Key": "load_balancing.algorithm.anomaly_mitigation", "Value": "on" if a.anomaly_mitigation else "off"},
             {"Key": "stickiness.enabled", "Value": "true" if a.stickiness else "false"},
-            {"Key": "stickiness.type", "Value": "lb_cookie"},
+            {"Key": "stickiness.type", "Value": a.stickiness_type},
             {"Key": "stickiness.lb_cookie.duration_seconds", "Value": str(a.stickiness_seconds)},
+            {"Key": "stickiness.app_cookie.cookie_name", "Value": a.app_cookie_name},
+            {"Key": "stickiness.app_cookie.duration_seconds", "Value": str(a.app_cookie_seconds)},
             {"Key": "slow_start.duration_seconds", "Value": str(a.slow_start)}]}
 
     def health_port(self, target: Target) -> int:

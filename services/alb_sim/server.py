@@ -16,13 +16,13 @@ from typing import TYPE_CHECKING
 
 import httptools
 
-from . import httpmsg, stickiness
+from . import desync, httpmsg, stickiness
 from .access_log import AccessLogEntry, ConnectionPart, connection_part, format_entry, malformed_request_field, request_field
 from .config import FixedResponseAction, ForwardAction, RedirectAction
 from .limits import MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
 from .redirect import RedirectRequest, build_location, redirect_status
 from .rules import LatinHeaders, RequestView, host_without_port
-from .runtime import ListenerRuntime, log_event
+from .runtime import ListenerRuntime, Member, TargetGroupRuntime, log_event
 from .upstream import UpstreamConnection, UpstreamError
 from .exchange import Exchange
 from .xff import process_xff
@@ -33,12 +33,18 @@ if TYPE_CHECKING:
 BODY_BUFFER_LIMIT = 1 << 20  # pause reading the client beyond this much unsent request body
 
 
-class Reject(Exception):
-    """Raised inside parser callbacks: answer `status` and close the connection."""
+HEADER_TOO_LARGE = "Request Header Or Cookie Too Large"  # the ALB's 400 page for oversized headers
 
-    def __init__(self, status: int, reason: str) -> None:
+
+class Reject(Exception):
+    """Raised inside parser callbacks: answer `status` (its page naming `page` if given) and close."""
+
+    def __init__(self, status: int, reason: str, page: str | None = None,
+                 verdict: desync.Verdict | None = None) -> None:
         super().__init__(reason)
         self.status = status
+        self.page = page
+        self.verdict = verdict
 
 
 class ClientConnection(asyncio.Protocol):
@@ -94,15 +100,15 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, Reject):
-                self._protocol_error(cause.status, str(cause))
+                self._protocol_error(cause.status, str(cause), cause.page, cause.verdict)
             else:
                 log_event("error", where="request callback", error=repr(cause))
                 self._protocol_error(400, f"internal error: {cause!r}")
         except httptools.HttpParserUpgrade:
             if self.queue:  # upgrade is not supported: answer the request, then close
                 self.queue[-1].keep_alive = False
-        except httptools.HttpParserError as exc:
-            self._protocol_error(400, f"malformed request: {exc}")
+        except httptools.HttpParserError as exc:  # AWS would classify it: see what it was (decisions.md #46)
+            self._protocol_error(400, f"malformed request: {exc}", verdict=desync.classify_head(data))
         except Exception as exc:  # bad bytes must never take the process down
             log_event("error", where="data_received", error=repr(exc))
             self._protocol_error(400, f"internal error: {exc!r}")
@@ -144,8 +150,8 @@ class ClientConnection(asyncio.Protocol):
         ex = self.current
         assert ex is not None
         ex.url_len += len(url)
-        if ex.url_len > MAX_REQUEST_LINE:
-            raise Reject(400, "request line larger than 16K")
+        if ex.url_len > MAX_REQUEST_LINE:  # the URL is what makes a request line long: 414 (decisions.md #45)
+            raise Reject(414, "request line larger than 16K")
         ex.url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -154,7 +160,7 @@ class ClientConnection(asyncio.Protocol):
         size = len(name) + len(value) + 4
         ex.header_bytes += size
         if size > MAX_SINGLE_HEADER or ex.header_bytes > MAX_REQUEST_HEADERS:
-            raise Reject(400, "request header larger than 16K / headers larger than 64K")
+            raise Reject(400, "request header larger than 16K / headers larger than 64K", HEADER_TOO_LARGE)
         ex.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -164,11 +170,17 @@ class ClientConnection(asyncio.Protocol):
         ex.method = p.get_method()
         ex.version = p.get_http_version()
         ex.keep_alive = p.should_keep_alive()  # only valid inside this callback
+        suspect = False  # worth a desync classification (desync.py); most requests are not
+        te = False
         for name, value in ex.headers:
             lname = name.lower()
+            if not value or not value.isascii():
+                suspect = True
             if lname == b"transfer-encoding":
                 if httpmsg.bad_transfer_encoding(value):
-                    raise Reject(501, f"Transfer-Encoding {value!r} is not supported")
+                    raise Reject(501, f"Transfer-Encoding {value!r} is not supported",
+                                 verdict=desync.verdict("BadTransferEncoding"))
+                te = True
                 ex.chunked_in = ex.chunked_in or b"chunked" in value.lower()
             elif lname == b"content-length":
                 ex.content_length = value.strip()
@@ -180,6 +192,8 @@ class ClientConnection(asyncio.Protocol):
                 ex.xff_lines.append(value.decode("latin-1"))
             elif lname == b"x-amzn-trace-id" and ex.trace_in is None:
                 ex.trace_in = value.decode("latin-1")
+            elif len(lname) >= 13 and desync.suspicious_name(lname):
+                suspect = True
         ex.has_body = ex.chunked_in or (ex.content_length not in (None, b"0"))
         ex.received_bytes = len(ex.method) + ex.url_len + 13 + ex.header_bytes
         if ex.version not in ("1.0", "1.1"):
@@ -188,11 +202,25 @@ class ClientConnection(asyncio.Protocol):
             ex.reject = (405, "TRACE is not allowed")
         elif ex.version == "1.1" and not ex.host:
             ex.reject, ex.keep_alive = (400, "HTTP/1.1 request without Host"), False
+        if suspect or ((te or ex.content_length is not None) and ex.method in (b"GET", b"HEAD")):
+            self._mitigate_desync(ex)
         if self.closing:
             return
         self.queue.append(ex)
         if len(self.queue) == 1:
             self._start(ex)
+
+    def _mitigate_desync(self, ex: Exchange) -> None:
+        """Classify a request the cheap checks flagged; block it or close after it per the mode."""
+        v = ex.verdict = desync.classify(ex.method, ex.headers)
+        if v is None:
+            return
+        self.alb.metrics.desync_noncompliant()
+        action = desync.mitigation(self.alb.attributes.desync_mode, v)
+        if action == desync.BLOCK and ex.reject is None:
+            ex.reject = (400, f"desync mitigation blocked a {v.classification} request ({v.reason})")
+        elif action == desync.CLOSE:  # routed, then client and target connections closed
+            ex.keep_alive, ex.close_target = False, True
 
     def on_body(self, body: bytes) -> None:
         ex = self.current
@@ -270,6 +298,8 @@ class ClientConnection(asyncio.Protocol):
             name = self.alb.sticky.decode(cookie, "#group", now) if cookie else None
             if name in {g.name for g in action.target_groups if g.weight > 0}:
                 group = self.alb.groups[name]
+            elif cookie is not None and (name is not None or not self.alb.sticky.authentic(cookie)):
+                ex.error_reason = "AWSALBTGCookieInvalid"  # forged, damaged, URL-encoded or another rule's
         if group is None:
             group = self.alb.choose_group(action)
         if action.stickiness_seconds:
@@ -277,21 +307,11 @@ class ClientConnection(asyncio.Protocol):
                 self.alb.sticky.encode("#group", group.tg.name, now + action.stickiness_seconds), now,
                 (stickiness.GROUP_COOKIE, stickiness.GROUP_CORS_COOKIE))
         ex.group = group
-        sticky = group.attributes.stickiness
-        member = None
-        if sticky:
-            now = self.alb.clock()
-            cookie = stickiness.cookie_value(ex.headers, stickiness.COOKIE)
-            member = group.sticky_member(self.alb.sticky.decode(cookie, group.tg.name, now) if cookie else None)
-        if member is None:
-            member = group.pick()
+        member = self._sticky_member(ex, group) if group.attributes.stickiness else group.pick()
         if member is None:
             self._respond_local(ex, 503, error="target group has no registered targets")
             return
         chosen = member.target
-        if sticky:  # expiry reset on every request, as AWS does
-            value = self.alb.sticky.encode(group.tg.name, member.addr, now + group.attributes.stickiness_seconds)
-            ex.cookies = (ex.cookies or []) + stickiness.set_cookie_headers(value, now)
         member.inflight += 1
         ex.member = member
         ex.target = member.addr
@@ -305,6 +325,30 @@ class ClientConnection(asyncio.Protocol):
                                               proto=self.lr.scheme, port=self.lr.listener.port,
                                               trace_id=ex.trace, framing=framing)
         self._acquire(ex, (chosen.ip, chosen.port, group.tls), fresh=False)
+
+    def _sticky_member(self, ex: Exchange, group: TargetGroupRuntime) -> Member | None:
+        """Target group stickiness (lb_cookie or app_cookie): the cookie's target if it may still take
+        requests, else the algorithm's pick; queues the ALB's Set-Cookie headers on `ex`."""
+        attrs, codec, now = group.attributes, self.alb.sticky, self.alb.clock()
+        if attrs.stickiness_type == "app_cookie":
+            app = stickiness.cookie_value(ex.headers, attrs.app_cookie_name) is not None
+            cookie = stickiness.cookie_value(ex.headers, stickiness.APP_COOKIES[0]) if app else None
+            stuck = codec.decode(cookie, group.app_key, now) if cookie else None
+            member = group.sticky_member(stuck) or group.pick()
+            if member is None:
+                return None
+            if stuck is not None:  # sticky, or stuck to a new target now: expiry reset on this response
+                ex.cookies = (ex.cookies or []) + stickiness.app_set_cookie_headers(
+                    codec.encode(group.app_key, member.addr, now + attrs.app_cookie_seconds), now)
+            else:  # sticky from the response that sets the application cookie on
+                ex.app_cookie = attrs.app_cookie_name.encode()
+            return member
+        cookie = stickiness.cookie_value(ex.headers, stickiness.COOKIE)
+        member = group.sticky_member(codec.decode(cookie, group.tg.name, now) if cookie else None) or group.pick()
+        if member is not None:  # expiry reset on every request, as AWS does
+            ex.cookies = (ex.cookies or []) + stickiness.set_cookie_headers(
+                codec.encode(group.tg.name, member.addr, now + attrs.stickiness_seconds), now)
+        return member
 
     def _acquire(self, ex: Exchange, key: tuple[str, int, bool], fresh: bool) -> None:
         conn = None if fresh else self.alb.pool.take_idle(key)
@@ -361,6 +405,10 @@ class ClientConnection(asyncio.Protocol):
         if not ex.body_done:
             ex.keep_alive = False  # answered before the request body ended: do not reuse
         ex.response_started = True
+        if ex.app_cookie is not None and ex.group is not None and stickiness.app_cookie_set(headers, ex.app_cookie):
+            group, now = ex.group, self.alb.clock()
+            ex.cookies = (ex.cookies or []) + stickiness.app_set_cookie_headers(self.alb.sticky.encode(
+                group.app_key, ex.target or "", now + group.attributes.app_cookie_seconds), now)
         # Held back so the head and the first body bytes leave in one TLS record / one send.
         if ex.cookies:
             headers = headers + ex.cookies
@@ -382,7 +430,7 @@ class ClientConnection(asyncio.Protocol):
             self._write(ex, head + b"0\r\n\r\n" if ex.resp_chunked else head)
         conn, ex.upstream = ex.upstream, None
         if conn is not None:
-            if reusable and ex.body_done:
+            if reusable and ex.body_done and not ex.close_target:
                 self.alb.pool.release(conn)
             else:
                 conn.close()
@@ -413,7 +461,6 @@ class ClientConnection(asyncio.Protocol):
             ex.pending_head = b""
         if ex.response_started:
             ex.elb_status = ex.target_status
-            ex.error_reason = error.kind
             ex.keep_alive = False
             self._finish(ex, abort=True)
             return
@@ -492,8 +539,10 @@ class ClientConnection(asyncio.Protocol):
             user_agent=ex.user_agent, ssl_cipher=ssl_cipher, ssl_protocol=ssl_protocol,
             target_group_arn=ex.group.tg.arn if ex.group else None, trace_id=ex.trace, domain_name=sni,
             chosen_cert_arn=cert_arn, matched_rule_priority=ex.priority, actions_executed=ex.actions,
-            redirect_url=ex.redirect_url, error_reason=None,
+            redirect_url=ex.redirect_url, error_reason=ex.error_reason,
         )
+        if ex.verdict is not None:
+            entry.classification, entry.classification_reason = ex.verdict
         if self.log_part is None:
             self.log_part = connection_part(entry)
         self.lr.log.write(format_entry(entry, self.log_part))
@@ -501,7 +550,8 @@ class ClientConnection(asyncio.Protocol):
                                  target_status=entry.target_status_code, target_time=entry.target_processing_time,
                                  received=ex.received_bytes, sent=ex.sent_bytes)
 
-    def _protocol_error(self, status: int, detail: str) -> None:
+    def _protocol_error(self, status: int, detail: str, page: str | None = None,
+                        verdict: desync.Verdict | None = None) -> None:
         """The client sent bytes we cannot parse: answer (after earlier requests), log, close."""
         if self.closing or self.transport is None:
             return
@@ -514,7 +564,7 @@ class ClientConnection(asyncio.Protocol):
         ex.keep_alive = False
         ex.elb_status = status
         method = ex.method.decode("latin-1") if ex.method else ""
-        payload = httpmsg.alb_response(status, date=self.alb.http_date(), body=httpmsg.error_body(status),
+        payload = httpmsg.alb_response(status, date=self.alb.http_date(), body=httpmsg.error_body(status, page),
                                        keep_alive=False)
         self._write(ex, payload)
         ssl_cipher, ssl_protocol, sni, cert_arn = self.tls
@@ -523,12 +573,15 @@ class ClientConnection(asyncio.Protocol):
             client=f"{self.client_ip}:{self.client_port}", request_creation_time=ex.created,
             elb_status_code=status, received_bytes=ex.received_bytes, sent_bytes=ex.sent_bytes,
             request=(malformed_request_field(self.lr.scheme, self.lr.node.address, self.lr.listener.port)
-                     if status == 400 or not method else
+                     if status in (400, 414) or not method else
                      request_field(method, self.lr.scheme, host_without_port(ex.host) or self.lr.node.address,
                                    self.lr.listener.port, b"".join(ex.url).decode("latin-1"), f"HTTP/{ex.version}")),
             user_agent=ex.user_agent, ssl_cipher=ssl_cipher, ssl_protocol=ssl_protocol, domain_name=sni,
-            chosen_cert_arn=cert_arn, error_reason=None,
+            chosen_cert_arn=cert_arn, classification=verdict.classification if verdict else None,
+            classification_reason=verdict.reason if verdict else None,
         )
+        if verdict is not None:
+            self.alb.metrics.desync_noncompliant()
         if self.log_part is None:
             self.log_part = connection_part(entry)
         self.lr.log.write(format_entry(entry, self.log_part))

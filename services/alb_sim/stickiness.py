@@ -1,4 +1,4 @@
-"""Duration-based stickiness (`stickiness.type = lb_cookie`), pure: no I/O.
+"""Sticky sessions (`stickiness.type` lb_cookie and app_cookie), pure: no I/O.
 
 AWS (ALB sticky sessions): the ALB sets `AWSALB` (and `AWSALBCORS` with `SameSite=None; Secure`),
 values opaque and encrypted, cookie `Expires` fixed at 7 days while the stickiness duration
@@ -6,6 +6,12 @@ values opaque and encrypted, cookie `Expires` fixed at 7 days while the stickine
 request; a missing, invalid or expired cookie, or a target that is unhealthy or deregistered, gets
 a new target and a new cookie. Here the value is base64url(`<group>|<ip:port>|<expiry>`) plus an
 HMAC-SHA256 tag under a per-process random key: opaque to the client and unforgeable.
+
+Application-based (`app_cookie`): once the target sets the cookie named
+`stickiness.app_cookie.cookie_name`, the ALB adds its own `AWSALBAPP-0` .. `AWSALBAPP-3` (AWS shards
+the encrypted value over up to four cookies; ours fits in the first, the others carry `_remove_`,
+decisions.md #48), Expires 7 days; the stickiness duration is enforced by the ALB and reset on every
+response. Stickiness needs both cookies in the request.
 """
 
 from __future__ import annotations
@@ -19,6 +25,8 @@ COOKIE = "AWSALB"
 CORS_COOKIE = "AWSALBCORS"
 GROUP_COOKIE = "AWSALBTG"  # target group stickiness of a weighted forward action
 GROUP_CORS_COOKIE = "AWSALBTGCORS"
+APP_COOKIES = tuple(f"AWSALBAPP-{i}" for i in range(4))
+APP_COOKIE_REMOVED = "_remove_"
 COOKIE_LIFETIME = 7 * 24 * 3600
 
 
@@ -33,19 +41,34 @@ class StickyCodec:
         payload = f"{group}|{target}|{int(expires)}".encode()
         return base64.urlsafe_b64encode(payload).decode().rstrip("=") + "." + self._tag(payload)
 
-    def decode(self, value: str, group: str, now: float) -> str | None:
-        """The `ip:port` the cookie sticks to, if it is ours, for `group` and not expired."""
+    def _payload(self, value: str) -> bytes | None:
+        """The cookie's payload if its tag is ours (whatever its expiry), else None."""
         body, _, tag = value.partition(".")
         try:
             payload = base64.urlsafe_b64decode(body + "=" * (-len(body) % 4))
         except (ValueError, TypeError):
             return None
-        if not hmac.compare_digest(tag, self._tag(payload)):
+        return payload if hmac.compare_digest(tag, self._tag(payload)) else None
+
+    def authentic(self, value: str) -> bool:
+        """True if this ALB made the cookie (expired or not): false for forged, damaged or URL-encoded ones."""
+        return self._payload(value) is not None
+
+    def decode(self, value: str, group: str, now: float) -> str | None:
+        """The `ip:port` the cookie sticks to, if it is ours, for `group` and not expired."""
+        payload = self._payload(value)
+        if payload is None:
             return None
         parts = payload.decode("latin-1").split("|")
         if len(parts) != 3 or parts[0] != group or not parts[2].isdigit() or int(parts[2]) < now:
             return None
         return parts[1]
+
+
+def app_cookie_set(headers: list[tuple[bytes, bytes]], name: bytes) -> bool:
+    """True if a response sets the application cookie `name` (`Set-Cookie: <name>=...`)."""
+    prefix = name + b"="
+    return any(n.lower() == b"set-cookie" and v.lstrip().startswith(prefix) for n, v in headers)
 
 
 def cookie_value(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
@@ -67,3 +90,10 @@ def set_cookie_headers(value: str, now: float, names: tuple[str, str] = (COOKIE,
     plain, cors = names
     return [(b"Set-Cookie", f"{plain}={value}; Expires={expires}; Path=/".encode()),
             (b"Set-Cookie", f"{cors}={value}; Expires={expires}; Path=/; SameSite=None; Secure".encode())]
+
+
+def app_set_cookie_headers(value: str, now: float) -> list[tuple[bytes, bytes]]:
+    """AWSALBAPP-0 with the value, AWSALBAPP-1..3 emptied (`_remove_`), all expiring in 7 days."""
+    expires = email.utils.formatdate(now + COOKIE_LIFETIME, usegmt=True)
+    return [(b"Set-Cookie", f"{name}={value if i == 0 else APP_COOKIE_REMOVED}; Expires={expires}; Path=/".encode())
+            for i, name in enumerate(APP_COOKIES)]

@@ -10,11 +10,16 @@ wire and this module turns it into the document described in the project brief::
 
 plus ``"proxy": {"command", "source", "destination"}`` on listeners that expect a PROXY
 protocol header.
+
+One test knob: a query parameter ``set-cookie=NAME=VALUE`` (token characters only) makes the
+answer carry ``Set-Cookie: NAME=VALUE; Path=/``, as an application's session cookie would
+(the ALB's application-based stickiness starts from such a cookie).
 """
 
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -116,6 +121,15 @@ def describe(identity: Identity, request: ReceivedRequest) -> dict[str, Any]:
     return doc
 
 
+_SET_COOKIE = re.compile(r"(?:^|&)set-cookie=([A-Za-z0-9!#$%'*+.^_`|~-]+=[A-Za-z0-9!#$%'*+.^_`|~-]*)(?:&|$)")
+
+
+def cookie_to_set(target: str) -> str | None:
+    """`NAME=VALUE` from a `set-cookie=NAME=VALUE` query parameter, if there is a well-formed one."""
+    match = _SET_COOKIE.search(split_target(target)[1])
+    return match.group(1) if match else None
+
+
 def encode_json(doc: Any) -> bytes:
     return json.dumps(doc, separators=(",", ":")).encode("ascii") + b"\n"
 
@@ -127,6 +141,7 @@ def encode_response(
     keep_alive: bool,
     head: bool = False,
     content_type: str = JSON_CONTENT_TYPE,
+    cookie: str | None = None,
 ) -> bytes:
     """HTTP/1.1 response bytes; a HEAD answer keeps Content-Length but drops the body."""
     lines = [
@@ -134,6 +149,8 @@ def encode_response(
         f"Content-Type: {content_type}",
         f"Content-Length: {len(body)}",
     ]
+    if cookie is not None:
+        lines.append(f"Set-Cookie: {cookie}; Path=/")
     if not keep_alive:
         lines.append("Connection: close")
     head_bytes = ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")

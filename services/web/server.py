@@ -335,7 +335,8 @@ class EchoProtocol(asyncio.Protocol):
         )
         keep_alive = self._parser.should_keep_alive() and not self._parser.should_upgrade()
         body = echo.encode_json(echo.describe(self._identity, request))
-        self._send(echo.encode_response(200, body, keep_alive=keep_alive, head=method == "HEAD"))
+        self._send(echo.encode_response(200, body, keep_alive=keep_alive, head=method == "HEAD",
+                                        cookie=echo.cookie_to_set(request.target)))
         if not keep_alive:
             self.close()
 

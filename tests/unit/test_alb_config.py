@@ -175,6 +175,9 @@ ERRORS: list[tuple[Callable[[dict[str, Any]], None], str]] = [
     (lambda d: d["attributes"].update({"routing.http.preserve_host_header.enabled": "yes"}),
      "attributes.routing.http.preserve_host_header.enabled: ValidationError: Load balancer attribute value 'yes' "
      "is not valid for 'routing.http.preserve_host_header.enabled' (allowed: true, false)"),
+    (lambda d: d["attributes"].update({"routing.http.desync_mitigation_mode": "strict"}),
+     "attributes.routing.http.desync_mitigation_mode: ValidationError: 'strict' is not a valid value "
+     "(monitor, defensive, strictest)"),
     (lambda d: d["attributes"].update({"idle_timeout.timeout_seconds": "0"}),
      "attributes.idle_timeout.timeout_seconds: '0' is not a valid idle timeout in seconds (1-4000)"),
     (lambda d: d["attributes"].update({"bogus.key": "1"}),

@@ -202,7 +202,7 @@ def test_target_group_attributes_algorithm(rlab: Lab) -> None:
     assert get_on(rlab, "127.0.0.2", "/lor")[0] == 200
     status, doc = admin(rlab, "POST", "/target-group-attributes", {"TargetGroupName": "frontend", "Attributes": [
         {"Key": "load_balancing.algorithm.type", "Value": "random"}]})
-    assert status == 400 and "'load_balancing.algorithm.type' (round_robin, least_outstanding_requests)" in \
+    assert status == 400 and "'load_balancing.algorithm.type' (round_robin, least_outstanding_requests, weighted_random)" in \
         doc["Error"]["Message"]
 
 
@@ -225,7 +225,9 @@ def test_lb_cookie_stickiness_sets_and_honours_awsalb(rlab: Lab) -> None:
     assert resp.status == 200 and resp.headers.get_all("Set-Cookie")[0].startswith("AWSALB=")
     status, doc = admin(rlab, "POST", "/target-group-attributes", {"TargetGroupName": "frontend", "Attributes": [
         {"Key": "stickiness.type", "Value": "app_cookie"}]})
-    assert status == 400 and "'stickiness.type' (the lab supports lb_cookie)" in doc["Error"]["Message"]
+    assert (status, doc["Error"]) == (400, {"Code": "ValidationError", "Message": (
+        "Attributes.stickiness.app_cookie.cookie_name: 'stickiness.app_cookie.cookie_name' must be specified when "
+        "'stickiness.type' is 'app_cookie'")})
 
 
 def test_periodic_rotation(tmp_path: Path) -> None:

@@ -97,7 +97,8 @@ class EchoBackend:
                     self.transport.write(b"0\r\n\r\n")
                     return
                 body = json.dumps(record).encode()
-                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nX-Backend: "
+                cookie = b"Set-Cookie: SESSIONID=s-1; Path=/\r\n" if b"setcookie" in self.url else b""
+                self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n" + cookie + b"X-Backend: "
                                      + backend.name.encode() + b"\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
                 if not self.keep_alive:
                     self.transport.close()
@@ -512,3 +513,59 @@ def test_504_when_target_does_not_answer_within_idle_timeout(lab2: Lab) -> None:
     status, headers, body = lab2.get("/api/slow", {"Host": "www.lab.test"})
     assert status == 504 and b"<title>504 Gateway Time-out</title>" in body
     assert time.monotonic() - started >= 0.9
+
+
+def raw_exchange(lab: Lab, request: bytes) -> bytes:
+    sock = lab.raw_tls()
+    sock.sendall(request)
+    reply = b""
+    while True:  # the ALB closes after these errors
+        data = sock.recv(65536)
+        if not data:
+            break
+        reply += data
+    sock.close()
+    return reply
+
+
+def without_date(reply: bytes) -> bytes:
+    return re.sub(rb"\r\nDate: [^\r]*", b"", reply)
+
+
+def test_414_for_a_request_line_over_16k_and_not_at_16k(lab: Lab) -> None:
+    path = "/api/" + "a" * (16 * 1024 - 5)
+    assert lab.get(path, {"Host": "www.lab.test"})[0] == 200  # a 16K URL is within the limit
+    before = len(lab.log_lines())
+    reply = raw_exchange(lab, b"GET " + path.encode() + b"b HTTP/1.1\r\nHost: www.lab.test\r\n\r\n")
+    body = (b"<html>\r\n<head><title>414 Request-URI Too Large</title></head>\r\n<body>\r\n"
+            b"<center><h1>414 Request-URI Too Large</h1></center>\r\n</body>\r\n</html>\r\n")
+    assert without_date(reply) == (b"HTTP/1.1 414 Request-URI Too Large\r\nServer: awselb/2.0\r\n"
+                                   b"Content-Type: text/html\r\nContent-Length: %d\r\nConnection: close\r\n\r\n"
+                                   % len(body) + body)
+    def entry_414() -> list[str] | None:  # the 200's entry may land after `before` was taken
+        rows = [re.findall(r'"[^"]*"|\S+', line) for line in lab.log_lines()[before:]]
+        return next((f for f in rows if f[8] == "414"), None)
+    assert wait_for(lambda: entry_414() is not None)
+    fields = entry_414()
+    assert fields is not None and fields[12] == f'"- https://127.0.0.1:{lab.https_port}- -"'
+
+
+PAGE_400_HEADER = (b"<html>\r\n<head><title>400 Request Header Or Cookie Too Large</title></head>\r\n<body>\r\n"
+                   b"<center><h1>400 Bad Request</h1></center>\r\n<center>Request Header Or Cookie Too Large</center>\r\n"
+                   b"</body>\r\n</html>\r\n")
+
+
+@pytest.mark.parametrize("headers", [
+    b"X-Big: " + b"v" * (16 * 1024) + b"\r\n",                                            # one header over 16K
+    b"".join(b"X-H%d: " % i + b"v" * 8000 + b"\r\n" for i in range(9)),                   # 9 x 8K: over 64K in all
+])
+def test_400_for_oversized_request_headers(lab: Lab, headers: bytes) -> None:
+    reply = raw_exchange(lab, b"GET /api/x HTTP/1.1\r\nHost: www.lab.test\r\n" + headers + b"\r\n")
+    assert without_date(reply) == (b"HTTP/1.1 400 Bad Request\r\nServer: awselb/2.0\r\nContent-Type: text/html\r\n"
+                                   b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(PAGE_400_HEADER)
+                                   + PAGE_400_HEADER)
+
+
+def test_headers_just_under_the_limits_pass(lab: Lab) -> None:
+    headers = {"Host": "www.lab.test", **{f"X-H{i}": "v" * 8000 for i in range(7)}}
+    assert lab.get("/api/ok", headers)[0] == 200

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from services.alb_sim.config import HealthCheck, Target, TargetGroup, ConfigError, load_config
+from services.alb_sim.config import ConfigError, HealthCheck, Target, TargetGroup, TargetGroupAttributes, load_config
 from services.alb_sim.health import HEALTHY, CheckResult, slow_start_weight
 from services.alb_sim.runtime import TargetGroupRuntime
 
@@ -19,7 +19,8 @@ def test_weight_ramps_linearly(now: float, weight: float) -> None:
 def group(slow_start: int) -> TargetGroupRuntime:
     tg = TargetGroup(name="api", arn="arn", protocol="HTTP", port=80,
                      targets=(Target("a", "10.0.0.1", 80), Target("b", "10.0.0.2", 80)),
-                     health_check=HealthCheck(healthy_threshold=2), slow_start=slow_start)
+                     health_check=HealthCheck(healthy_threshold=2),
+                     attributes=TargetGroupAttributes(slow_start=slow_start))
     return TargetGroupRuntime(tg)
 
 

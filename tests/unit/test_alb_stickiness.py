@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.alb_sim.stickiness import StickyCodec, cookie_value, set_cookie_headers
+from services.alb_sim.stickiness import StickyCodec, app_cookie_set, app_set_cookie_headers, cookie_value, set_cookie_headers
 
 KEY = b"k" * 32
 
@@ -31,6 +31,21 @@ def test_set_cookie_headers_expire_in_seven_days_with_cors_variant() -> None:
         (b"Set-Cookie", b"AWSALB=v.t; Expires=Thu, 08 Jan 1970 00:00:00 GMT; Path=/"),
         (b"Set-Cookie", b"AWSALBCORS=v.t; Expires=Thu, 08 Jan 1970 00:00:00 GMT; Path=/; SameSite=None; Secure"),
     ]
+
+
+def test_awsalbapp_headers_value_in_the_first_shard_the_others_removed() -> None:
+    assert app_set_cookie_headers("v.t", now=0) == [
+        (b"Set-Cookie", b"AWSALBAPP-0=v.t; Expires=Thu, 08 Jan 1970 00:00:00 GMT; Path=/"),
+        (b"Set-Cookie", b"AWSALBAPP-1=_remove_; Expires=Thu, 08 Jan 1970 00:00:00 GMT; Path=/"),
+        (b"Set-Cookie", b"AWSALBAPP-2=_remove_; Expires=Thu, 08 Jan 1970 00:00:00 GMT; Path=/"),
+        (b"Set-Cookie", b"AWSALBAPP-3=_remove_; Expires=Thu, 08 Jan 1970 00:00:00 GMT; Path=/"),
+    ]
+
+
+def test_app_cookie_set_by_the_response() -> None:
+    assert app_cookie_set([(b"set-cookie", b"SESSIONID=1; Path=/")], b"SESSIONID")
+    assert not app_cookie_set([(b"Set-Cookie", b"SESSIONID2=1")], b"SESSIONID")
+    assert not app_cookie_set([(b"X-SESSIONID", b"SESSIONID=1")], b"SESSIONID")
 
 
 def test_target_group_stickiness_config() -> None:

@@ -95,6 +95,23 @@ def test_describe_reports_proxy_addresses() -> None:
     }
 
 
+@pytest.mark.parametrize("target,cookie", [
+    ("/a?set-cookie=SESSIONID=s1", "SESSIONID=s1"),
+    ("/a?x=1&set-cookie=app=&y=2", "app="),
+    ("/a?set-cookie=bad%0d%0aX:1", None),       # no header injection: token characters only
+    ("/a?xset-cookie=n=v", None),
+    ("/a", None),
+])
+def test_cookie_to_set(target: str, cookie: str | None) -> None:
+    assert echo.cookie_to_set(target) == cookie
+
+
+def test_encode_response_sets_the_cookie() -> None:
+    assert echo.encode_response(200, b"{}", keep_alive=True, cookie="SESSIONID=s1") == (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n"
+        b"Set-Cookie: SESSIONID=s1; Path=/\r\n\r\n{}")
+
+
 def test_encode_response_head_keeps_length_drops_body() -> None:
     assert echo.encode_response(200, b"{}\n", keep_alive=True, head=True) == (
         b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 3\r\n\r\n"

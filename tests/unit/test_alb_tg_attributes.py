@@ -1,0 +1,118 @@
+"""Target group attributes: load_balancing.algorithm.* and stickiness.app_cookie.*, exact errors;
+weighted_random target selection."""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+
+import pytest
+
+from services.alb_sim.config import ConfigError, TargetGroupAttributes
+from services.alb_sim.config_changes import parse_target_group_attributes
+from services.alb_sim.health import DRAINING, HEALTHY, INITIAL, UNHEALTHY, WeightedRandom
+
+
+def test_defaults_are_aws_defaults() -> None:
+    a = parse_target_group_attributes({}, TargetGroupAttributes())
+    assert (a.algorithm, a.anomaly_mitigation, a.stickiness, a.stickiness_type) == ("round_robin", False, False,
+                                                                                   "lb_cookie")
+    assert (a.app_cookie_name, a.app_cookie_seconds, a.stickiness_seconds) == ("", 86400, 86400)
+
+
+def test_weighted_random_with_and_without_anomaly_mitigation() -> None:
+    a = parse_target_group_attributes({"load_balancing.algorithm.type": "weighted_random",
+                                       "load_balancing.algorithm.anomaly_mitigation": "on"}, TargetGroupAttributes())
+    assert (a.algorithm, a.anomaly_mitigation) == ("weighted_random", True)
+    b = parse_target_group_attributes({"load_balancing.algorithm.anomaly_mitigation": "off"}, a)
+    assert (b.algorithm, b.anomaly_mitigation) == ("weighted_random", False)
+
+
+def test_app_cookie_stickiness() -> None:
+    a = parse_target_group_attributes({"stickiness.enabled": "true", "stickiness.type": "app_cookie",
+                                       "stickiness.app_cookie.cookie_name": "SESSIONID",
+                                       "stickiness.app_cookie.duration_seconds": "600"}, TargetGroupAttributes())
+    assert (a.stickiness, a.stickiness_type, a.app_cookie_name, a.app_cookie_seconds) == (True, "app_cookie",
+                                                                                         "SESSIONID", 600)
+    # switching type keeps the app cookie settings, as ModifyTargetGroupAttributes only changes what it names
+    b = parse_target_group_attributes({"stickiness.type": "lb_cookie"}, a)
+    assert (b.stickiness_type, b.app_cookie_name) == ("lb_cookie", "SESSIONID")
+
+
+P = "Attributes"
+ERRORS = [
+    ({"load_balancing.algorithm.type": "random"},
+     f"{P}.load_balancing.algorithm.type: ValidationError: Target group attribute value 'random' is not valid for "
+     "'load_balancing.algorithm.type' (round_robin, least_outstanding_requests, weighted_random)"),
+    ({"load_balancing.algorithm.anomaly_mitigation": "true", "load_balancing.algorithm.type": "weighted_random"},
+     f"{P}.load_balancing.algorithm.anomaly_mitigation: ValidationError: Target group attribute value 'true' is not "
+     "valid for 'load_balancing.algorithm.anomaly_mitigation' (on, off)"),
+    ({"load_balancing.algorithm.anomaly_mitigation": "on"},
+     f"{P}.load_balancing.algorithm.anomaly_mitigation: ValidationError: Anomaly mitigation is only supported with "
+     "the weighted random load balancing algorithm"),
+    ({"load_balancing.algorithm.anomaly_mitigation": "on", "load_balancing.algorithm.type": "least_outstanding_requests"},
+     f"{P}.load_balancing.algorithm.anomaly_mitigation: ValidationError: Anomaly mitigation is only supported with "
+     "the weighted random load balancing algorithm"),
+    ({"stickiness.type": "source_ip"},
+     f"{P}.stickiness.type: ValidationError: Target group attribute value 'source_ip' is not valid for "
+     "'stickiness.type' (lb_cookie, app_cookie)"),
+    ({"stickiness.enabled": "true", "stickiness.type": "app_cookie"},
+     f"{P}.stickiness.app_cookie.cookie_name: ValidationError: 'stickiness.app_cookie.cookie_name' must be specified "
+     "when 'stickiness.type' is 'app_cookie'"),
+    ({"stickiness.app_cookie.cookie_name": "AWSALBAPP-0"},
+     f"{P}.stickiness.app_cookie.cookie_name: ValidationError: Cookie name 'AWSALBAPP-0' is not allowed: names "
+     "starting with AWSALB, AWSALBAPP, AWSALBTG are reserved for use by the load balancer"),
+    ({"stickiness.app_cookie.cookie_name": "awsalbtg"},
+     f"{P}.stickiness.app_cookie.cookie_name: ValidationError: Cookie name 'awsalbtg' is not allowed: names "
+     "starting with AWSALB, AWSALBAPP, AWSALBTG are reserved for use by the load balancer"),
+    ({"stickiness.app_cookie.cookie_name": "my session"},
+     f"{P}.stickiness.app_cookie.cookie_name: ValidationError: Target group attribute value 'my session' is not "
+     "valid for 'stickiness.app_cookie.cookie_name' (a cookie name: letters, digits and !#$%&'*+.^_`|~-)"),
+    ({"stickiness.app_cookie.duration_seconds": "0"},
+     f"{P}.stickiness.app_cookie.duration_seconds: ValidationError: Target group attribute value '0' is not valid "
+     "for 'stickiness.app_cookie.duration_seconds' (1-604800)"),
+    ({"stickiness.app_cookie.duration_seconds": "604801"},
+     f"{P}.stickiness.app_cookie.duration_seconds: ValidationError: Target group attribute value '604801' is not "
+     "valid for 'stickiness.app_cookie.duration_seconds' (1-604800)"),
+    ({"stickiness.lb_cookie.duration_seconds": "1d"},
+     f"{P}.stickiness.lb_cookie.duration_seconds: ValidationError: Target group attribute value '1d' is not valid "
+     "for 'stickiness.lb_cookie.duration_seconds' (1-604800)"),
+]
+
+
+@pytest.mark.parametrize("values,message", ERRORS)
+def test_errors(values: dict[str, str], message: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        parse_target_group_attributes(values, TargetGroupAttributes())
+    assert str(info.value) == message
+
+
+def test_weighted_random_picks_every_healthy_target_about_equally() -> None:
+    picker: WeightedRandom[str] = WeightedRandom(random.Random(7))
+    picks = Counter(picker.pick(["a", "b", "c", "d"], [HEALTHY, HEALTHY, UNHEALTHY, HEALTHY]) for _ in range(3000))
+    assert set(picks) == {"a", "b", "d"}
+    assert all(900 <= n <= 1100 for n in picks.values()), picks
+
+
+def test_weighted_random_fails_open_and_returns_none_when_nothing_is_registered() -> None:
+    picker: WeightedRandom[str] = WeightedRandom(random.Random(7))
+    picks = {picker.pick(["a", "b", "c"], [UNHEALTHY, INITIAL, DRAINING]) for _ in range(200)}
+    assert picks == {"a", "b"}  # no healthy target: every registered one that is not draining
+    assert picker.pick(["a"], [DRAINING]) is None
+
+
+def test_target_group_runtime_uses_weighted_random() -> None:
+    from services.alb_sim.config import HealthCheck, Target, TargetGroup
+    from services.alb_sim.health import CheckResult
+    from services.alb_sim.runtime import TargetGroupRuntime
+
+    tg = TargetGroup(name="api", arn="arn", protocol="HTTP", port=80,
+                     targets=(Target("a", "10.0.0.1", 80), Target("b", "10.0.0.2", 80)),
+                     health_check=HealthCheck(), attributes=TargetGroupAttributes(algorithm="weighted_random"))
+    g = TargetGroupRuntime(tg)
+    for m in g.members:
+        m.health.record(CheckResult.passed())
+    g.rng.seed(3)
+    sequence = [g.pick().addr for _ in range(12)]  # type: ignore[union-attr]
+    assert sequence != ["10.0.0.1:80", "10.0.0.2:80"] * 6  # not round robin
+    assert Counter(sequence).keys() == {"10.0.0.1:80", "10.0.0.2:80"}
