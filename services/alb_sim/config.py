@@ -13,6 +13,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping
 
+from services.certselect import DEFAULT_KEY_ALGORITHM, KEY_ALGORITHMS
+
 from .model import (  # noqa: F401  (re-exported: the config API)
     Action, Admin, AlbConfig, Attributes, Certificate, Condition, ConditionValue, FixedResponseAction,
     ForwardAction, HealthCheck, Listener, Node, QueryPair, RedirectAction, Rotation, Rule, Target, TargetGroup, TargetGroupAttributes,
@@ -387,8 +389,13 @@ def _listener(d: dict[str, Any], path: str, tg_names: set[str], ctx: _Ctx) -> Li
         if protocol != "HTTPS":
             raise ctx.fail(f"{path}.certificates", "ValidationError: Certificates can only be added to HTTPS listeners")
         c = ctx.obj(c, f"{path}.certificates[{i}]")
-        extra.append(Certificate(arn=ctx.string(c, "arn", f"{path}.certificates[{i}]"),
-                                 pem=ctx.string(c, "pem", f"{path}.certificates[{i}]")))
+        where = f"{path}.certificates[{i}]"
+        algorithm = c.get("key_algorithm", DEFAULT_KEY_ALGORITHM)
+        if algorithm not in KEY_ALGORITHMS:
+            raise ctx.fail(f"{where}.key_algorithm", f"ValidationError: Key algorithm '{algorithm}' must be one of "
+                           f"'{', '.join(KEY_ALGORITHMS)}'")
+        extra.append(Certificate(arn=ctx.string(c, "arn", where), pem=ctx.string(c, "pem", where),
+                                 key_algorithm=algorithm))
     if len(extra) > 25:
         raise ctx.fail(f"{path}.certificates", "TooManyCertificates: a listener has at most 25 certificates "
                        "besides the default one")

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping, Union
 
+from services.certselect import DEFAULT_KEY_ALGORITHM
+
 
 @dataclass(frozen=True)
 class Node:
@@ -75,6 +77,7 @@ class Rule:
 class Certificate:
     arn: str
     pem: str
+    key_algorithm: str = DEFAULT_KEY_ALGORITHM  # ACM KeyAlgorithm: ranks several SNI matches (certselect)
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Coroutine, TextIO
 
+from services.certselect import CertFacts, choose, read_facts
+
 from .config import (AlbConfig, Certificate, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup,
                      TargetGroupAttributes)
 from .health import (DRAINING, HEALTHY, UNUSED, LeastOutstanding, Matcher, RoundRobin, TargetHealth,
@@ -65,36 +67,13 @@ def _policy_context(listener: Listener, cert: Certificate, http2: bool) -> ssl.S
     return ctx
 
 
-def certificate_names(pem: str) -> tuple[str, ...]:
-    """The DNS names (SANs) of the first certificate in a PEM file, lower case."""
+def certificate_facts(cert: Certificate) -> CertFacts:
+    """What SNI selection ranks a listed certificate by (no names when the file cannot be read:
+    loading its context has already failed loudly then)."""
     try:
-        decoded = ssl._ssl._test_decode_cert(pem)  # type: ignore[attr-defined]  # stdlib, no extra wheel
-    except (OSError, ssl.SSLError, AttributeError):
-        return ()
-    return tuple(v.lower() for k, v in decoded.get("subjectAltName", ()) if k == "DNS")
-
-
-def name_matches(pattern: str, server_name: str) -> bool:
-    """Certificate name matching: exact, or `*.example.com` covering exactly one more label."""
-    if pattern == server_name:
-        return True
-    return pattern.startswith("*.") and server_name.count(".") >= 2 and \
-        server_name.split(".", 1)[1] == pattern[2:]
-
-
-def choose_certificate(candidates: list[tuple[tuple[str, ...], str]], server_name: str | None) -> int | None:
-    """Index of the certificate for SNI `server_name`: an exact name first, then a wildcard;
-    None = no match (the default certificate is used)."""
-    if not server_name:
-        return None
-    name = server_name.lower().rstrip(".")
-    for i, (names, _) in enumerate(candidates):
-        if name in names:
-            return i
-    for i, (names, _) in enumerate(candidates):
-        if any(name_matches(n, name) for n in names if n.startswith("*.")):
-            return i
-    return None
+        return read_facts(cert.pem, cert.key_algorithm)
+    except (OSError, ssl.SSLError, ValueError, KeyError):
+        return CertFacts(names=())
 
 
 def server_tls_context(listener: Listener, http2: bool = True,
@@ -108,10 +87,10 @@ def server_tls_context(listener: Listener, http2: bool = True,
     extra = [(_policy_context(listener, c, http2), c.arn) for c in listener.certificates]
     if made is not None:
         made.extend([ctx] + [c for c, _ in extra])
-    candidates = [(certificate_names(c.pem), c.arn) for c in listener.certificates]
+    candidates = [certificate_facts(c) for c in listener.certificates]
 
     def on_sni(ssl_obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-        chosen = choose_certificate(candidates, server_name)
+        chosen = choose(candidates, server_name)  # AWS's smart selection, as the NLB (decisions #29)
         arn = default_arn
         if chosen is not None:
             ssl_obj.context, arn = extra[chosen]

@@ -8,9 +8,13 @@ import time
 from typing import Iterator
 
 import pytest
+import trustme
 
 from services.alb_sim.config import Certificate
-from services.alb_sim.runtime import choose_certificate, name_matches
+from services.alb_sim.config import ConfigError, load_config
+from tests.unit.test_alb_config import BASE, mutate
+from services.alb_sim.runtime import certificate_facts
+from services.certselect import CertFacts, choose, name_matches
 from tests.unit.test_alb_server import Lab
 
 OTHER_ARN = "arn:aws:acm:eu-west-2:123456789012:certificate/other"
@@ -25,12 +29,35 @@ def test_name_matches(pattern: str, name: str, ok: bool) -> None:
     assert name_matches(pattern, name) is ok
 
 
-def test_exact_names_win_over_wildcards() -> None:
-    candidates = [(("*.lab.test",), "wild"), (("api.lab.test",), "exact")]
-    assert choose_certificate(candidates, "API.lab.test") == 1
-    assert choose_certificate(candidates, "x.lab.test") == 0
-    assert choose_certificate(candidates, "elsewhere.test") is None
-    assert choose_certificate(candidates, None) is None
+def test_exact_names_win_over_wildcards_on_a_tie() -> None:
+    candidates = [CertFacts(("*.lab.test",)), CertFacts(("api.lab.test",))]
+    assert choose(candidates, "API.lab.test") == 1
+    assert choose(candidates, "x.lab.test") == 0
+    assert choose(candidates, "elsewhere.test") is None
+    assert choose(candidates, None) is None
+
+
+def test_the_alb_ranks_matches_as_aws_documents(tmp_path) -> None:
+    """ALB and NLB share AWS's smart selection: an ECDSA match beats an RSA one listed first."""
+    ca = trustme.CA()
+    rsa, ec = tmp_path / "rsa.pem", tmp_path / "ec.pem"
+    ca.issue_cert("api.lab.test", key_type=trustme.KeyType.RSA).private_key_and_cert_chain_pem.write_to_path(str(rsa))
+    ca.issue_cert("*.lab.test", key_type=trustme.KeyType.ECDSA).private_key_and_cert_chain_pem.write_to_path(str(ec))
+    listed = [Certificate(OTHER_ARN, str(rsa), key_algorithm="RSA_2048"), Certificate(WILD_ARN, str(ec))]
+    assert choose([certificate_facts(c) for c in listed], "api.lab.test") == 1
+    assert certificate_facts(Certificate(OTHER_ARN, str(tmp_path / "missing.pem"))).names == ()
+
+
+def test_listed_certificates_take_a_key_algorithm() -> None:
+    def listed(algorithm: str):
+        def change(d) -> None:
+            d["listeners"][0]["certificates"] = [{"arn": OTHER_ARN, "pem": "/x.pem", "key_algorithm": algorithm}]
+        return mutate(change)
+    assert load_config(listed("RSA_2048")).listeners[0].certificates[0].key_algorithm == "RSA_2048"
+    assert load_config(BASE).listeners[0].certificate.key_algorithm == "EC_prime256v1"
+    with pytest.raises(ConfigError, match=r"listeners\[0\]\.certificates\[0\]\.key_algorithm: ValidationError: "
+                                          r"Key algorithm 'DSA' must be one of 'RSA_1024, "):
+        load_config(listed("DSA"))
 
 
 @pytest.fixture(scope="module")
