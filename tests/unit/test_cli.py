@@ -65,3 +65,33 @@ def test_unknown_verb_is_a_usage_error():
     result = lab("explode")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "invalid choice: 'explode'" in result.stderr
+
+
+def test_trace_through_an_alb_target_group_has_no_haproxy_hop(monkeypatch):
+    """sni's TCP:8443 (and nlb-alb) send flows from the NLB straight to the ALB: `lab trace` must not
+    wait for a HAProxy log line that cannot exist, report it missing, or exit 1."""
+    import json
+    import time
+
+    from lab.cli import trace
+    from lab.load import load_topology
+
+    topology = load_topology("sni")
+    echo = {"node": "web-api-a", "service": "api", "peer": {"ip": "10.20.1.30", "port": 36441}, "path": "/api/x",
+            "headers": {"x-forwarded-for": "198.51.100.150", "x-amzn-trace-id": "Root=1-6b0dc8af-23824e3300cd7bab943791d5"}}
+    out = json.dumps(echo) + f"\n{trace.MARK} 198.51.100.150 34696 198.51.100.10 8443 200"
+    monkeypatch.setattr(trace, "exec_in", lambda *a, **k: (0, out.encode(), b""))
+    monkeypatch.setattr(trace, "_find_flow", lambda client, addr: {
+        "node": "nlb-a", "listener": "TCP:8443", "client": addr, "target": "alb-a", "target_addr": "10.20.1.30:443",
+        "source_seen_by_target": addr, "proxy_protocol_v2": False})
+    monkeypatch.setattr(trace, "_find_haproxy", lambda *a: None)
+    monkeypatch.setattr(trace, "_find_alb", lambda client, amzn: ("alb-a", {
+        "client:port": "198.51.100.150:34696", "matched_rule_priority": "10", "target:port": "10.20.1.41:8443",
+        "elb_status_code": "200", "trace_id": amzn}))
+    started = time.monotonic()
+    hops = trace.collect(None, topology, "198.51.100.150", "https://www.lab.test:8443/api/x")
+    assert time.monotonic() - started < 2
+    assert [h["hop"] for h in hops] == ["client", "nlb", "haproxy", "alb", "web"]
+    assert not any("missing" in h for h in hops)
+    assert hops[2]["skipped"] == "not on this path: the NLB's TCP:8443 forwards to the alb target group alb-https"
+    assert "haproxy  -               (not on this path" in trace.render_text(hops)
