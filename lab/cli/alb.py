@@ -154,13 +154,26 @@ def run_tg_attributes(args) -> int:
     return _print(args, doc, [f"{a['Key']} = {a['Value']}" for a in doc["Attributes"]])
 
 
+def read_rules(path: Path) -> Any:
+    """A YAML or JSON list of rules; `lab alb rules PORT --json` output (`{"Rules": [...]}`, its
+    default rule included) is accepted too, so a listener's rules can be saved, edited, set back."""
+    try:
+        rules = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise LabError(f"{path}: not valid YAML{where}: {problem}") from None
+    except OSError as exc:
+        raise LabError(f"cannot read rules from {path}: {exc.strerror}") from None
+    if isinstance(rules, dict) and set(rules) == {"Rules"} and isinstance(rules["Rules"], list):
+        rules = [r for r in rules["Rules"] if not (isinstance(r, dict) and r.get("IsDefault"))]
+    return rules
+
+
 def run_rules(args) -> int:
     if args.rules_file is not None:
-        try:
-            rules = yaml.safe_load(args.rules_file.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise LabError(f"cannot read rules from {args.rules_file}: {exc}") from None
-        doc = admin_call("POST", "/rules", {"Port": args.port, "Rules": rules})
+        doc = admin_call("POST", "/rules", {"Port": args.port, "Rules": read_rules(args.rules_file)})
     else:
         doc = admin_call("GET", f"/rules?port={args.port}")
     return _print(args, doc, [json.dumps(r) for r in doc["Rules"]])

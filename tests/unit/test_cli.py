@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -95,3 +96,31 @@ def test_trace_through_an_alb_target_group_has_no_haproxy_hop(monkeypatch):
     assert not any("missing" in h for h in hops)
     assert hops[2]["skipped"] == "not on this path: the NLB's TCP:8443 forwards to the alb target group alb-https"
     assert "haproxy  -               (not on this path" in trace.render_text(hops)
+
+
+def test_alb_rules_file_that_is_not_yaml_is_one_clean_line(tmp_path):
+    broken = tmp_path / "rules.yaml"
+    broken.write_text("- priority: [10\n")
+    result = lab("alb", "rules", "443", "--set", str(broken))
+    assert one_line_error(result) == (
+        f"lab alb: error: {broken}: not valid YAML at line 2, column 1: expected ',' or ']', but got '<stream end>'")
+    result = lab("alb", "rules", "443", "--set", str(tmp_path / "none.yaml"))
+    assert one_line_error(result) == f"lab alb: error: cannot read rules from {tmp_path / 'none.yaml'}: No such file or directory"
+
+
+def test_alb_rules_json_output_can_be_set_back(tmp_path):
+    """`lab alb rules 443 --json > f; lab alb rules 443 --set f` was refused ('rules: expected a list')."""
+    from lab.cli.alb import read_rules
+
+    rule = {"priority": 10, "conditions": [{"field": "path-pattern", "values": ["/api/*"], "header_name": None}],
+            "actions": [{"target_groups": [{"name": "api", "weight": 1}], "type": "forward", "stickiness_seconds": 0}],
+            "IsDefault": False}
+    default = {"priority": "default", "actions": [{"type": "forward", "target_groups": [{"name": "frontend", "weight": 1}]}],
+               "IsDefault": True}
+    saved = tmp_path / "rules.json"
+    saved.write_text(json.dumps({"Rules": [rule, default]}))
+    assert read_rules(saved) == [rule]
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("- {priority: 5, conditions: [{field: path-pattern, values: [/x]}], actions: [{type: forward, target_group: api}]}\n")
+    assert read_rules(plain) == [{"priority": 5, "conditions": [{"field": "path-pattern", "values": ["/x"]}],
+                                  "actions": [{"type": "forward", "target_group": "api"}]}]
