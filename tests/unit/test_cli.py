@@ -124,3 +124,19 @@ def test_alb_rules_json_output_can_be_set_back(tmp_path):
     plain.write_text("- {priority: 5, conditions: [{field: path-pattern, values: [/x]}], actions: [{type: forward, target_group: api}]}\n")
     assert read_rules(plain) == [{"priority": 5, "conditions": [{"field": "path-pattern", "values": ["/x"]}],
                                   "actions": [{"type": "forward", "target_group": "api"}]}]
+
+
+def test_a_variant_without_a_name_does_not_overwrite_the_committed_compose_file(tmp_path):
+    """`extends: default.yaml` inherits `name: default`; `lab render`/`lab up` of such a file wrote the
+    committed compose.yaml (then out of sync with topologies/default.yaml)."""
+    from lab.load import load_topology
+    from lab.render import ROOT, STATE_DIR, compose_path
+
+    variant = tmp_path / "mine.yaml"
+    variant.write_text(f"extends: {ROOT / 'topologies' / 'default.yaml'}\ndns: {{ttl: 5}}\n")
+    topology = load_topology(str(variant))
+    assert topology.name == "default"
+    assert compose_path(topology) == STATE_DIR / "compose.default.yaml"
+    assert compose_path(load_topology("default")) == ROOT / "compose.yaml"
+    assert compose_path(load_topology(str(ROOT / "topologies" / "default.yaml"))) == ROOT / "compose.yaml"
+    assert compose_path(load_topology("sni")) == STATE_DIR / "compose.sni.yaml"
