@@ -87,7 +87,7 @@ def register(verbs) -> None:
     p.set_defaults(run=run_attributes)
     p = sub.add_parser("tg-attributes", help="Describe/ModifyTargetGroupAttributes")
     p.add_argument("target_group")
-    p.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("pairs", nargs="*", default=[], metavar="KEY=VALUE")  # a default: optional in usage errors
     p.set_defaults(run=run_tg_attributes)
     p = sub.add_parser("rules", help="a listener's rules; --set FILE replaces them")
     p.add_argument("port", type=int)

@@ -140,3 +140,21 @@ def test_a_variant_without_a_name_does_not_overwrite_the_committed_compose_file(
     assert compose_path(load_topology("default")) == ROOT / "compose.yaml"
     assert compose_path(load_topology(str(ROOT / "topologies" / "default.yaml"))) == ROOT / "compose.yaml"
     assert compose_path(load_topology("sni")) == STATE_DIR / "compose.sni.yaml"
+
+
+def test_logs_of_an_unknown_service_is_one_line():
+    """Was compose's 'No such service: nosuch' plus "`docker-compose logs ...` failed (exit 1)"."""
+    from lab.cli._common import current_topology
+
+    services = current_topology(None).services()  # the running topology's, else default's
+    assert "nlb" in services and "client" in services
+    assert one_line_error(lab("logs", "nlb", "nosuch")) == (
+        f"lab logs: error: no service 'nosuch' in this topology (services: {', '.join(services)})")
+
+
+def test_alb_tg_attributes_usage_error_names_only_the_missing_argument():
+    """KEY=VALUE is optional (no pairs: describe); the usage error listed it as required."""
+    result = lab("alb", "tg-attributes")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "lab alb tg-attributes: error: the following arguments are required: target_group")
