@@ -17,11 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lab import model as m
 from lab.cli._common import admin_request, alb_admin_url, current_topology, parse_key_values, require_running
 from lab.errors import LabError
+from lab.load import read_yaml_file
 from lab.runtime import docker_client
 
 
@@ -157,15 +156,7 @@ def run_tg_attributes(args) -> int:
 def read_rules(path: Path) -> Any:
     """A YAML or JSON list of rules; `lab alb rules PORT --json` output (`{"Rules": [...]}`, its
     default rule included) is accepted too, so a listener's rules can be saved, edited, set back."""
-    try:
-        rules = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise LabError(f"{path}: not valid YAML{where}: {problem}") from None
-    except OSError as exc:
-        raise LabError(f"cannot read rules from {path}: {exc.strerror}") from None
+    rules = read_yaml_file(path, "rules from", error=LabError)
     if isinstance(rules, dict) and set(rules) == {"Rules"} and isinstance(rules["Rules"], list):
         rules = [r for r in rules["Rules"] if not (isinstance(r, dict) and r.get("IsDefault"))]
     return rules
