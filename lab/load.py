@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator, Mapping
 import yaml
 
 from lab import model as m
-from lab.errors import TopologyError
+from lab.errors import LabError, TopologyError
 
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
 ELB_SECURITY_POLICY_PREFIX = "ELBSecurityPolicy-"
@@ -45,16 +45,23 @@ def _display(path: Path) -> str:
         return str(path)
 
 
-def _read_yaml(path: Path, shown: str) -> dict:
+def read_yaml_file(path: Path, what: str, shown: str | None = None, error: type[LabError] = TopologyError) -> Any:
+    """The parsed file; a syntax error or an unreadable file is one line, not PyYAML's multi-line
+    report: '<file>: not valid YAML at line L, column C: <problem>', 'cannot read <what> <file>: ...'."""
+    shown = shown or str(path)
     try:
-        data = yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text())
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise TopologyError(f"{shown}: not valid YAML{where}: {problem}") from None
+        raise error(f"{shown}: not valid YAML{where}: {problem}") from None
     except OSError as exc:
-        raise TopologyError(f"cannot read topology file {shown}: {exc.strerror}") from None
+        raise error(f"cannot read {what} {shown}: {exc.strerror}") from None
+
+
+def _read_yaml(path: Path, shown: str) -> dict:
+    data = read_yaml_file(path, "topology file", shown)
     if not isinstance(data, dict):
         raise TopologyError(f"{shown}: the top level must be a mapping, not {type(data).__name__}")
     return data

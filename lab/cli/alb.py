@@ -17,11 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from lab import model as m
 from lab.cli._common import admin_request, alb_admin_url, current_topology, parse_key_values, require_running
 from lab.errors import LabError
+from lab.load import read_yaml_file
 from lab.runtime import docker_client
 
 
@@ -87,7 +86,7 @@ def register(verbs) -> None:
     p.set_defaults(run=run_attributes)
     p = sub.add_parser("tg-attributes", help="Describe/ModifyTargetGroupAttributes")
     p.add_argument("target_group")
-    p.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
+    p.add_argument("pairs", nargs="*", default=[], metavar="KEY=VALUE")  # a default: optional in usage errors
     p.set_defaults(run=run_tg_attributes)
     p = sub.add_parser("rules", help="a listener's rules; --set FILE replaces them")
     p.add_argument("port", type=int)
@@ -154,13 +153,18 @@ def run_tg_attributes(args) -> int:
     return _print(args, doc, [f"{a['Key']} = {a['Value']}" for a in doc["Attributes"]])
 
 
+def read_rules(path: Path) -> Any:
+    """A YAML or JSON list of rules; `lab alb rules PORT --json` output (`{"Rules": [...]}`, its
+    default rule included) is accepted too, so a listener's rules can be saved, edited, set back."""
+    rules = read_yaml_file(path, "rules from", error=LabError)
+    if isinstance(rules, dict) and set(rules) == {"Rules"} and isinstance(rules["Rules"], list):
+        rules = [r for r in rules["Rules"] if not (isinstance(r, dict) and r.get("IsDefault"))]
+    return rules
+
+
 def run_rules(args) -> int:
     if args.rules_file is not None:
-        try:
-            rules = yaml.safe_load(args.rules_file.read_text())
-        except (OSError, yaml.YAMLError) as exc:
-            raise LabError(f"cannot read rules from {args.rules_file}: {exc}") from None
-        doc = admin_call("POST", "/rules", {"Port": args.port, "Rules": rules})
+        doc = admin_call("POST", "/rules", {"Port": args.port, "Rules": read_rules(args.rules_file)})
     else:
         doc = admin_call("GET", f"/rules?port={args.port}")
     return _print(args, doc, [json.dumps(r) for r in doc["Rules"]])

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from lab.cli._common import compose_file_in_use
+from lab.cli._common import compose_file_in_use, current_topology
+from lab.errors import LabError
 from lab.runtime import Compose
 
 
@@ -15,6 +16,10 @@ def register(verbs) -> None:
 
 
 def run(args) -> int:
+    services = current_topology(None).services()
+    unknown = [name for name in args.services if name not in services]
+    if unknown:
+        raise LabError(f"no service {', '.join(map(repr, unknown))} in this topology (services: {', '.join(services)})")
     extra = ["--follow"] if args.follow else []
     Compose(compose_file_in_use()).run("logs", "--no-color", "--tail", args.tail, *extra, *args.services)
     return 0

@@ -84,6 +84,18 @@ def _find_alb(client, amzn_trace: str) -> tuple[str, dict[str, str]] | None:
     return None
 
 
+def haproxy_skipped(topology: m.Topology, listener: str | None) -> str | None:
+    """Why HAProxy is not on this flow's path, or None when it is: an NLB listener whose target
+    group is of type `alb` sends flows straight to the ALB (topologies nlb-alb, sni's TCP:8443)."""
+    _, _, port = (listener or "").partition(":")
+    for ls in topology.nlb.listeners:
+        if str(ls.port) == port:
+            tg = topology.nlb.target_group(ls.target_group)
+            if tg.target_type == "alb":
+                return f"not on this path: the NLB's {listener} forwards to the alb target group {tg.name}"
+    return None
+
+
 def collect(client, topology: m.Topology, source: str, url: str) -> list[dict[str, Any]]:
     trace = secrets.token_hex(8)
     argv = curl_args(source, url, headers=[f"X-Lab-Trace: {trace}"],
@@ -107,11 +119,17 @@ def collect(client, topology: m.Topology, source: str, url: str) -> list[dict[st
     except ValueError:
         pass
     amzn_trace = echo.get("headers", {}).get("x-amzn-trace-id")
-    while time.monotonic() < deadline and not (flow and haproxy and (alb or not amzn_trace)):
+    skipped = None
+
+    def found_all() -> bool:
+        return bool(flow and (haproxy or skipped) and (alb or not amzn_trace))
+
+    while time.monotonic() < deadline and not found_all():
         flow = flow or _find_flow(client, client_addr)
-        haproxy = haproxy or _find_haproxy(client, topology, trace)
+        skipped = haproxy_skipped(topology, flow.get("listener")) if flow else None
+        haproxy = haproxy or (None if skipped else _find_haproxy(client, topology, trace))
         alb = alb or (_find_alb(client, amzn_trace) if amzn_trace else None)
-        if not (flow and haproxy and (alb or not amzn_trace)):
+        if not found_all():
             time.sleep(0.3)
 
     if flow:
@@ -129,6 +147,8 @@ def collect(client, topology: m.Topology, source: str, url: str) -> list[dict[st
             "hop": "haproxy", "node": haproxy["instance"], "source_ip": ci, "source_port": cp, "client_ip": ci,
             "tcp_peer": haproxy.get("conn"), "server": haproxy.get("server"),
             "server_addr": haproxy.get("server_addr"), "status": int(haproxy.get("status", "0"))})
+    elif skipped:
+        hops.append({"hop": "haproxy", "node": None, "source_ip": None, "skipped": skipped})
     else:
         hops.append({"hop": "haproxy", "node": None, "source_ip": None, "missing": "no HAProxy log line found"})
     xff = echo.get("headers", {}).get("x-forwarded-for", "")
@@ -156,7 +176,9 @@ def render_text(hops: list[dict[str, Any]]) -> str:
     lines = []
     for hop in hops:
         name = f"{hop['hop']:8} {hop.get('node') or '?':15}"
-        if "missing" in hop:
+        if "skipped" in hop:
+            lines.append(f"{hop['hop']:8} {'-':15} ({hop['skipped']})")
+        elif "missing" in hop:
             lines.append(f"{name} ({hop['missing']})")
         elif hop["hop"] == "client":
             lines.append(f"{name} {hop['source_ip']}:{hop['source_port']} -> {hop['destination']}  {hop['url']}  "

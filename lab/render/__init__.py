@@ -15,9 +15,16 @@ STATE_DIR = ROOT / ".lab"
 CONFIG_DIR = STATE_DIR / "config"
 
 
+COMMITTED_SOURCE = "topologies/default.yaml"  # the one topology rendered into the committed compose.yaml
+
+
 def compose_path(topology: m.Topology) -> Path:
-    """The committed compose.yaml is the default topology; others are rendered under .lab/."""
-    return ROOT / "compose.yaml" if topology.name == "default" else STATE_DIR / f"compose.{topology.name}.yaml"
+    """The committed compose.yaml is topologies/default.yaml; others are rendered under .lab/.
+    Decided by the file, not the name: a variant that `extends: default.yaml` without a `name:` of
+    its own is also called "default", and must not overwrite the committed file."""
+    if topology.source == COMMITTED_SOURCE:
+        return ROOT / "compose.yaml"
+    return STATE_DIR / f"compose.{topology.name}.yaml"
 
 
 def config_files(topology: m.Topology) -> dict[str, str]:

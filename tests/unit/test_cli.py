@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -65,3 +66,95 @@ def test_unknown_verb_is_a_usage_error():
     result = lab("explode")
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert "invalid choice: 'explode'" in result.stderr
+
+
+def test_trace_through_an_alb_target_group_has_no_haproxy_hop(monkeypatch):
+    """sni's TCP:8443 (and nlb-alb) send flows from the NLB straight to the ALB: `lab trace` must not
+    wait for a HAProxy log line that cannot exist, report it missing, or exit 1."""
+    import json
+    import time
+
+    from lab.cli import trace
+    from lab.load import load_topology
+
+    topology = load_topology("sni")
+    echo = {"node": "web-api-a", "service": "api", "peer": {"ip": "10.20.1.30", "port": 36441}, "path": "/api/x",
+            "headers": {"x-forwarded-for": "198.51.100.150", "x-amzn-trace-id": "Root=1-6b0dc8af-23824e3300cd7bab943791d5"}}
+    out = json.dumps(echo) + f"\n{trace.MARK} 198.51.100.150 34696 198.51.100.10 8443 200"
+    monkeypatch.setattr(trace, "exec_in", lambda *a, **k: (0, out.encode(), b""))
+    monkeypatch.setattr(trace, "_find_flow", lambda client, addr: {
+        "node": "nlb-a", "listener": "TCP:8443", "client": addr, "target": "alb-a", "target_addr": "10.20.1.30:443",
+        "source_seen_by_target": addr, "proxy_protocol_v2": False})
+    monkeypatch.setattr(trace, "_find_haproxy", lambda *a: None)
+    monkeypatch.setattr(trace, "_find_alb", lambda client, amzn: ("alb-a", {
+        "client:port": "198.51.100.150:34696", "matched_rule_priority": "10", "target:port": "10.20.1.41:8443",
+        "elb_status_code": "200", "trace_id": amzn}))
+    started = time.monotonic()
+    hops = trace.collect(None, topology, "198.51.100.150", "https://www.lab.test:8443/api/x")
+    assert time.monotonic() - started < 2
+    assert [h["hop"] for h in hops] == ["client", "nlb", "haproxy", "alb", "web"]
+    assert not any("missing" in h for h in hops)
+    assert hops[2]["skipped"] == "not on this path: the NLB's TCP:8443 forwards to the alb target group alb-https"
+    assert "haproxy  -               (not on this path" in trace.render_text(hops)
+
+
+def test_alb_rules_file_that_is_not_yaml_is_one_clean_line(tmp_path):
+    broken = tmp_path / "rules.yaml"
+    broken.write_text("- priority: [10\n")
+    result = lab("alb", "rules", "443", "--set", str(broken))
+    assert one_line_error(result) == (
+        f"lab alb: error: {broken}: not valid YAML at line 2, column 1: expected ',' or ']', but got '<stream end>'")
+    result = lab("alb", "rules", "443", "--set", str(tmp_path / "none.yaml"))
+    assert one_line_error(result) == f"lab alb: error: cannot read rules from {tmp_path / 'none.yaml'}: No such file or directory"
+
+
+def test_alb_rules_json_output_can_be_set_back(tmp_path):
+    """`lab alb rules 443 --json > f; lab alb rules 443 --set f` was refused ('rules: expected a list')."""
+    from lab.cli.alb import read_rules
+
+    rule = {"priority": 10, "conditions": [{"field": "path-pattern", "values": ["/api/*"], "header_name": None}],
+            "actions": [{"target_groups": [{"name": "api", "weight": 1}], "type": "forward", "stickiness_seconds": 0}],
+            "IsDefault": False}
+    default = {"priority": "default", "actions": [{"type": "forward", "target_groups": [{"name": "frontend", "weight": 1}]}],
+               "IsDefault": True}
+    saved = tmp_path / "rules.json"
+    saved.write_text(json.dumps({"Rules": [rule, default]}))
+    assert read_rules(saved) == [rule]
+    plain = tmp_path / "plain.yaml"
+    plain.write_text("- {priority: 5, conditions: [{field: path-pattern, values: [/x]}], actions: [{type: forward, target_group: api}]}\n")
+    assert read_rules(plain) == [{"priority": 5, "conditions": [{"field": "path-pattern", "values": ["/x"]}],
+                                  "actions": [{"type": "forward", "target_group": "api"}]}]
+
+
+def test_a_variant_without_a_name_does_not_overwrite_the_committed_compose_file(tmp_path):
+    """`extends: default.yaml` inherits `name: default`; `lab render`/`lab up` of such a file wrote the
+    committed compose.yaml (then out of sync with topologies/default.yaml)."""
+    from lab.load import load_topology
+    from lab.render import ROOT, STATE_DIR, compose_path
+
+    variant = tmp_path / "mine.yaml"
+    variant.write_text(f"extends: {ROOT / 'topologies' / 'default.yaml'}\ndns: {{ttl: 5}}\n")
+    topology = load_topology(str(variant))
+    assert topology.name == "default"
+    assert compose_path(topology) == STATE_DIR / "compose.default.yaml"
+    assert compose_path(load_topology("default")) == ROOT / "compose.yaml"
+    assert compose_path(load_topology(str(ROOT / "topologies" / "default.yaml"))) == ROOT / "compose.yaml"
+    assert compose_path(load_topology("sni")) == STATE_DIR / "compose.sni.yaml"
+
+
+def test_logs_of_an_unknown_service_is_one_line():
+    """Was compose's 'No such service: nosuch' plus "`docker-compose logs ...` failed (exit 1)"."""
+    from lab.cli._common import current_topology
+
+    services = current_topology(None).services()  # the running topology's, else default's
+    assert "nlb" in services and "client" in services
+    assert one_line_error(lab("logs", "nlb", "nosuch")) == (
+        f"lab logs: error: no service 'nosuch' in this topology (services: {', '.join(services)})")
+
+
+def test_alb_tg_attributes_usage_error_names_only_the_missing_argument():
+    """KEY=VALUE is optional (no pairs: describe); the usage error listed it as required."""
+    result = lab("alb", "tg-attributes")
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        "lab alb tg-attributes: error: the following arguments are required: target_group")
