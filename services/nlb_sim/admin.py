@@ -27,6 +27,7 @@ from urllib.parse import parse_qs
 
 import httptools
 
+from . import control
 from .control import ApiError
 
 if TYPE_CHECKING:
@@ -105,16 +106,12 @@ class AdminApi:
         cfg = self.cfg
         try:
             if "target_group" in query:
-                from .control import lookup_target_group
-                attrs = dict(lookup_target_group(cfg, query["target_group"][0]).attributes)
+                attrs = control.target_group_attributes(
+                    control.lookup_target_group(cfg, query["target_group"][0]))
             elif "listener" in query:
-                from .control import lookup_listener
-                lst = lookup_listener(cfg, query["listener"][0])
-                attrs = {"tcp.idle_timeout.seconds": str(lst.idle_timeout_seconds)} \
-                    if lst.protocol == "TCP" else {}
+                attrs = control.listener_attributes(control.lookup_listener(cfg, query["listener"][0]))
             else:
-                attrs = {"load_balancing.cross_zone.enabled": str(cfg.cross_zone).lower(),
-                         **cfg.attributes}
+                attrs = control.load_balancer_attributes(cfg)
         except ApiError as exc:
             return exc.status, _error(exc.code, exc.message)
         return 200, {"Attributes": [{"Key": k, "Value": v} for k, v in attrs.items()]}

@@ -39,6 +39,44 @@ LISTENER_ATTRIBUTES: Mapping[str, tuple[str, ...] | tuple[int, int]] = {
 }
 
 
+def target_group_attributes(tg: TargetGroup) -> dict[str, str]:
+    """DescribeTargetGroupAttributes: every key in ``TG_ATTRIBUTES``, AWS's default where the topology
+    and the API left it unset (in TG_ATTRIBUTES order), then any other key the topology set."""
+    modelled = {
+        "preserve_client_ip.enabled": _flag(tg.preserve_client_ip),
+        "proxy_protocol_v2.enabled": _flag(tg.proxy_protocol_v2),
+        "proxy_protocol_v2.client_to_server.header_placement": tg.header_placement,
+        "deregistration_delay.timeout_seconds": str(tg.deregistration_delay_seconds),
+        "deregistration_delay.connection_termination.enabled": _flag(tg.connection_termination),
+        "stickiness.enabled": _flag(tg.stickiness),
+        "stickiness.type": tg.attributes.get("stickiness.type", "source_ip"),
+        "load_balancing.cross_zone.enabled": tg.attributes.get("load_balancing.cross_zone.enabled",
+                                                               "use_load_balancer_configuration"),
+        "target_health_state.unhealthy.connection_termination.enabled":
+            _flag(tg.unhealthy_connection_termination),
+    }
+    return {**{k: modelled[k] for k in TG_ATTRIBUTES}, **tg.attributes, **modelled}
+
+
+def load_balancer_attributes(cfg: NlbConfig) -> dict[str, str]:
+    """DescribeLoadBalancerAttributes: every key in ``LB_ATTRIBUTES``, AWS defaults filled in."""
+    modelled = {"load_balancing.cross_zone.enabled": _flag(cfg.cross_zone),
+                "deletion_protection.enabled": cfg.attributes.get("deletion_protection.enabled", "false")}
+    return {**{k: modelled[k] for k in LB_ATTRIBUTES}, **cfg.attributes, **modelled}
+
+
+def listener_attributes(listener: Listener) -> dict[str, str]:
+    """DescribeListenerAttributes: ``tcp.idle_timeout.seconds`` (default 350) on TCP listeners; TLS
+    listeners have no modifiable attribute (their idle timeout is fixed at 350 s)."""
+    if listener.protocol != "TCP":
+        return {}
+    return {"tcp.idle_timeout.seconds": str(listener.idle_timeout_seconds)}
+
+
+def _flag(value: bool) -> str:
+    return "true" if value else "false"
+
+
 class ApiError(Exception):
     """An ELBv2 API error: ``code`` (e.g. ValidationError) and an AWS-worded ``message``."""
 

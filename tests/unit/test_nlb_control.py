@@ -251,3 +251,50 @@ def test_vpc_flow_log_records_default_format() -> None:
         f"2 123456789012 {eni} 10.20.1.20 198.51.100.150 443 40000 6 3 100 1700000000 1700000003 ACCEPT OK",
     ]
     assert len(records("unknown", eni, ("1.1.1.1", 1), ("2.2.2.2", 80), None, None, 0, 0, 1, 1)) == 2
+
+
+# --- Describe*Attributes: every modelled key, AWS defaults filled in ------------------------
+
+def admin_get(c, url: str) -> tuple[int, Any]:
+    from services.nlb_sim.admin import AdminApi
+    from services.nlb_sim.app import NlbApp
+    return AdminApi(NlbApp(c)).handle("GET", url.encode())
+
+
+def test_describe_target_group_attributes_lists_every_key_with_aws_defaults() -> None:
+    c = cfg()  # haproxy-https sets only preserve_client_ip, proxy_protocol_v2, deregistration delay
+    assert admin_get(c, "/attributes?target_group=haproxy-https") == (200, {"Attributes": [
+        {"Key": "preserve_client_ip.enabled", "Value": "true"},
+        {"Key": "proxy_protocol_v2.enabled", "Value": "false"},
+        {"Key": "proxy_protocol_v2.client_to_server.header_placement", "Value": "on_first_ack_with_payload"},
+        {"Key": "deregistration_delay.timeout_seconds", "Value": "300"},
+        {"Key": "deregistration_delay.connection_termination.enabled", "Value": "false"},
+        {"Key": "stickiness.enabled", "Value": "false"},
+        {"Key": "stickiness.type", "Value": "source_ip"},
+        {"Key": "load_balancing.cross_zone.enabled", "Value": "use_load_balancer_configuration"},
+        {"Key": "target_health_state.unhealthy.connection_termination.enabled", "Value": "true"},
+    ]})
+    # ip target group, nothing set: client IP not preserved (AWS default for ip + TCP)
+    assert control.target_group_attributes(c.target_group("haproxy-http"))["preserve_client_ip.enabled"] == "false"
+
+
+def test_describe_attributes_show_modified_values_in_place() -> None:
+    c = cfg()
+    tg = control.modify_target_group_attributes(c, c.target_group("haproxy-http"), attrs(
+        target_health_state__unhealthy__connection_termination__enabled="false",
+        deregistration_delay__timeout_seconds="30"))
+    listed = control.target_group_attributes(tg)
+    assert list(listed) == list(control.TG_ATTRIBUTES)
+    assert (listed["target_health_state.unhealthy.connection_termination.enabled"],
+            listed["deregistration_delay.timeout_seconds"]) == ("false", "30")
+
+
+def test_describe_load_balancer_and_listener_attributes() -> None:
+    c = cfg()
+    assert admin_get(c, "/attributes") == (200, {"Attributes": [
+        {"Key": "load_balancing.cross_zone.enabled", "Value": "false"},
+        {"Key": "deletion_protection.enabled", "Value": "false"},
+    ]})
+    assert admin_get(c, "/attributes?listener=80") == (200, {"Attributes": [
+        {"Key": "tcp.idle_timeout.seconds", "Value": "350"}]})
+    assert admin_get(c, "/attributes?listener=443") == (200, {"Attributes": []})  # TLS: fixed 350 s
