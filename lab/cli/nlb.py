@@ -2,7 +2,7 @@
 
   lab nlb describe-target-health [--target-group NAME] [--node NODE]
   lab nlb register-targets   --target-group NAME ID[:PORT][@AZ] ...
-  lab nlb deregister-targets --target-group NAME ID[:PORT] ...
+  lab nlb deregister-targets --target-group NAME ID[:PORT][@AZ] ...
   lab nlb describe-attributes [--target-group NAME | --listener PORT]
   lab nlb modify-target-group-attributes --target-group NAME KEY=VALUE ...
   lab nlb modify-load-balancer-attributes KEY=VALUE ...
@@ -22,6 +22,7 @@ from lab import model as m
 from lab.cli._common import admin_request, current_topology, parse_key_values, require_running
 from lab.errors import LabError
 from lab.runtime import docker_client
+from services.nlb_sim import control
 
 ACTIONS = ("describe-target-health", "register-targets", "deregister-targets", "describe-attributes",
            "modify-target-group-attributes", "modify-load-balancer-attributes",
@@ -36,10 +37,10 @@ def register(verbs) -> None:
     p.add_argument("--node", default=None, help="one node's own view, e.g. nlb-a")
     p.add_argument("--json", action="store_true")
     for name, helptext in (("register-targets", "register targets (ID[:PORT][@AZ])"),
-                           ("deregister-targets", "deregister targets: draining, then unused")):
+                           ("deregister-targets", "deregister targets (ID[:PORT][@AZ]): draining, then unused")):
         p = actions.add_parser(name, help=helptext)
         p.add_argument("--target-group", required=True)
-        p.add_argument("targets", nargs="+", metavar="ID[:PORT]")
+        p.add_argument("targets", nargs="+", metavar="ID[:PORT][@AZ]")
     p = actions.add_parser("describe-attributes", help="attributes of the LB, a target group or a listener")
     group = p.add_mutually_exclusive_group()
     group.add_argument("--target-group", default=None)
@@ -57,19 +58,16 @@ def register(verbs) -> None:
 
 
 def parse_targets(items: list[str]) -> list[dict[str, Any]]:
-    """``haproxy-a``, ``10.20.1.20:443``, ``10.20.1.21:443@a`` -> AWS TargetDescriptions."""
+    """``haproxy-a``, ``10.20.1.20:443``, ``10.20.1.21:443@a`` -> AWS TargetDescriptions, with the
+    NLB's own parser (services/nlb_sim/control.py), so both verbs and the admin API read targets alike."""
     out = []
     for item in items:
-        text, _, az = item.partition("@")
-        tid, _, port = text.partition(":")
-        if not tid or (port and not port.isdigit()) or (az == "" and "@" in item):
-            raise LabError(f"target {item!r} is not ID[:PORT][@AZ], e.g. haproxy-a or 10.20.1.20:443@a")
-        target: dict[str, Any] = {"Id": tid}
-        if port:
-            target["Port"] = int(port)
-        if az:
-            target["AvailabilityZone"] = az
-        out.append(target)
+        try:
+            d = control.parse_target(item)
+        except control.ApiError as exc:
+            raise LabError(f"{exc.code}: {exc.message}") from None
+        out.append({"Id": d.id, **({"Port": d.port} if d.port is not None else {}),
+                    **({"AvailabilityZone": d.az} if d.az is not None else {})})
     return out
 
 

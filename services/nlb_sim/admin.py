@@ -9,7 +9,8 @@
   GET /metrics                                  Prometheus text, AWS/NetworkELB metric names
   GET /attributes?target_group=<name> | ?listener=<port> | (none: the load balancer)
   POST /register-targets          {"TargetGroupName", "Targets": [{"Id", "Port"?, "AvailabilityZone"?}]}
-  POST /deregister-targets        {"TargetGroupName", "Targets": [{"Id", "Port"?}]}
+  POST /deregister-targets        {"TargetGroupName", "Targets": [{"Id", "Port"?, "AvailabilityZone"?}]}
+                                  (a target may also be "ID[:PORT][@AZ]": control.parse_target)
   POST /modify-target-group-attributes   {"TargetGroupName", "Attributes": [{"Key", "Value"}]}
   POST /modify-load-balancer-attributes  {"Attributes": [...]}
   POST /modify-listener-attributes       {"Port", "Attributes": [...]}

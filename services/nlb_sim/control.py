@@ -163,70 +163,115 @@ def modify_listener_attributes(listener: Listener, raw: Any, relaxed: bool = Fal
                                idle_timeout_seconds=int(attrs.get("tcp.idle_timeout.seconds", "350")))
 
 
-def _target_specs(raw: Any) -> list[dict[str, Any]]:
+TARGET_SYNTAX = "ID[:PORT][@AZ], e.g. haproxy-a, 10.20.1.20:443 or 10.20.1.20:443@a"
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class TargetDescription:
+    """AWS's TargetDescription as register/deregister take it. ``id``: an instance id, or for ip
+    target groups an IPv4 address; the lab takes either form in both kinds of target group (a
+    target's lab name or its address). ``port`` None: the target group's port (as in AWS)."""
+
+    id: str
+    port: int | None = None
+    az: str | None = None
+
+    def __str__(self) -> str:  # AWS CLI shorthand, as a user would write it: Id=...,Port=...
+        return ",".join([f"Id={self.id}"] + ([f"Port={self.port}"] if self.port is not None else [])
+                        + ([f"AvailabilityZone={self.az}"] if self.az is not None else []))
+
+
+def parse_target(text: str) -> TargetDescription:
+    """``haproxy-a``, ``10.20.1.20:443``, ``10.20.1.21:443@a`` -> TargetDescription (the CLI's
+    syntax; the admin API takes it too, as a string in ``Targets``)."""
+    head, at, az = text.partition("@")
+    tid, colon, port = head.partition(":")
+    if not tid or (colon and not port.isdigit()) or (at and not az):
+        raise ApiError("ValidationError", f"target {text!r} is not {TARGET_SYNTAX}")
+    return _description(tid, int(port) if colon else None, az if at else None)
+
+
+def _description(tid: str, port: Any, az: Any) -> TargetDescription:
+    if port is not None and (isinstance(port, bool) or not isinstance(port, int) or not 1 <= port <= 65535):
+        raise ApiError("ValidationError", f"Port {port!r} of target '{tid}' is not a valid port (1-65535)")
+    if az is not None and (not isinstance(az, str) or not az):
+        raise ApiError("ValidationError", f"AvailabilityZone {az!r} of target '{tid}' must be a"
+                                          " non-empty string")
+    return TargetDescription(tid, port, az)
+
+
+def target_descriptions(raw: Any) -> list[TargetDescription]:
+    """``Targets`` of a register/deregister request: objects ``{"Id", "Port"?, "AvailabilityZone"?}``
+    or strings in the CLI's syntax (``parse_target``)."""
     if not isinstance(raw, list) or not raw:
         raise ApiError("ValidationError", 'Targets must be a non-empty list of {"Id": ..., "Port": ...}')
+    out = []
     for item in raw:
-        if not isinstance(item, dict) or not isinstance(item.get("Id"), str) or not item["Id"]:
+        if isinstance(item, str):
+            out.append(parse_target(item))
+        elif isinstance(item, dict) and isinstance(item.get("Id"), str) and item["Id"]:
+            out.append(_description(item["Id"], item.get("Port"), item.get("AvailabilityZone")))
+        else:
             raise ApiError("ValidationError", f"target {item!r} needs an \"Id\" (a string)")
-        port = item.get("Port")
-        if port is not None and (isinstance(port, bool) or not isinstance(port, int)
-                                 or not 1 <= port <= 65535):
-            raise ApiError("ValidationError", f"Port {port!r} of target '{item['Id']}' is not a"
-                                              " valid port (1-65535)")
-    return raw
+    return out
+
+
+def _with_port(d: TargetDescription, tg: TargetGroup) -> TargetDescription:
+    """No Port: the target group's (AWS). Both verbs then match on (id or address, port), and an
+    AvailabilityZone, when given, must be the target's."""
+    return d if d.port is not None else dataclasses.replace(d, port=tg.port)
 
 
 def register_targets(tg: TargetGroup, raw: Any, known: Iterable[Target],
                      azs: Sequence[str]) -> tuple[TargetGroup, list[Target]]:
     """Add targets (already registered ones are left as they are, like AWS). Returns the new TG and
     the targets that were added. ``known``: targets the lab knows (id -> address, AZ)."""
-    by_id = {t.id: t for t in known}
-    by_ip = {t.ip: t for t in known}
-    current = {(t.id, t.port) for t in tg.targets}
+    known = list(known)
+    current = list(tg.targets)
     added: list[Target] = []
-    for item in _target_specs(raw):
-        tid, port = item["Id"], item.get("Port") or tg.port
-        az = item.get("AvailabilityZone")
-        if tg.target_type == "ip":
+    for d in target_descriptions(raw):
+        d = _with_port(d, tg)
+        port = tg.port if d.port is None else d.port
+        base = next((t for t in known if d.id in (t.id, t.ip)), None)
+        if base is None and tg.target_type != "ip":
+            raise ApiError("InvalidTarget", f"The following targets are not valid: '{d}'"
+                                            f" (known: {', '.join(sorted({t.id for t in known}))})")
+        if base is None:
             try:
-                ip = str(ipaddress.IPv4Address(tid))
+                ip = str(ipaddress.IPv4Address(d.id))
             except ValueError:
-                raise ApiError("ValidationError", f"The IP address '{tid}' is not a valid IPv4"
+                raise ApiError("ValidationError", f"The IP address '{d.id}' is not a valid IPv4"
                                                   " address") from None
-            base = by_ip.get(ip)
-            if az is None:
-                if base is None:
-                    raise ApiError("ValidationError", f"AvailabilityZone is required for IP address"
-                                                      f" '{ip}' (the lab does not know its subnet)")
-                az = base.az
-            target = Target(id=base.id if base else ip, ip=ip, port=port, az=az)
+            if d.az is None:
+                raise ApiError("ValidationError", f"AvailabilityZone is required for target '{d}'"
+                                                  f" (the lab does not know the subnet of {ip})")
+            target = Target(id=ip, ip=ip, port=port, az=d.az)
+        elif d.az is not None and d.az != base.az:
+            raise ApiError("ValidationError", f"Target '{d}' is in Availability Zone '{base.az}',"
+                                              f" not '{d.az}'")
         else:
-            base = by_id.get(tid)
-            if base is None:
-                raise ApiError("InvalidTarget", f"The following targets are not valid: '{tid}'"
-                                                f" (known: {', '.join(sorted(by_id))})")
             target = Target(id=base.id, ip=base.ip, port=port, az=base.az)
         if target.az not in azs:
             raise ApiError("ValidationError", f"Availability Zone '{target.az}' is not enabled for"
                                               f" the load balancer (enabled: {', '.join(azs)})")
-        if (target.id, target.port) not in current:
-            current.add((target.id, target.port))
+        if not any((t.id, t.port) == (target.id, target.port) for t in current):
+            current.append(target)
             added.append(target)
-    return dataclasses.replace(tg, targets=tg.targets + tuple(added)), added
+    return dataclasses.replace(tg, targets=tuple(current)), added
 
 
 def deregister_targets(tg: TargetGroup, raw: Any) -> tuple[TargetGroup, list[Target]]:
-    """Remove targets; returns the new TG and the removed targets (which then drain).
-    Ids may be a target's id or (ip targets) its address; Port defaults to any port."""
+    """Remove targets; returns the new TG and the removed targets (which then drain). Matched like
+    register_targets (``_with_port``)."""
     removed: list[Target] = []
     keep = list(tg.targets)
-    for item in _target_specs(raw):
-        tid, port = item["Id"], item.get("Port")
-        match = [t for t in keep if (t.id == tid or t.ip == tid) and (port is None or t.port == port)]
+    for d in target_descriptions(raw):
+        d = _with_port(d, tg)
+        match = [t for t in keep if d.id in (t.id, t.ip) and t.port == d.port
+                 and (d.az is None or d.az == t.az)]
         if not match:
             raise ApiError("InvalidTarget", f"The following targets are not registered in target"
-                                            f" group '{tg.name}': '{tid}'")
+                                            f" group '{tg.name}': '{d}'")
         for t in match:
             keep.remove(t)
             removed.append(t)

@@ -135,14 +135,14 @@ def test_deregister_then_register_instance_target() -> None:
     smaller, removed = control.deregister_targets(tg, [{"Id": "haproxy-a"}])
     assert [t.id for t in smaller.targets] == ["haproxy-b"] and [t.id for t in removed] == ["haproxy-a"]
     assert error(control.deregister_targets, smaller, [{"Id": "haproxy-a"}]) == (
-        "InvalidTarget", "The following targets are not registered in target group 'haproxy-https': 'haproxy-a'")
+        "InvalidTarget", "The following targets are not registered in target group 'haproxy-https': 'Id=haproxy-a,Port=443'")
     back, added = control.register_targets(smaller, [{"Id": "haproxy-a"}], tg.targets, ["a", "b"])
     assert added == [Target(id="haproxy-a", ip="10.20.1.20", port=443, az="a")]
     assert [t.id for t in back.targets] == ["haproxy-b", "haproxy-a"]
     again, none = control.register_targets(back, [{"Id": "haproxy-a", "Port": 443}], tg.targets, ["a", "b"])
     assert none == [] and again.targets == back.targets  # registering twice changes nothing
     assert error(control.register_targets, back, [{"Id": "i-0123"}], tg.targets, ["a", "b"]) == (
-        "InvalidTarget", "The following targets are not valid: 'i-0123' (known: haproxy-a, haproxy-b)")
+        "InvalidTarget", "The following targets are not valid: 'Id=i-0123,Port=443' (known: haproxy-a, haproxy-b)")
 
 
 def test_register_ip_targets() -> None:
@@ -153,7 +153,7 @@ def test_register_ip_targets() -> None:
                                           known, ["a", "b"])
     assert added == [Target(id="10.20.1.99", ip="10.20.1.99", port=8080, az="a")]
     assert error(control.register_targets, tg, [{"Id": "10.20.1.98"}], known, ["a", "b"]) == (
-        "ValidationError", "AvailabilityZone is required for IP address '10.20.1.98' (the lab does not know its subnet)")
+        "ValidationError", "AvailabilityZone is required for target 'Id=10.20.1.98,Port=80' (the lab does not know the subnet of 10.20.1.98)")
     assert error(control.register_targets, tg, [{"Id": "not-an-ip"}], known, ["a", "b"]) == (
         "ValidationError", "The IP address 'not-an-ip' is not a valid IPv4 address")
     assert error(control.register_targets, tg, [{"Id": "10.20.3.1", "AvailabilityZone": "c"}], known, ["a", "b"]) == (
@@ -162,6 +162,71 @@ def test_register_ip_targets() -> None:
         "ValidationError", "Port 0 of target '10.20.1.20' is not a valid port (1-65535)")
     assert error(control.register_targets, tg, [], known, ["a", "b"]) == (
         "ValidationError", 'Targets must be a non-empty list of {"Id": ..., "Port": ...}')
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("haproxy-a", control.TargetDescription("haproxy-a")),
+    ("10.20.1.20:80", control.TargetDescription("10.20.1.20", 80)),
+    ("10.20.1.20:80@a", control.TargetDescription("10.20.1.20", 80, "a")),
+    ("haproxy-a@b", control.TargetDescription("haproxy-a", None, "b")),
+])
+def test_parse_target(text, expected) -> None:
+    assert control.parse_target(text) == expected
+    assert control.target_descriptions([text]) == [expected]  # the admin API takes the same strings
+
+
+@pytest.mark.parametrize("text, message", [
+    ("haproxy-a:", "target 'haproxy-a:' is not ID[:PORT][@AZ], e.g. haproxy-a, 10.20.1.20:443 or 10.20.1.20:443@a"),
+    ("haproxy-a:http", "target 'haproxy-a:http' is not ID[:PORT][@AZ], e.g. haproxy-a, 10.20.1.20:443 or 10.20.1.20:443@a"),
+    ("10.20.1.20:80@", "target '10.20.1.20:80@' is not ID[:PORT][@AZ], e.g. haproxy-a, 10.20.1.20:443 or 10.20.1.20:443@a"),
+    (":80", "target ':80' is not ID[:PORT][@AZ], e.g. haproxy-a, 10.20.1.20:443 or 10.20.1.20:443@a"),
+    ("haproxy-a:70000", "Port 70000 of target 'haproxy-a' is not a valid port (1-65535)"),
+])
+def test_parse_target_errors(text, message) -> None:
+    assert error(control.parse_target, text) == ("ValidationError", message)
+
+
+def test_register_and_deregister_take_the_same_target_forms() -> None:
+    """Instance target group: a target's name or address, with or without port and AZ, means the
+    same target to both verbs."""
+    c = cfg()
+    tg = c.target_group("haproxy-https")
+    for form in ("haproxy-a", "haproxy-a:443", "10.20.1.20", "10.20.1.20:443@a", "haproxy-a@a"):
+        smaller, removed = control.deregister_targets(tg, [form])
+        assert [t.id for t in removed] == ["haproxy-a"], form
+        back, added = control.register_targets(smaller, [form], tg.targets, ["a", "b"])
+        assert added == [Target(id="haproxy-a", ip="10.20.1.20", port=443, az="a")], form
+
+
+@pytest.mark.parametrize("verb, target, code, message", [
+    ("deregister", "haproxy-a:81", "InvalidTarget",
+     "The following targets are not registered in target group 'haproxy-https': 'Id=haproxy-a,Port=81'"),
+    ("deregister", "10.20.1.20:443@b", "InvalidTarget",
+     "The following targets are not registered in target group 'haproxy-https': "
+     "'Id=10.20.1.20,Port=443,AvailabilityZone=b'"),
+    ("deregister", "10.20.1.99", "InvalidTarget",
+     "The following targets are not registered in target group 'haproxy-https': 'Id=10.20.1.99,Port=443'"),
+    ("register", "10.20.1.20:443@b", "ValidationError",
+     "Target 'Id=10.20.1.20,Port=443,AvailabilityZone=b' is in Availability Zone 'a', not 'b'"),
+    ("register", "10.20.1.99:443@a", "InvalidTarget",
+     "The following targets are not valid: 'Id=10.20.1.99,Port=443,AvailabilityZone=a' (known: haproxy-a, haproxy-b)"),
+])
+def test_target_errors_name_the_whole_target(verb, target, code, message) -> None:
+    c = cfg()
+    tg = c.target_group("haproxy-https")
+    if verb == "deregister":
+        assert error(control.deregister_targets, tg, [target]) == (code, message)
+    else:
+        assert error(control.register_targets, tg, [target], tg.targets, ["a", "b"]) == (code, message)
+
+
+def test_deregister_ip_target_by_name_or_address_and_port() -> None:
+    c = cfg()
+    tg = c.target_group("haproxy-http")  # target type ip, port 80
+    for form in ("haproxy-a", "10.20.1.20", "10.20.1.20:80@a", {"Id": "10.20.1.20", "Port": 80}):
+        assert [t.id for t in control.deregister_targets(tg, [form])[1]] == ["haproxy-a"], form
+    assert error(control.deregister_targets, tg, ["haproxy-a:81"]) == (
+        "InvalidTarget", "The following targets are not registered in target group 'haproxy-http': 'Id=haproxy-a,Port=81'")
 
 
 # --- DNS: which Elastic IPs the names resolve to --------------------------------------------
