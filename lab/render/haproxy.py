@@ -40,6 +40,9 @@ global
 defaults
     mode http
     log global
+    # The NLB's TCP health checks connect and close without sending a byte (decisions #33): not
+    # logged, instead of a 400 <BADREQ> on :80 and "Connection closed during SSL handshake" on :443.
+    option dontlognull
     timeout connect 5s
     timeout client 60s
     timeout server 60s
