@@ -64,7 +64,7 @@ class HealthRegistry:
         out = []
         for (tg_key, _), t in self.draining.items():
             if tg_key == tg.name:
-                out.append({"Target": {"Id": t.id, "Port": t.port, "AvailabilityZone": t.az},
+                out.append({**target_description(tg, t),
                             "HealthCheckPort": str(tg.health_check.port_for(t)),
                             "TargetHealth": {"State": "draining",
                                              "Reason": "Target.DeregistrationInProgress",
@@ -78,10 +78,19 @@ class HealthRegistry:
                 if reason:
                     th["Reason"] = reason
                     th["Description"] = next(v.description for v in views if v.reason == reason)
-            out.append({"Target": {"Id": t.id, "Port": t.port, "AvailabilityZone": t.az},
+            out.append({**target_description(tg, t),
                         "HealthCheckPort": str(tg.health_check.port_for(t)),
                         "TargetHealth": th})
         return {"TargetHealthDescriptions": out}
+
+
+def target_description(tg: TargetGroup, t: Target) -> dict[str, Any]:
+    """``Target`` as DescribeTargetHealth shows it: AWS's Id is the IP address for ip target groups
+    (the instance id otherwise); the lab's name for an ip target stays as ``LabTargetName``."""
+    if tg.target_type == "ip":
+        return {"Target": {"Id": t.ip, "Port": t.port, "AvailabilityZone": t.az},
+                **({"LabTargetName": t.id} if t.id != t.ip else {})}
+    return {"Target": {"Id": t.id, "Port": t.port, "AvailabilityZone": t.az}}
 
 
 def health_check_host(cfg: NlbConfig, node: Node, tg: TargetGroup, target: Target) -> str:

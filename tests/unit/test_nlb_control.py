@@ -363,3 +363,21 @@ def test_describe_load_balancer_and_listener_attributes() -> None:
     assert admin_get(c, "/attributes?listener=80") == (200, {"Attributes": [
         {"Key": "tcp.idle_timeout.seconds", "Value": "350"}]})
     assert admin_get(c, "/attributes?listener=443") == (200, {"Attributes": []})  # TLS: fixed 350 s
+
+
+# --- DescribeTargetHealth: AWS's Target.Id ---------------------------------------------------
+
+def test_describe_target_health_ids_are_addresses_for_ip_target_groups() -> None:
+    from services.nlb_sim.app import NlbApp
+    c = cfg()
+    registry = NlbApp(c).registry
+    initial = {"State": "initial", "Reason": "Elb.InitialHealthChecking",
+               "Description": "Initial health checks in progress"}
+    assert registry.describe("haproxy-http") == {"TargetHealthDescriptions": [  # target type ip
+        {"Target": {"Id": "10.20.1.20", "Port": 80, "AvailabilityZone": "a"}, "LabTargetName": "haproxy-a",
+         "HealthCheckPort": "80", "TargetHealth": initial},
+        {"Target": {"Id": "10.20.2.20", "Port": 80, "AvailabilityZone": "b"}, "LabTargetName": "haproxy-b",
+         "HealthCheckPort": "80", "TargetHealth": initial}]}
+    assert [d["Target"]["Id"] for d in registry.describe("haproxy-https")["TargetHealthDescriptions"]] == [
+        "haproxy-a", "haproxy-b"]  # instance: the instance id
+    assert all("LabTargetName" not in d for d in registry.describe("haproxy-https")["TargetHealthDescriptions"])
