@@ -28,8 +28,10 @@ def test_register_deregister_drain_and_attributes_over_the_admin_api(tmp_path: P
                     w.write(b"ping")
                     assert await r.readexactly(4) == b"ping"
                     first_target = flow_lines(cfg)[-1]["target"]
+                    # No Port means the target group's (AWS); these targets listen elsewhere.
+                    described = {"Id": first_target, "Port": {"t-1": t1.port, "t-2": t2.port}[first_target]}
                     gone = await http.post("/deregister-targets", json={"TargetGroupName": "tg",
-                                                                        "Targets": [{"Id": first_target}]})
+                                                                        "Targets": [described]})
                     assert gone.status_code == 200, gone.text
                     states = {d["Target"]["Id"]: d["TargetHealth"] for d in
                               (await http.get("/target-health", params={"target_group": "tg"})).json()[
@@ -56,7 +58,7 @@ def test_register_deregister_drain_and_attributes_over_the_admin_api(tmp_path: P
                     w.close()
                     # Register it again: initial, then healthy.
                     back = await http.post("/register-targets", json={"TargetGroupName": "tg",
-                                                                      "Targets": [{"Id": first_target}]})
+                                                                      "Targets": [described]})
                     assert back.status_code == 200, back.text
                     await wait_healthy(app, "tg", [first_target])
                     # Attribute errors come back AWS-shaped; good values apply live.
