@@ -158,3 +158,18 @@ def test_alb_tg_attributes_usage_error_names_only_the_missing_argument():
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1] == (
         "lab alb tg-attributes: error: the following arguments are required: target_group")
+
+
+def test_render_refuses_to_rewrite_a_running_lab_of_another_topology() -> None:
+    from lab.cli.render import refuse_over_running_lab
+    from lab.errors import LabError
+    from lab.load import load_topology
+    from lab.render import compose_path
+
+    sni, default = load_topology("sni"), load_topology("default")
+    running_default = {"topology": "default", "compose_file": str(compose_path(default))}
+    with pytest.raises(LabError, match=r"^the running lab is topology 'default'; rendering 'sni' would rewrite "
+                                       r"the configs its containers read: `lab down` first"):
+        refuse_over_running_lab(sni, "sni", running_default)
+    refuse_over_running_lab(default, "default", running_default)  # the running topology itself: fine
+    refuse_over_running_lab(sni, "sni", None)  # nothing running: fine
