@@ -1,5 +1,5 @@
 # static-ingress-lab. Every target is a thin call into `lab` (see README.md).
-#   make up      engine (installs docker.io as root on Debian when missing), image, certs, the chain
+#   make up      engine (installs docker.io as root on Debian when missing), then `lab up`: image, certs, the chain
 #   make test    the whole test suite: unit, render and integration (brings the lab up as needed)
 #   make down / status / logs
 
@@ -21,7 +21,6 @@ venv: $(VENV)/.installed
 
 up: venv
 	@$(LAB) engine
-	@$(LAB) build
 	@$(LAB) up --topology $(TOPOLOGY)
 
 down: venv
