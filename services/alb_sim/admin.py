@@ -115,7 +115,7 @@ class AdminApi:
                 return _error(409, "RotationFailed", str(exc))
         if path == "/attributes":
             self.alb.attributes = parse_attributes(_key_values(data), self.alb.attributes)
-            self.alb.pool.idle_timeout = self.alb.attributes.idle_timeout
+            self.alb.set_idle_timeout(self.alb.attributes.idle_timeout)
             self.alb.set_http2(self.alb.attributes.http2)
             log_event("attributes", attributes=dict(self.alb.attributes.raw))
             return 200, {"Attributes": [{"Key": k, "Value": v} for k, v in sorted(self.alb.attributes.raw.items())]}
