@@ -124,7 +124,7 @@ def run_rotate(args) -> int:
 def run_target_health(args) -> int:
     names = [args.target_group] if args.target_group else [tg.name for tg in current_topology(None).alb.target_groups]
     docs = {name: admin_call("GET", f"/target-health?target_group={name}") for name in names}
-    lines = []
+    lines = [f"{'TARGET GROUP':16} {'TARGET':15} {'PORT':6} {'STATE':10} REASON"]  # as `lab nlb describe-target-health`
     for name, doc in docs.items():
         for d in doc["TargetHealthDescriptions"]:
             h = d["TargetHealth"]
