@@ -315,3 +315,51 @@ def test_health_checks_connect_from_an_active_node(two_node_lab: Lab) -> None:
 
     assert asyncio.run(check())
     assert peers == ["127.0.0.4"]
+
+
+@pytest.mark.parametrize("ip,az,expected", [
+    ("10.20.1.41", None, None),  # in the VPC: the zone is found from the subnet
+    ("10.20.2.41", "all", None),
+    ("10.9.9.9", None, ("ValidationError",
+                        "The Availability Zone is required for IP address '10.9.9.9' because it is not in the VPC")),
+    ("192.168.7.1", None, ("ValidationError",
+                           "The Availability Zone is required for IP address '192.168.7.1' because it is not in the VPC")),
+    ("10.9.9.9", "all", None),  # a peered VPC / on-premises address
+    ("172.16.0.5", "b", None),
+    ("100.64.1.1", "all", None),  # RFC 6598
+    ("10.9.9.9", "eu-west-9z", ("ValidationError", "You must specify a valid Availability Zone or select 'all' for "
+                                "all enabled Availability zones, since the IP address '10.9.9.9' is outside the VPC")),
+    ("8.8.8.8", "all", ("InvalidTarget", "The specified target does not exist, is not in the same VPC as the target "
+                        "group, or has an unsupported instance type.")),
+    ("198.51.100.100", None, ("InvalidTarget", "The specified target does not exist, is not in the same VPC as the "
+                              "target group, or has an unsupported instance type.")),
+])
+def test_ip_targets_must_be_in_the_vpc_or_private_with_a_zone(ip: str, az: str | None,
+                                                               expected: tuple[str, str] | None) -> None:
+    from services.alb_sim.config import Target
+    from services.alb_sim.config_changes import ip_target_error
+
+    assert ip_target_error(Target(id=ip, ip=ip, port=8443, az=az), "10.20.0.0/16", {"a", "b"}) == expected
+
+
+def test_register_targets_outside_the_vpc_is_refused_whole(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    lab.config = dataclasses.replace(lab.config, vpc_cidr="127.0.0.0/8")
+    lab.start()
+    try:
+        target = {"Id": "127.0.0.1", "Port": 8443}
+        status, doc = admin(lab, "POST", "/register-targets", {"TargetGroupName": "empty", "Targets": [
+            target, {"Id": "10.9.9.9", "Port": 8443}]})
+        assert (status, doc) == (400, {"Error": {"Code": "ValidationError", "Message": (
+            "The Availability Zone is required for IP address '10.9.9.9' because it is not in the VPC")}})
+        status, doc = admin(lab, "POST", "/register-targets", {"TargetGroupName": "empty", "Targets": [
+            {"Id": "9.9.9.9", "Port": 8443, "AvailabilityZone": "all"}]})
+        assert (status, doc["Error"]["Code"]) == (400, "InvalidTarget")
+        assert admin(lab, "GET", "/target-health?target_group=empty")[1] == {"TargetHealthDescriptions": []}
+        status, _ = admin(lab, "POST", "/register-targets", {"TargetGroupName": "empty", "Targets": [
+            target, {"Id": "10.9.9.9", "Port": 8443, "AvailabilityZone": "all"}]})
+        assert status == 200
+        described = admin(lab, "GET", "/target-health?target_group=empty")[1]["TargetHealthDescriptions"]
+        assert [d["Target"]["Id"] for d in described] == ["127.0.0.1", "10.9.9.9"]
+    finally:
+        lab.stop()
