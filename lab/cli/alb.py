@@ -3,7 +3,8 @@
     lab alb nodes                              the nodes, active and draining, and the DNS name
     lab alb rotate [--drain-seconds N]         new node addresses; DNS updated; old nodes drain
     lab alb target-health [TG]                 DescribeTargetHealth
-    lab alb register TG IP[:PORT]...           RegisterTargets
+    lab alb register TG IP[:PORT]... [--availability-zone all]
+                                               RegisterTargets (outside the VPC: needs the zone)
     lab alb deregister TG IP[:PORT]...         DeregisterTargets (targets drain first)
     lab alb attributes [KEY=VALUE...]          Describe/ModifyLoadBalancerAttributes
     lab alb tg-attributes TG [KEY=VALUE...]    Describe/ModifyTargetGroupAttributes
@@ -43,13 +44,13 @@ def admin_call(method: str, path: str, body: Any = None, *, raw: bool = False) -
     return doc
 
 
-def _targets(specs: list[str], default_port: int) -> list[dict[str, Any]]:
-    out = []
+def _targets(specs: list[str], default_port: int, az: str | None = None) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
     for spec in specs:
         ip, _, port = spec.partition(":")
         if port and not port.isdigit():
             raise LabError(f"{spec!r} is not IP[:PORT]")
-        out.append({"Id": ip, "Port": int(port) if port else default_port})
+        out.append({"Id": ip, "Port": int(port) if port else default_port, **({"AvailabilityZone": az} if az else {})})
     return out
 
 
@@ -80,6 +81,8 @@ def register(verbs) -> None:
         p = sub.add_parser(verb, aliases=[f"{verb}-targets"], help=f"{verb.capitalize()}Targets")
         p.add_argument("target_group")
         p.add_argument("targets", nargs="+", metavar="IP[:PORT]")
+        p.add_argument("--availability-zone", dest="az", default=None, metavar="AZ",
+                       help="`all` (or a zone) for an address outside the VPC, as AWS requires")
         p.set_defaults(run=run_register, endpoint=f"/{verb}-targets")
     p = sub.add_parser("attributes", help="Describe/ModifyLoadBalancerAttributes")
     p.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
@@ -124,7 +127,7 @@ def run_rotate(args) -> int:
 def run_target_health(args) -> int:
     names = [args.target_group] if args.target_group else [tg.name for tg in current_topology(None).alb.target_groups]
     docs = {name: admin_call("GET", f"/target-health?target_group={name}") for name in names}
-    lines = []
+    lines = [f"{'TARGET GROUP':16} {'TARGET':15} {'PORT':6} {'STATE':10} REASON"]  # as `lab nlb describe-target-health`
     for name, doc in docs.items():
         for d in doc["TargetHealthDescriptions"]:
             h = d["TargetHealth"]
@@ -133,7 +136,8 @@ def run_target_health(args) -> int:
 
 
 def run_register(args) -> int:
-    body = {"TargetGroupName": args.target_group, "Targets": _targets(args.targets, _group_port(args.target_group))}
+    body = {"TargetGroupName": args.target_group,
+            "Targets": _targets(args.targets, _group_port(args.target_group), args.az)}
     doc = admin_call("POST", args.endpoint, body)
     return _print(args, doc, [f"{args.endpoint.strip('/')}: {args.target_group} {' '.join(args.targets)}"])
 

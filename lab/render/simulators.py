@@ -94,6 +94,7 @@ def alb_config(topology: m.Topology) -> dict[str, Any]:
         "name": alb.name,
         "arn": alb.arn,
         "dns_name": alb.dns_name,
+        "vpc_cidr": str(topology.vpc),  # RegisterTargets checks ip targets against it
         "nodes": [{"name": n.name, "az": n.az, "address": str(n.address)} for n in alb.nodes],
         "attributes": dict(alb.attributes),
         "listeners": listeners,

@@ -25,7 +25,7 @@ from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
 from .config_changes import (ConfigError, parse_attributes, parse_listener_rules, parse_target_group_attributes,
-                             parse_targets)
+                             parse_targets, ip_target_error)
 from .nodes import NodeManager, RotationError
 from .runtime import AlbRuntime, TargetGroupRuntime, log_event
 
@@ -115,7 +115,7 @@ class AdminApi:
                 return _error(409, "RotationFailed", str(exc))
         if path == "/attributes":
             self.alb.attributes = parse_attributes(_key_values(data), self.alb.attributes)
-            self.alb.pool.idle_timeout = self.alb.attributes.idle_timeout
+            self.alb.set_idle_timeout(self.alb.attributes.idle_timeout)
             self.alb.set_http2(self.alb.attributes.http2)
             log_event("attributes", attributes=dict(self.alb.attributes.raw))
             return 200, {"Attributes": [{"Key": k, "Value": v} for k, v in sorted(self.alb.attributes.raw.items())]}
@@ -132,7 +132,13 @@ class AdminApi:
         if isinstance(group, tuple):
             return group
         if path == "/register-targets":
-            group.register(parse_targets(data.get("Targets"), group.tg.port))
+            targets = parse_targets(data.get("Targets"), group.tg.port)
+            zones = {n.az for n in self.alb.config.nodes}
+            for target in targets:  # all or nothing, as AWS
+                problem = ip_target_error(target, self.alb.config.vpc_cidr, zones)
+                if problem is not None:
+                    return _error(400, *problem)
+            group.register(targets)
             return 200, {}
         if path == "/deregister-targets":
             targets = parse_targets(data.get("Targets"), group.tg.port)

@@ -56,7 +56,7 @@ class AlbSimulator:
             async with asyncio.TaskGroup() as tg:
                 nodes.spawn = tg.create_task
                 gc.freeze()  # start-up objects live forever: keep them out of every later collection
-                start_health_checks(tg, alb.groups)
+                start_health_checks(tg, alb.groups, nodes.check_source)
                 if self.config.rotation.interval_seconds > 0:
                     tg.create_task(nodes.run_periodic(), name="periodic rotation")
                 self.ready.set()

@@ -160,7 +160,17 @@ def _parse(d: dict[str, Any], ctx: _Ctx) -> AlbConfig:
         listeners=listeners, target_groups=tgs,
         log_dir=ctx.string(d, "log_dir", ""), admin=admin,
         rotation=_rotation(ctx.obj(d.get("rotation", {}), "rotation"), nodes, ctx),
+        vpc_cidr=_cidr(d.get("vpc_cidr"), "vpc_cidr", ctx),
     )
+
+
+def _cidr(value: Any, path: str, ctx: _Ctx) -> str | None:
+    if value is None:
+        return None
+    try:
+        return str(ipaddress.ip_network(value))
+    except (TypeError, ValueError):
+        raise ctx.fail(path, f"{value!r} is not a CIDR block like 10.20.0.0/16") from None
 
 
 def _rotation(d: dict[str, Any], nodes: tuple[Node, ...], ctx: _Ctx) -> Rotation:

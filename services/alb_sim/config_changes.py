@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+import ipaddress
+from typing import Any, Collection, Mapping
 
 from .config import (Attributes, ConfigError, Listener, Target, TargetGroupAttributes, _attributes, _Ctx, _rule,
                      target_group_attributes)
@@ -36,11 +37,42 @@ def parse_targets(raw: Any, default_port: int) -> list[Target]:
     for i, t in enumerate(ctx.lst(raw, "Targets")):
         t = ctx.obj(t, f"Targets[{i}]")
         ip = ctx.address(ctx.req(t, "Id", f"Targets[{i}]"), f"Targets[{i}].Id")
+        az = t.get("AvailabilityZone")
+        if az is not None and (not isinstance(az, str) or not az):
+            raise ctx.fail(f"Targets[{i}].AvailabilityZone", f"{az!r} is not an Availability Zone name or 'all'")
         out.append(Target(id=ip, ip=ip, port=ctx.integer(t.get("Port", default_port), f"Targets[{i}].Port",
-                                                          1, 65535, "port")))
+                                                          1, 65535, "port"), az=az))
     if not out:
         raise ctx.fail("Targets", "ValidationError: Targets cannot be empty")
     return out
+
+
+# Where an ip target may be outside the VPC (peered VPCs, on-premises): RFC 1918 and RFC 6598.
+PRIVATE_OUTSIDE_VPC = tuple(ipaddress.ip_network(n) for n in
+                            ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10"))
+INVALID_TARGET = ("The specified target does not exist, is not in the same VPC as the target group, "
+                  "or has an unsupported instance type.")
+
+
+def ip_target_error(target: Target, vpc_cidr: str | None, zones: Collection[str]) -> tuple[str, str] | None:
+    """RegisterTargets' check of an ip target, as AWS documents it (decisions.md #56): an address in
+    the VPC's CIDR, or one of RFC 1918 / RFC 6598 outside it with AvailabilityZone `all` or one of
+    the load balancer's zones; publicly routable addresses never. (code, message), None when valid;
+    `vpc_cidr` None (unit-test configs on loopback): nothing to check against."""
+    if vpc_cidr is None:
+        return None
+    ip = ipaddress.ip_address(target.ip)
+    if ip in ipaddress.ip_network(vpc_cidr):
+        return None
+    if not any(ip in net for net in PRIVATE_OUTSIDE_VPC):
+        return "InvalidTarget", INVALID_TARGET
+    if target.az is None:
+        return ("ValidationError",
+                f"The Availability Zone is required for IP address '{target.ip}' because it is not in the VPC")
+    if target.az != "all" and target.az not in zones:
+        return ("ValidationError", "You must specify a valid Availability Zone or select 'all' for all enabled "
+                f"Availability zones, since the IP address '{target.ip}' is outside the VPC")
+    return None
 
 
 def parse_target_group_attributes(values: Mapping[str, Any], current: TargetGroupAttributes) -> TargetGroupAttributes:

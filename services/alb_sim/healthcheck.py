@@ -2,7 +2,8 @@
 
 `GET <path>` with `User-Agent: ELB-HealthChecker/2.0` and `Host: <target ip>:<port>` over HTTP or
 HTTPS (no certificate verification), first check at start, then every interval; each check has
-the group's timeout. Not access-logged. One checker per process (shared by the ALB's nodes).
+the group's timeout. Not access-logged. One checker per process (shared by the ALB's nodes); each
+check connects from an active node's address, as AWS's nodes check from their own (decisions.md #55).
 """
 
 from __future__ import annotations
@@ -20,11 +21,12 @@ USER_AGENT = "ELB-HealthChecker/2.0"
 
 
 async def check_once(ip: str, port: int, *, tls: ssl.SSLContext | None, path: str, timeout: float,
-                     matcher_matches: Callable[[int], bool]) -> CheckResult:
+                     matcher_matches: Callable[[int], bool], source: str | None = None) -> CheckResult:
     writer: asyncio.StreamWriter | None = None
     try:
         async with asyncio.timeout(timeout):
-            reader, writer = await asyncio.open_connection(ip, port, ssl=tls, server_hostname="" if tls else None)
+            reader, writer = await asyncio.open_connection(ip, port, ssl=tls, server_hostname="" if tls else None,
+                                                           local_addr=(source, 0) if source else None)
             host = f"[{ip}]:{port}" if ":" in ip else f"{ip}:{port}"
             writer.write((f"GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: {USER_AGENT}\r\n"
                           "Accept: */*\r\nConnection: close\r\n\r\n").encode("latin-1"))
@@ -50,7 +52,7 @@ async def run_target_checks(group: TargetGroupRuntime, target: Target, health: T
     port = group.health_port(target)
     while True:
         result = await check_once(target.ip, port, tls=tls, path=hc.path, timeout=hc.timeout_seconds,
-                                  matcher_matches=group.matcher.matches)
+                                  matcher_matches=group.matcher.matches, source=group.check_source())
         before = health.state
         after = health.record(result)
         if after == HEALTHY and before != HEALTHY:
@@ -61,13 +63,16 @@ async def run_target_checks(group: TargetGroupRuntime, target: Target, health: T
         await asyncio.sleep(hc.interval_seconds)
 
 
-def start_health_checks(tg: asyncio.TaskGroup, groups: dict[str, TargetGroupRuntime]) -> None:
-    """Checkers for every registered target; targets registered later get theirs via `spawn`."""
+def start_health_checks(tg: asyncio.TaskGroup, groups: dict[str, TargetGroupRuntime],
+                        source: Callable[[], str | None] = lambda: None) -> None:
+    """Checkers for every registered target; targets registered later get theirs via `spawn`.
+    `source()` is the address each check connects from (an active node's)."""
 
     def spawn(coro, name: str) -> "asyncio.Task[None]":
         return tg.create_task(coro, name=name)
 
     for group in groups.values():
         group.spawn = spawn
+        group.check_source = source
         for member in group.members:
             group.start_checks(member)

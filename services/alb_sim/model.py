@@ -175,6 +175,7 @@ class AlbConfig:
     log_dir: str
     admin: Admin | None
     rotation: Rotation = field(default_factory=Rotation)
+    vpc_cidr: str | None = None  # the VPC's CIDR: ip targets outside it need an AvailabilityZone
 
     def target_group(self, name: str) -> TargetGroup:
         for tg in self.target_groups:

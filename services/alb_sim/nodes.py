@@ -128,7 +128,7 @@ class NodeManager:
         return [n for n in self.nodes if not n.draining]
 
     async def bind(self, node: Node) -> NodeState:
-        state = NodeState(node)
+        state = self.alb.node_state(node)
         loop = self.alb.loop
         try:
             for lr in self.alb.listener_runtimes(state):
@@ -142,11 +142,15 @@ class NodeManager:
             self.alb.forget_node(state)
             raise
         self.nodes.append(state)
-        if self.alb.pool.source is None or self.alb.pool.source not in {n.node.address for n in self.active}:
-            self.alb.pool.source = node.address  # targets see an active node's address, as with AWS
         listeners = " ".join(f"{l.protocol}:{node.address}:{l.port}" for l in self.alb.listeners.values())
         self.announce(f"alb ready: {node.name} {listeners}")
         return state
+
+    def check_source(self) -> str | None:
+        """The address health checks connect from: an active node's (never a draining one's, whose
+        address is about to disappear)."""
+        active = self.active
+        return active[0].node.address if active else None
 
     def describe(self) -> dict[str, object]:
         return {"DNSName": self.alb.config.dns_name, "Nodes": [n.describe() for n in self.nodes],
@@ -175,7 +179,6 @@ class NodeManager:
                     raise
                 raise RotationError(f"cannot bind the new node addresses: {exc.strerror or exc}") from None
             self.generation += 1
-            self.alb.pool.source = planned[0].address
             now = self.alb.loop.time()
             for state in old:
                 state.draining = True
@@ -224,7 +227,7 @@ class NodeManager:
                 conn.transport.abort()
         state.connections.clear()
         # Connections to targets from this address would hang once it is gone.
-        while self.alb.pool.retire_source(state.node.address) and self.alb.loop.time() < deadline:
+        while state.pool.retire() and self.alb.loop.time() < deadline:
             await asyncio.sleep(0.1)
         if state in self.nodes:
             self.nodes.remove(state)

@@ -172,6 +172,7 @@ class TargetGroupRuntime:
         self.attributes: TargetGroupAttributes = tg.attributes
         self.app_key = f"{tg.name}#app"  # AWSALBAPP values name this, so an AWSALB value is not one
         self.spawn: Spawn | None = None  # set once the simulator's TaskGroup runs
+        self.check_source: Callable[[], str | None] = lambda: None  # health checks connect from this address
         self.on_removed: Callable[[Member], None] | None = None
 
     def _member(self, target: Target) -> Member:
@@ -325,10 +326,12 @@ class TargetGroupRuntime:
 
 
 class NodeState:
-    """One ALB node at run time: its listening servers, its client connections, draining or not."""
+    """One ALB node at run time: its listening servers, its client connections, draining or not,
+    and its own connections to targets (made from the node's address, as each AWS node does)."""
 
-    def __init__(self, node: Node) -> None:
+    def __init__(self, node: Node, pool: UpstreamPool) -> None:
         self.node = node
+        self.pool = pool
         self.servers: list[asyncio.base_events.Server] = []
         self.connections: set[Any] = set()
         self.draining = False
@@ -368,7 +371,7 @@ class AlbRuntime:
         self.rng = rng if rng is not None else random.Random()
         self.attributes = config.attributes
         self.groups = {tg.name: TargetGroupRuntime(tg, loop) for tg in config.target_groups}
-        self.pool = UpstreamPool(loop, config.attributes.idle_timeout)
+        self.pools: dict[str, UpstreamPool] = {}  # per node address: each node connects from its own
         self.trace = TraceIdGenerator(clock, self.rng)
         self.metrics = Metrics(config.lb_id)
         self.sticky = StickyCodec(secrets.token_bytes(32))
@@ -382,6 +385,16 @@ class AlbRuntime:
         self._date_second = -1
         self._date = ""
 
+    def node_state(self, node: Node) -> NodeState:
+        """A node's run-time state with its own upstream pool, whose connections come from the
+        node's address (AWS: targets see the private address of the node that took the request)."""
+        pool = self.pools[node.address] = UpstreamPool(self.loop, self.attributes.idle_timeout, source=node.address)
+        return NodeState(node, pool)
+
+    def set_idle_timeout(self, seconds: float) -> None:
+        for pool in self.pools.values():
+            pool.idle_timeout = seconds
+
     def listener_runtimes(self, state: NodeState) -> list[ListenerRuntime]:
         """The listeners as bound on one node (the node's access log is opened here)."""
         node = state.node
@@ -394,6 +407,9 @@ class AlbRuntime:
 
     def forget_node(self, state: NodeState) -> None:
         self.runtimes = [lr for lr in self.runtimes if lr.state is not state]
+        state.pool.close()
+        if self.pools.get(state.node.address) is state.pool:
+            del self.pools[state.node.address]
         log = self.logs.pop(state.node.name, None)
         if log is not None:
             log.close()
@@ -433,6 +449,7 @@ class AlbRuntime:
         return self.groups[groups[-1].name]
 
     def close(self) -> None:
-        self.pool.close()
+        for pool in self.pools.values():
+            pool.close()
         for log in self.logs.values():
             log.close()

@@ -51,6 +51,7 @@ class ClientConnection(asyncio.Protocol):
     def __init__(self, lr: ListenerRuntime) -> None:
         self.lr = lr
         self.alb = lr.alb
+        self.pool = lr.state.pool  # this node's connections to targets, from its own address
         self.loop = lr.alb.loop
         self.idle_timeout = lr.alb.attributes.idle_timeout
         self.parser = httptools.HttpRequestParser(self)
@@ -351,14 +352,14 @@ class ClientConnection(asyncio.Protocol):
         return member
 
     def _acquire(self, ex: Exchange, key: tuple[str, int, bool], fresh: bool) -> None:
-        conn = None if fresh else self.alb.pool.take_idle(key)
+        conn = None if fresh else self.pool.take_idle(key)
         if conn is not None:
             self._dispatch(ex, conn, True)
             return
 
         def connected(conn: UpstreamConnection) -> None:
             if self.closing or ex.finished or not self.queue or self.queue[0] is not ex:
-                self.alb.pool.release(conn)
+                self.pool.release(conn)
             else:
                 self._dispatch(ex, conn, False)
 
@@ -366,7 +367,7 @@ class ClientConnection(asyncio.Protocol):
             if not self.closing and not ex.finished and self.queue and self.queue[0] is ex:
                 self._upstream_failed(ex, error)
 
-        self.alb.pool.connect(key, connected, failed)
+        self.pool.connect(key, connected, failed)
 
     def _dispatch(self, ex: Exchange, conn: UpstreamConnection, reused: bool) -> None:
         ex.upstream, ex.reused = conn, reused
@@ -431,7 +432,7 @@ class ClientConnection(asyncio.Protocol):
         conn, ex.upstream = ex.upstream, None
         if conn is not None:
             if reusable and ex.body_done and not ex.close_target:
-                self.alb.pool.release(conn)
+                self.pool.release(conn)
             else:
                 conn.close()
         ex.elb_status = ex.target_status

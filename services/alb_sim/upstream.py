@@ -61,7 +61,6 @@ class UpstreamConnection(asyncio.Protocol):
         self.closed = False
         self.last_activity = 0.0
         self.idle_since = 0.0
-        self.local_ip = ""
         self.reading_paused = False
         self._reset_message()
 
@@ -79,8 +78,6 @@ class UpstreamConnection(asyncio.Protocol):
     # --- asyncio.Protocol -------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop transports are not subclasses
-        local = transport.get_extra_info("sockname")
-        self.local_ip = local[0] if local else ""
         self.pool.live.add(self)
 
     def data_received(self, data: bytes) -> None:
@@ -224,7 +221,8 @@ class UpstreamConnection(asyncio.Protocol):
 
 
 class UpstreamPool:
-    """Idle keep-alive connections per (ip, port, tls)."""
+    """One ALB node's connections to targets: idle keep-alive connections per (ip, port, tls),
+    all made from `source` (the node's address; None: the kernel's choice)."""
 
     MAX_IDLE_PER_KEY = 256
     # One periodic sweep times out waiting requests and closes idle connections: a timer per
@@ -232,7 +230,7 @@ class UpstreamPool:
     SWEEP_SECONDS = 0.5
 
     def __init__(self, loop: asyncio.AbstractEventLoop, idle_timeout: float,
-                 connect_timeout: float = TARGET_CONNECT_TIMEOUT) -> None:
+                 connect_timeout: float = TARGET_CONNECT_TIMEOUT, *, source: str | None = None) -> None:
         self.loop = loop
         self.idle_timeout = idle_timeout
         self.connect_timeout = connect_timeout
@@ -240,8 +238,9 @@ class UpstreamPool:
         self.idle: dict[PoolKey, deque[UpstreamConnection]] = {}
         self.opened = 0  # connections opened so far (for tests and the admin API)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.source: str | None = None  # local address of new connections (an active node's)
-        self.retired: set[str] = set()  # node addresses about to disappear: never reuse their connections
+        self.source = source
+        self.local_addr = (source, 0) if source else None
+        self.retired = False  # the node's address is about to disappear: never reuse a connection
         self.live: set[UpstreamConnection] = set()
         self._sweeper = loop.call_later(self.SWEEP_SECONDS, self._sweep)
 
@@ -269,7 +268,7 @@ class UpstreamPool:
                 lambda: UpstreamConnection(self, key), ip, port,
                 ssl=self.tls if tls else None, server_hostname="" if tls else None,
                 ssl_handshake_timeout=self.connect_timeout if tls else None,
-                local_addr=(self.source, 0) if self.source else None), self.connect_timeout)
+                local_addr=self.local_addr), self.connect_timeout)
         except asyncio.TimeoutError:
             on_error(UpstreamError("connect_timeout", 504, f"connect to {ip}:{port} not done within "
                                    f"{self.connect_timeout:g} s"))
@@ -288,7 +287,7 @@ class UpstreamPool:
             return
         if conn.reading_paused:  # paused for a slow client while the rest of its response was already read
             conn.resume_reading()
-        if conn.local_ip in self.retired:
+        if self.retired:
             conn.close()
             return
         conns = self.idle.setdefault(conn.key, deque())
@@ -298,15 +297,15 @@ class UpstreamPool:
         conn.idle_since = self.loop.time()
         conns.append(conn)
 
-    def retire_source(self, address: str) -> int:
-        """Stop using connections from `address`: idle ones close now, busy ones when released.
+    def retire(self) -> int:
+        """The node is going away: idle connections close now, busy ones when released.
         Returns how many are still busy."""
-        self.retired.add(address)
+        self.retired = True
         for conns in self.idle.values():
-            for conn in [c for c in conns if c.local_ip == address]:
-                conns.remove(conn)
+            for conn in list(conns):
                 conn.close()
-        return sum(1 for c in self.live if c.local_ip == address and not c.closed)
+            conns.clear()
+        return sum(1 for c in self.live if not c.closed)
 
     def forget(self, conn: UpstreamConnection) -> None:
         conns = self.idle.get(conn.key)
@@ -330,3 +329,5 @@ class UpstreamPool:
             for conn in list(conns):
                 conn.close()
         self.idle.clear()
+        for conn in list(self.live):  # a retired node's last busy ones (after the grace time)
+            conn.close()

@@ -140,6 +140,21 @@ def test_stopped_target_group_fails_open_then_503_when_deregistered():
     assert echo["service"] == "api"
 
 
+def test_each_alb_node_reaches_targets_from_its_own_address():
+    """AWS: the target's TCP peer is the private address of the ALB node that took the request."""
+    addresses = {n["Name"]: n["Address"] for n in lab_json("alb", "nodes", "--json")["Nodes"]}
+    seen: dict[str, set[str]] = {}
+    for i in range(40):
+        hops = {h["hop"]: h for h in lab_json("trace", "--json", "--from", f"198.51.100.{110 + i}",
+                                               f"https://{SITE}/api/node-source")}
+        assert hops["alb"]["node"] in addresses, hops["alb"]
+        seen.setdefault(hops["alb"]["node"], set()).add(hops["web"]["source_ip"])
+        if len(seen) == len(addresses):
+            break
+    assert set(seen) == set(addresses), f"not every ALB node took a request: {seen}"
+    assert seen == {name: {address} for name, address in addresses.items()}
+
+
 def test_rotation_under_steady_traffic_loses_no_request():
     before = lab_json("alb", "nodes", "--json")
     old = {n["Address"] for n in before["Nodes"]}

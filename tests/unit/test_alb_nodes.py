@@ -249,3 +249,117 @@ def test_periodic_rotation(tmp_path: Path) -> None:
         assert seen[:3] == [[("alb-a", "127.0.0.3")], [("alb-a-2", "127.0.0.4")], [("alb-a-3", "127.0.0.3")]]
     finally:
         lab.stop()
+
+
+@pytest.fixture()
+def two_node_lab(tmp_path: Path) -> Iterator[Lab]:
+    lab = Lab(tmp_path)
+    lab.config = dataclasses.replace(
+        lab.config, nodes=(Node("alb-a", "a", "127.0.0.1"), Node("alb-b", "b", "127.0.0.3")),
+        rotation=Rotation(drain_seconds=30, pools={"a": ("127.0.0.1", "127.0.0.2"), "b": ("127.0.0.3", "127.0.0.4")}))
+    lab.start()
+    yield lab
+    lab.stop()
+
+
+def test_each_node_connects_to_targets_from_its_own_address(two_node_lab: Lab) -> None:
+    """AWS: a target sees the private address of the node that took the request, also for nodes
+    added by a rotation and for draining ones (decisions.md #55)."""
+    lab = two_node_lab
+
+    def peer_of(address: str, path: str, conn: http.client.HTTPSConnection | None = None
+                ) -> http.client.HTTPSConnection:
+        status, _, conn = get_on(lab, address, path, conn)
+        assert status == 200
+        [request] = [r for r in lab.api.requests if r["url"] == path]
+        seen[path] = request["peer"]
+        return conn
+
+    seen: dict[str, str] = {}
+    old_b = peer_of("127.0.0.3", "/api/b")
+    peer_of("127.0.0.1", "/api/a")
+    peer_of("127.0.0.3", "/api/b-again", old_b)
+    assert admin(lab, "POST", "/rotate", {})[0] == 200
+    peer_of("127.0.0.2", "/api/a-2")
+    peer_of("127.0.0.4", "/api/b-2")
+    peer_of("127.0.0.3", "/api/b-draining", old_b)
+    assert seen == {"/api/b": "127.0.0.3", "/api/a": "127.0.0.1", "/api/b-again": "127.0.0.3",
+                    "/api/a-2": "127.0.0.2", "/api/b-2": "127.0.0.4", "/api/b-draining": "127.0.0.3"}
+
+
+def test_health_checks_connect_from_an_active_node(two_node_lab: Lab) -> None:
+    import asyncio
+
+    from services.alb_sim.healthcheck import check_once
+
+    assert two_node_lab.sim is not None
+    nodes = two_node_lab.sim.nodes
+    assert nodes is not None and nodes.check_source() == "127.0.0.1"
+    assert admin(two_node_lab, "POST", "/rotate", {})[0] == 200
+    assert nodes.check_source() == "127.0.0.2"  # the new alb-a, never a draining node
+
+    peers: list[str] = []
+
+    async def check() -> bool:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            peers.append(writer.get_extra_info("peername")[0])
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+            writer.close()
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        port = server.sockets[0].getsockname()[1]
+        async with server:
+            result = await check_once("127.0.0.1", port, tls=None, path="/healthz", timeout=5,
+                                      matcher_matches=lambda code: code == 200, source="127.0.0.4")
+        return result.ok
+
+    assert asyncio.run(check())
+    assert peers == ["127.0.0.4"]
+
+
+@pytest.mark.parametrize("ip,az,expected", [
+    ("10.20.1.41", None, None),  # in the VPC: the zone is found from the subnet
+    ("10.20.2.41", "all", None),
+    ("10.9.9.9", None, ("ValidationError",
+                        "The Availability Zone is required for IP address '10.9.9.9' because it is not in the VPC")),
+    ("192.168.7.1", None, ("ValidationError",
+                           "The Availability Zone is required for IP address '192.168.7.1' because it is not in the VPC")),
+    ("10.9.9.9", "all", None),  # a peered VPC / on-premises address
+    ("172.16.0.5", "b", None),
+    ("100.64.1.1", "all", None),  # RFC 6598
+    ("10.9.9.9", "eu-west-9z", ("ValidationError", "You must specify a valid Availability Zone or select 'all' for "
+                                "all enabled Availability zones, since the IP address '10.9.9.9' is outside the VPC")),
+    ("8.8.8.8", "all", ("InvalidTarget", "The specified target does not exist, is not in the same VPC as the target "
+                        "group, or has an unsupported instance type.")),
+    ("198.51.100.100", None, ("InvalidTarget", "The specified target does not exist, is not in the same VPC as the "
+                              "target group, or has an unsupported instance type.")),
+])
+def test_ip_targets_must_be_in_the_vpc_or_private_with_a_zone(ip: str, az: str | None,
+                                                               expected: tuple[str, str] | None) -> None:
+    from services.alb_sim.config import Target
+    from services.alb_sim.config_changes import ip_target_error
+
+    assert ip_target_error(Target(id=ip, ip=ip, port=8443, az=az), "10.20.0.0/16", {"a", "b"}) == expected
+
+
+def test_register_targets_outside_the_vpc_is_refused_whole(tmp_path: Path) -> None:
+    lab = Lab(tmp_path)
+    lab.config = dataclasses.replace(lab.config, vpc_cidr="127.0.0.0/8")
+    lab.start()
+    try:
+        target = {"Id": "127.0.0.1", "Port": 8443}
+        status, doc = admin(lab, "POST", "/register-targets", {"TargetGroupName": "empty", "Targets": [
+            target, {"Id": "10.9.9.9", "Port": 8443}]})
+        assert (status, doc) == (400, {"Error": {"Code": "ValidationError", "Message": (
+            "The Availability Zone is required for IP address '10.9.9.9' because it is not in the VPC")}})
+        status, doc = admin(lab, "POST", "/register-targets", {"TargetGroupName": "empty", "Targets": [
+            {"Id": "9.9.9.9", "Port": 8443, "AvailabilityZone": "all"}]})
+        assert (status, doc["Error"]["Code"]) == (400, "InvalidTarget")
+        assert admin(lab, "GET", "/target-health?target_group=empty")[1] == {"TargetHealthDescriptions": []}
+        status, _ = admin(lab, "POST", "/register-targets", {"TargetGroupName": "empty", "Targets": [
+            target, {"Id": "10.9.9.9", "Port": 8443, "AvailabilityZone": "all"}]})
+        assert status == 200
+        described = admin(lab, "GET", "/target-health?target_group=empty")[1]["TargetHealthDescriptions"]
+        assert [d["Target"]["Id"] for d in described] == ["127.0.0.1", "10.9.9.9"]
+    finally:
+        lab.stop()

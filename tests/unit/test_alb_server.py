@@ -76,7 +76,7 @@ class EchoBackend:
             def on_message_complete(self) -> None:
                 record = {"backend": backend.name, "method": self.parser.get_method().decode(),
                           "url": self.url.decode(), "headers": self.headers, "conn": self.conn_id,
-                          "body_bytes": self.body}
+                          "body_bytes": self.body, "peer": self.transport.get_extra_info("peername")[0]}
                 ua = [v for k, v in self.headers if k.lower() == "user-agent"]
                 (backend.health_checks if ua == ["ELB-HealthChecker/2.0"] else backend.requests).append(record)
                 if self.url.startswith(b"/api/slow"):
@@ -163,6 +163,7 @@ class Lab:
         self.ready = threading.Event()
         self.lines: list[str] = []
         self.task: asyncio.Task[None] | None = None
+        self.sim: AlbSimulator | None = None
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -173,7 +174,7 @@ class Lab:
         self.backend_cert.configure_cert(ctx)
         servers = [await self.loop.create_server(self.api.protocol, "127.0.0.1", self.api_port, ssl=ctx),
                    await self.loop.create_server(self.front.protocol, "127.0.0.1", self.front_port, ssl=ctx)]
-        sim = AlbSimulator(self.config, announce=self.lines.append)
+        sim = self.sim = AlbSimulator(self.config, announce=self.lines.append)
         self.task = asyncio.current_task()
         runner = self.loop.create_task(sim.run())
         await sim.ready.wait()

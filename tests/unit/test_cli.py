@@ -173,3 +173,20 @@ def test_render_refuses_to_rewrite_a_running_lab_of_another_topology() -> None:
         refuse_over_running_lab(sni, "sni", running_default)
     refuse_over_running_lab(default, "default", running_default)  # the running topology itself: fine
     refuse_over_running_lab(sni, "sni", None)  # nothing running: fine
+
+
+def test_alb_target_health_has_a_header_line_like_the_nlb_verb(monkeypatch, capsys):
+    import argparse
+
+    from lab.cli import alb
+
+    doc = {"TargetHealthDescriptions": [
+        {"Target": {"Id": "10.20.1.41", "Port": 8443}, "HealthCheckPort": "8443", "TargetHealth": {"State": "healthy"}},
+        {"Target": {"Id": "10.20.2.41", "Port": 8443}, "HealthCheckPort": "8443",
+         "TargetHealth": {"State": "unhealthy", "Reason": "Target.FailedHealthChecks"}}]}
+    monkeypatch.setattr(alb, "admin_call", lambda method, path: doc)
+    assert alb.run_target_health(argparse.Namespace(target_group="api", json=False)) == 0
+    assert capsys.readouterr().out.splitlines() == [
+        "TARGET GROUP     TARGET          PORT   STATE      REASON",
+        "api              10.20.1.41      8443   healthy    ",
+        "api              10.20.2.41      8443   unhealthy  Target.FailedHealthChecks"]
