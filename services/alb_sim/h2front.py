@@ -25,7 +25,7 @@ import h2.exceptions
 import h2.settings
 from h2.errors import ErrorCodes
 
-from . import h2msg
+from . import h2msg, httpmsg
 from .exchange import Exchange
 from .runtime import ListenerRuntime, log_event
 from .server import ClientConnection, idle_timer_expired, tls_fields
@@ -76,6 +76,9 @@ class H2Stream(ClientConnection):
             self.on_message_complete()
             self.request_ended = True
         self.queue.append(ex)
+        if self.ended:  # never to be answered (the client's GOAWAY came with it): only logged, 460
+            ex.uri = httpmsg.parse_target(req.path).origin_form.decode("latin-1")
+            return
         self._start(ex)
 
     def on_data(self, data: bytes, flow_controlled: int) -> None:
@@ -361,6 +364,14 @@ class H2ClientConnection(asyncio.Protocol):
             return
         self.requests += 1
         stream = H2Stream(self, sid)
+        if self.conn.state_machine.state is h2.connection.ConnectionState.CLOSED:
+            # The client's GOAWAY came in the same read: h2 takes no frame from us after it, so this
+            # request can never be answered. Like the streams open at that moment it is logged 460
+            # (client gone before the answer) and not forwarded.
+            stream.ended = True
+            stream.begin(h2msg.parse_request(event.headers), ended=event.stream_ended is not None)
+            stream.on_reset()
+            return
         self.streams[sid] = stream
         if self.requests >= h2msg.MAX_REQUESTS_PER_CONNECTION:
             self._goaway(last=sid)  # this stream is still answered

@@ -385,3 +385,23 @@ def test_idle_h2_connection_gets_goaway_then_close(idle_lab: Lab) -> None:
     assert time.monotonic() - started >= 0.9
     assert c.goaway is not None and c.goaway.error_code == ErrorCodes.NO_ERROR
     c.close()
+
+
+def test_request_and_client_goaway_in_one_read_is_logged_460_not_an_error(
+        lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by fuzzing: h2 refuses to send after the client's GOAWAY, and the ALB used to try to
+    answer a stream that arrived with it (an `error` log line, a 418 logged that never left)."""
+    c = H2Client(lab, preface=False)
+    marker = f"/fixed?goaway-{time.monotonic_ns()}"
+    c.conn.send_headers(1, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"www.lab.test"),
+                            (b":path", marker.encode())], end_stream=True)
+    goaway = b"\x00\x00\x08\x07\x00\x00\x00\x00\x00" + b"\x00" * 8  # GOAWAY, last stream 0, NO_ERROR
+    c.sock.sendall(c.conn.data_to_send() + goaway)  # preface, SETTINGS, HEADERS, GOAWAY: one read for the ALB
+    while c.sock.recv(65536):  # no SETTINGS ACK back: a frame after our GOAWAY would be an error of ours
+        pass
+    fields = log_entry(lab, marker)
+    assert fields[0] == "h2" and fields[8] == "460"
+    assert '"event": "error"' not in capsys.readouterr().out
+    c.sock.close()
+    with H2ClientContext(lab) as c2:
+        assert c2.get("/api/after-goaway").status == 200
