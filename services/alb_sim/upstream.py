@@ -94,8 +94,8 @@ class UpstreamConnection(asyncio.Protocol):
             cause = exc.__context__
             self._fail(cause if isinstance(cause, UpstreamError) else
                        UpstreamError("bad_response", 502, f"callback error: {cause!r}"))
-        except httptools.HttpParserError as exc:
-            self._fail(UpstreamError("bad_response", 502, str(exc)))
+        except (httptools.HttpParserError, httptools.HttpParserUpgrade) as exc:  # Upgrade is no subclass
+            self._fail(UpstreamError("bad_response", 502, repr(exc)))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -131,7 +131,9 @@ class UpstreamConnection(asyncio.Protocol):
         status = self.parser.get_status_code()
         self._keep_alive = self.parser.should_keep_alive()  # only valid in this callback
         assert self.handler is not None
-        if 100 <= status < 200 and status != 101:
+        if 100 <= status < 200:
+            if status == 101:  # the ALB drops Upgrade (hop-by-hop): there is nothing to switch to
+                raise UpstreamError("bad_response", 502, "101 Switching Protocols to a request without Upgrade")
             self._interim = True
             self.handler.on_upstream_interim(status, self._status_text)
             return

@@ -55,7 +55,7 @@ class EchoBackend:
             def data_received(self, data: bytes) -> None:
                 try:
                     self.parser.feed_data(data)
-                except httptools.HttpParserError:
+                except (httptools.HttpParserError, httptools.HttpParserUpgrade):  # CONNECT, Upgrade
                     self.transport.close()
 
             def on_message_begin(self) -> None:
@@ -81,6 +81,10 @@ class EchoBackend:
                 (backend.health_checks if ua == ["ELB-HealthChecker/2.0"] else backend.requests).append(record)
                 if self.url.startswith(b"/api/slow"):
                     return  # never answer
+                if self.url.startswith(b"/api/switch"):  # 101 although the ALB sent no Upgrade
+                    self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n"
+                                         b"Upgrade: websocket\r\n\r\nxyz")
+                    return
                 if self.url.startswith(b"/api/closeme"):
                     self.transport.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                     self.transport.close()  # no Connection: close, like a target keep-alive timeout
@@ -570,3 +574,13 @@ def test_400_for_oversized_request_headers(lab: Lab, headers: bytes) -> None:
 def test_headers_just_under_the_limits_pass(lab: Lab) -> None:
     headers = {"Host": "www.lab.test", **{f"X-H{i}": "v" * 8000 for i in range(7)}}
     assert lab.get("/api/ok", headers)[0] == 200
+
+
+def test_target_switching_protocols_unasked_is_502(lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by fuzzing: httptools' HttpParserUpgrade is no HttpParserError, so a target's 101 escaped
+    the upstream parser's handler (a fatal error on the target's TLS connection) and the client got
+    `101 ... Transfer-Encoding: chunked`. The ALB drops Upgrade, so a 101 is a bad response: 502."""
+    status, _, body = lab.get("/api/switch", headers={"Upgrade": "websocket", "Connection": "upgrade"})
+    assert status == 502 and b"502 Bad Gateway" in body
+    assert "HttpParserUpgrade" not in capsys.readouterr().out
+    assert lab.get("/api/after-switch")[0] == 200
