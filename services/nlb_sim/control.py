@@ -15,7 +15,8 @@ import dataclasses
 import ipaddress
 from typing import Any, Iterable, Mapping, Sequence
 
-from .config import Listener, NlbConfig, Target, TargetGroup
+from .config import HEALTH_CHECK_PROTOCOLS, Listener, NlbConfig, Target, TargetGroup
+from .health import parse_matcher
 
 BOOL = ("true", "false")
 # Modifiable target-group attributes and their allowed values; a (lo, hi) tuple is an integer range.
@@ -305,3 +306,138 @@ def lookup_listener(cfg: NlbConfig, port: Any) -> Listener:
             return x
     raise ApiError("ListenerNotFound", f"One or more listeners not found: port {port!r}"
                                        f" (listeners: {', '.join(x.label for x in cfg.listeners)})")
+
+
+# ModifyTargetGroup: the health-check settings, AWS's parameter names (NLB-HC23, API-CTG).
+HEALTH_CHECK_KEYS = ("HealthCheckProtocol", "HealthCheckPort", "HealthCheckPath",
+                     "HealthCheckIntervalSeconds", "HealthCheckTimeoutSeconds",
+                     "HealthyThresholdCount", "UnhealthyThresholdCount", "Matcher")
+# key -> (AWS's member name in validation messages, lo, hi); relaxed_limits lowers the seconds.
+_HC_NUMBERS = {
+    "HealthCheckIntervalSeconds": ("healthCheckIntervalSeconds", 5, 300),
+    "HealthCheckTimeoutSeconds": ("healthCheckTimeoutSeconds", 2, 120),
+    "HealthyThresholdCount": ("healthyThresholdCount", 2, 10),
+    "UnhealthyThresholdCount": ("unhealthyThresholdCount", 2, 10),
+}
+_RELAXED_SECONDS = 0.05
+
+
+def _constraint(member: str, value: Any, constraint: str) -> ApiError:
+    """AWS's request-validation wording, e.g. for an interval of 1:
+    ``1 validation error detected: Value '1' at 'healthCheckIntervalSeconds' failed to satisfy
+    constraint: Member must have value greater than or equal to 5``."""
+    return ApiError("ValidationError", f"1 validation error detected: Value '{value}' at '{member}'"
+                                       f" failed to satisfy constraint: Member must {constraint}")
+
+
+def _hc_number(key: str, value: Any, relaxed: bool) -> float:
+    member, lo, hi = _HC_NUMBERS[key]
+    seconds = key.endswith("Seconds")
+    if relaxed and seconds:
+        lo = _RELAXED_SECONDS
+    if isinstance(value, str) and value.strip():
+        try:
+            value = float(value) if relaxed and seconds else int(value)
+        except ValueError:
+            pass
+    if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or (not (relaxed and seconds) and value != int(value)):
+        raise _constraint(member, value, "be an integer" if not (relaxed and seconds) else "be a number")
+    if value < lo:
+        raise _constraint(member, _plain(value), f"have value greater than or equal to {_plain(lo)}")
+    if value > hi:
+        raise _constraint(member, _plain(value), f"have value less than or equal to {hi}")
+    return value if relaxed and seconds else int(value)
+
+
+def _plain(x: float) -> str:
+    return str(int(x)) if x == int(x) else str(x)
+
+
+def modify_target_group(tg: TargetGroup, body: Mapping[str, Any], relaxed: bool = False) -> TargetGroup:
+    """ModifyTargetGroup: the target group with its health check changed (only the keys given).
+    ``relaxed`` (lab-only ``relaxed_limits``): sub-second intervals and timeouts allowed."""
+    unknown = [k for k in body if k not in HEALTH_CHECK_KEYS and k != "TargetGroupName"]
+    if unknown:
+        raise ApiError("ValidationError", f"Unknown parameter '{unknown[0]}'; ModifyTargetGroup takes"
+                                          f" {', '.join(HEALTH_CHECK_KEYS)}")
+    given = {k: body[k] for k in HEALTH_CHECK_KEYS if k in body}
+    if not given:
+        raise ApiError("ValidationError", f"Nothing to modify: give at least one of"
+                                          f" {', '.join(HEALTH_CHECK_KEYS)}")
+    hc = tg.health_check
+    changes: dict[str, Any] = {}
+    protocol = given.get("HealthCheckProtocol", hc.protocol)
+    if "HealthCheckProtocol" in given:
+        if protocol not in HEALTH_CHECK_PROTOCOLS:
+            raise _constraint("healthCheckProtocol", protocol,
+                              f"satisfy enum value set: [{', '.join(HEALTH_CHECK_PROTOCOLS)}]")
+        changes["protocol"] = protocol
+    if tg.target_type == "alb" and protocol == "TCP":
+        raise ApiError("ValidationError", "Health check protocol 'TCP' is not supported for target"
+                                          " groups with target type 'alb'; use HTTP or HTTPS")
+    if "HealthCheckPort" in given:
+        port = given["HealthCheckPort"]
+        if port == "traffic-port":
+            changes["port"] = None
+        elif isinstance(port, (int, str)) and not isinstance(port, bool) \
+                and str(port).isdigit() and 1 <= int(port) <= 65535:
+            changes["port"] = int(port)
+        else:
+            raise ApiError("ValidationError", f"Health check port '{port}' is not valid: must be"
+                                              " 'traffic-port' or a port from 1 to 65535")
+    if "HealthCheckPath" in given:
+        path = given["HealthCheckPath"]
+        if protocol == "TCP":
+            raise ApiError("ValidationError", "Health check path cannot be set when the health"
+                                              " check protocol is TCP")
+        if not isinstance(path, str) or not 1 <= len(path) <= 1024:
+            raise _constraint("healthCheckPath", path, "have length between 1 and 1024")
+        if not path.startswith("/"):
+            raise ApiError("ValidationError", f"Health check path '{path}' must start with '/'")
+        changes["path"] = path
+    if "Matcher" in given:
+        matcher = given["Matcher"]
+        if protocol == "TCP":
+            raise ApiError("ValidationError", "Health check matcher cannot be set when the health"
+                                              " check protocol is TCP")
+        if not isinstance(matcher, dict) or set(matcher) != {"HttpCode"} \
+                or not isinstance(matcher["HttpCode"], str):
+            raise ApiError("ValidationError", f"Matcher {matcher!r} must be"
+                                              ' {"HttpCode": "<codes>"}, e.g. {"HttpCode": "200-399"}')
+        try:
+            parse_matcher(matcher["HttpCode"])
+        except ValueError:
+            raise ApiError("ValidationError", f"Health check matcher HTTP code"
+                                              f" '{matcher['HttpCode']}' is not valid: must be codes"
+                                              " or ranges from 200 to 599, e.g. 200, 200,202 or"
+                                              " 200-399") from None
+        changes["matcher"] = matcher["HttpCode"]
+    fields = {"HealthCheckIntervalSeconds": "interval_seconds",
+              "HealthCheckTimeoutSeconds": "timeout_seconds",
+              "HealthyThresholdCount": "healthy_threshold",
+              "UnhealthyThresholdCount": "unhealthy_threshold"}
+    for key, field in fields.items():
+        if key in given:
+            changes[field] = _hc_number(key, given[key], relaxed)
+    return dataclasses.replace(tg, health_check=dataclasses.replace(hc, **changes))
+
+
+def health_check_settings(tg: TargetGroup) -> dict[str, Any]:
+    """The health-check part of a TargetGroup as DescribeTargetGroups / ModifyTargetGroup show it
+    (HealthCheckPath and Matcher only for HTTP/HTTPS checks, as in AWS)."""
+    hc = tg.health_check
+    http = hc.protocol != "TCP"
+    return {"TargetGroupName": tg.name, "TargetGroupArn": tg.arn,
+            "HealthCheckProtocol": hc.protocol,
+            "HealthCheckPort": "traffic-port" if hc.port is None else str(hc.port),
+            "HealthCheckEnabled": True,
+            "HealthCheckIntervalSeconds": _number(hc.interval_seconds),
+            "HealthCheckTimeoutSeconds": _number(hc.timeout_seconds),
+            "HealthyThresholdCount": hc.healthy_threshold,
+            "UnhealthyThresholdCount": hc.unhealthy_threshold,
+            **({"HealthCheckPath": hc.path, "Matcher": {"HttpCode": hc.matcher}} if http else {})}
+
+
+def _number(x: float) -> int | float:
+    return int(x) if x == int(x) else x

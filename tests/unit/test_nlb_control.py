@@ -381,3 +381,92 @@ def test_describe_target_health_ids_are_addresses_for_ip_target_groups() -> None
     assert [d["Target"]["Id"] for d in registry.describe("haproxy-https")["TargetHealthDescriptions"]] == [
         "haproxy-a", "haproxy-b"]  # instance: the instance id
     assert all("LabTargetName" not in d for d in registry.describe("haproxy-https")["TargetHealthDescriptions"])
+
+
+# --- ModifyTargetGroup (health check) ---------------------------------------------------------
+
+def modify_hc(tg_name: str = "haproxy-http", relaxed: bool = False, **body: Any):
+    tg = cfg().target_group(tg_name)
+    return control.modify_target_group(tg, {"TargetGroupName": tg_name, **body}, relaxed)
+
+
+@pytest.mark.parametrize("body, message", [
+    ({}, "Nothing to modify: give at least one of HealthCheckProtocol, HealthCheckPort, HealthCheckPath,"
+         " HealthCheckIntervalSeconds, HealthCheckTimeoutSeconds, HealthyThresholdCount,"
+         " UnhealthyThresholdCount, Matcher"),
+    ({"HealthCheckInterval": 10}, "Unknown parameter 'HealthCheckInterval'; ModifyTargetGroup takes"
+                                  " HealthCheckProtocol, HealthCheckPort, HealthCheckPath,"
+                                  " HealthCheckIntervalSeconds, HealthCheckTimeoutSeconds,"
+                                  " HealthyThresholdCount, UnhealthyThresholdCount, Matcher"),
+    ({"HealthCheckProtocol": "TLS"}, "1 validation error detected: Value 'TLS' at 'healthCheckProtocol'"
+                                     " failed to satisfy constraint: Member must satisfy enum value set:"
+                                     " [TCP, HTTP, HTTPS]"),
+    ({"HealthCheckIntervalSeconds": 4}, "1 validation error detected: Value '4' at"
+                                        " 'healthCheckIntervalSeconds' failed to satisfy constraint:"
+                                        " Member must have value greater than or equal to 5"),
+    ({"HealthCheckIntervalSeconds": "301"}, "1 validation error detected: Value '301' at"
+                                            " 'healthCheckIntervalSeconds' failed to satisfy constraint:"
+                                            " Member must have value less than or equal to 300"),
+    ({"HealthCheckIntervalSeconds": "ten"}, "1 validation error detected: Value 'ten' at"
+                                            " 'healthCheckIntervalSeconds' failed to satisfy constraint:"
+                                            " Member must be an integer"),
+    ({"HealthCheckTimeoutSeconds": 1}, "1 validation error detected: Value '1' at"
+                                       " 'healthCheckTimeoutSeconds' failed to satisfy constraint:"
+                                       " Member must have value greater than or equal to 2"),
+    ({"HealthCheckTimeoutSeconds": 121}, "1 validation error detected: Value '121' at"
+                                         " 'healthCheckTimeoutSeconds' failed to satisfy constraint:"
+                                         " Member must have value less than or equal to 120"),
+    ({"HealthyThresholdCount": 1}, "1 validation error detected: Value '1' at 'healthyThresholdCount'"
+                                   " failed to satisfy constraint: Member must have value greater than"
+                                   " or equal to 2"),
+    ({"UnhealthyThresholdCount": 11}, "1 validation error detected: Value '11' at"
+                                      " 'unhealthyThresholdCount' failed to satisfy constraint: Member"
+                                      " must have value less than or equal to 10"),
+    ({"HealthCheckPort": "0"}, "Health check port '0' is not valid: must be 'traffic-port' or a port"
+                               " from 1 to 65535"),
+    ({"HealthCheckPort": "any"}, "Health check port 'any' is not valid: must be 'traffic-port' or a"
+                                 " port from 1 to 65535"),
+    ({"HealthCheckPath": "/health"}, "Health check path cannot be set when the health check protocol"
+                                     " is TCP"),
+    ({"HealthCheckProtocol": "TCP", "HealthCheckPath": "/"}, "Health check path cannot be set when the"
+                                                             " health check protocol is TCP"),
+    ({"Matcher": {"HttpCode": "200"}}, "Health check matcher cannot be set when the health check"
+                                       " protocol is TCP"),
+    ({"HealthCheckProtocol": "HTTP", "HealthCheckPath": "health"}, "Health check path 'health' must"
+                                                                   " start with '/'"),
+    ({"HealthCheckProtocol": "HTTP", "HealthCheckPath": "/" + "x" * 1024},
+     "1 validation error detected: Value '/" + "x" * 1024 + "' at 'healthCheckPath' failed to satisfy"
+     " constraint: Member must have length between 1 and 1024"),
+    ({"HealthCheckProtocol": "HTTP", "Matcher": {"HttpCode": "600"}},
+     "Health check matcher HTTP code '600' is not valid: must be codes or ranges from 200 to 599,"
+     " e.g. 200, 200,202 or 200-399"),
+    ({"HealthCheckProtocol": "HTTP", "Matcher": "200"},
+     "Matcher '200' must be {\"HttpCode\": \"<codes>\"}, e.g. {\"HttpCode\": \"200-399\"}"),
+])
+def test_modify_target_group_rejects(body: dict[str, Any], message: str) -> None:
+    with pytest.raises(ApiError) as caught:
+        modify_hc(**body)
+    assert (caught.value.code, caught.value.message) == ("ValidationError", message)
+
+
+def test_modify_target_group_changes_only_what_is_given_and_shows_aws_settings() -> None:
+    tg = modify_hc(HealthCheckProtocol="HTTP", HealthCheckPath="/healthz", HealthCheckPort="8080",
+                   HealthCheckIntervalSeconds="10", HealthCheckTimeoutSeconds=6, HealthyThresholdCount=3,
+                   UnhealthyThresholdCount="4", Matcher={"HttpCode": "200,202"})
+    assert control.health_check_settings(tg) == {
+        "TargetGroupName": "haproxy-http", "TargetGroupArn": tg.arn, "HealthCheckProtocol": "HTTP",
+        "HealthCheckPort": "8080", "HealthCheckEnabled": True, "HealthCheckIntervalSeconds": 10,
+        "HealthCheckTimeoutSeconds": 6, "HealthyThresholdCount": 3, "UnhealthyThresholdCount": 4,
+        "HealthCheckPath": "/healthz", "Matcher": {"HttpCode": "200,202"}}
+    back = control.modify_target_group(tg, {"HealthCheckProtocol": "TCP", "HealthCheckPort": "traffic-port"})
+    settings = control.health_check_settings(back)
+    assert (settings["HealthCheckProtocol"], settings["HealthCheckPort"], settings["HealthCheckIntervalSeconds"]) \
+        == ("TCP", "traffic-port", 10)
+    assert "HealthCheckPath" not in settings and "Matcher" not in settings
+
+
+def test_modify_target_group_relaxed_limits_allow_sub_second_checks() -> None:
+    tg = modify_hc(relaxed=True, HealthCheckIntervalSeconds="0.2", HealthCheckTimeoutSeconds=0.1)
+    assert (tg.health_check.interval_seconds, tg.health_check.timeout_seconds) == (0.2, 0.1)
+    with pytest.raises(ApiError, match="Member must have value greater than or equal to 0.05"):
+        modify_hc(relaxed=True, HealthCheckIntervalSeconds="0.01")
