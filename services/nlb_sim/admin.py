@@ -11,6 +11,11 @@
   POST /register-targets          {"TargetGroupName", "Targets": [{"Id", "Port"?, "AvailabilityZone"?}]}
   POST /deregister-targets        {"TargetGroupName", "Targets": [{"Id", "Port"?, "AvailabilityZone"?}]}
                                   (a target may also be "ID[:PORT][@AZ]": control.parse_target)
+  POST /modify-target-group       {"TargetGroupName", "HealthCheckProtocol"?, "HealthCheckPort"?,
+                                   "HealthCheckPath"?, "HealthCheckIntervalSeconds"?,
+                                   "HealthCheckTimeoutSeconds"?, "HealthyThresholdCount"?,
+                                   "UnhealthyThresholdCount"?, "Matcher"?: {"HttpCode"}}
+                                  -> {"TargetGroups": [health check settings]}; the next check uses them
   POST /modify-target-group-attributes   {"TargetGroupName", "Attributes": [{"Key", "Value"}]}
   POST /modify-load-balancer-attributes  {"Attributes": [...]}
   POST /modify-listener-attributes       {"Port", "Attributes": [...]}
@@ -40,7 +45,8 @@ _REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Al
             503: "Service Unavailable"}
 
 
-_POSTS = ("/register-targets", "/deregister-targets", "/modify-target-group-attributes",
+_POSTS = ("/register-targets", "/deregister-targets", "/modify-target-group",
+          "/modify-target-group-attributes",
           "/modify-load-balancer-attributes", "/modify-listener-attributes")
 
 

@@ -50,6 +50,7 @@ class NlbApp:
         self.hello: dict[int, tuple[str | None, float, str]] = {}  # id(SSLObject) -> (SNI, ClientHello time, cert ARN)
         self._group: asyncio.TaskGroup | None = None
         self._checkers: dict[tuple[str, str, str], asyncio.Task[None]] = {}
+        self._wake: dict[tuple[str, str, str], asyncio.Event] = {}  # health check settings changed
         self._drains: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     # --- run-time control (admin API) ---
@@ -101,6 +102,7 @@ class NlbApp:
         self._drains.pop((tg_name, target.id), None)
         for node in self.cfg.nodes:
             task = self._checkers.pop((node.name, tg_name, target.id), None)
+            self._wake.pop((node.name, tg_name, target.id), None)
             if task is not None:
                 task.cancel()
         self.registry.remove(tg_name, target.id)
@@ -115,6 +117,19 @@ class NlbApp:
         new_tg = control.modify_target_group_attributes(self.cfg, tg, body.get("Attributes"))
         self.set_config(control.replace_target_group(self.cfg, new_tg))
         return _attributes(new_tg.attributes)
+
+    def modify_target_group(self, body: dict) -> dict:
+        """ModifyTargetGroup (health check): the next check of every target uses the new settings,
+        and its interval counts from the previous check (a shorter one may mean at once)."""
+        tg = control.lookup_target_group(self.cfg, body.get("TargetGroupName"))
+        new_tg = control.modify_target_group(tg, body, self.cfg.relaxed_limits)
+        self.set_config(control.replace_target_group(self.cfg, new_tg))
+        self.registry.set_thresholds(new_tg)
+        for (_, tg_name, _), event in self._wake.items():
+            if tg_name == new_tg.name:
+                event.set()
+        log.info("%s: health check now %s", new_tg.name, new_tg.health_check)
+        return {"TargetGroups": [control.health_check_settings(new_tg)]}
 
     def modify_load_balancer_attributes(self, body: dict) -> dict:
         self.set_config(control.modify_load_balancer_attributes(self.cfg, body.get("Attributes")))
@@ -153,9 +168,10 @@ class NlbApp:
             key = (node.name, tg.name, target.id)
             if key in self._checkers and not self._checkers[key].done():
                 continue
+            wake = self._wake.setdefault(key, asyncio.Event())
             self._checkers[key] = self._group.create_task(
                 run_checker(self.cfg, node, tg, target, self.registry.get(*key), self._on_health,
-                            lambda name=tg.name: self.cfg.target_group(name)),
+                            lambda name=tg.name: self.cfg.target_group(name), wake),
                 name=f"hc {node.name} {tg.name} {target.id}")
 
     def _on_health(self, node: Node, tg: TargetGroup, target: Target, change: Transition) -> None:

@@ -45,6 +45,14 @@ class HealthRegistry:
             self._health.setdefault((node.name, tg.name, target.id),
                                     TargetHealth(hc.healthy_threshold, hc.unhealthy_threshold))
 
+    def set_thresholds(self, tg: TargetGroup) -> None:
+        """ModifyTargetGroup: new threshold counts apply to the running streaks of passes and
+        failures (a target keeps its state; the next result is weighed against the new counts)."""
+        hc = tg.health_check
+        for (_, tg_name, _), h in self._health.items():
+            if tg_name == tg.name:
+                h.healthy_threshold, h.unhealthy_threshold = hc.healthy_threshold, hc.unhealthy_threshold
+
     def remove(self, tg_name: str, target_id: str) -> None:
         for node in self.cfg.nodes:
             self._health.pop((node.name, tg_name, target_id), None)
@@ -155,16 +163,21 @@ async def check_once(cfg: NlbConfig, node: Node, tg: TargetGroup, target: Target
 async def run_checker(cfg: NlbConfig, node: Node, tg: TargetGroup, target: Target,
                       health: TargetHealth,
                       on_change: Callable[[Node, TargetGroup, Target, Transition], None] | None = None,
-                      tg_of: Callable[[], TargetGroup] | None = None) -> None:
+                      tg_of: Callable[[], TargetGroup] | None = None,
+                      wake: asyncio.Event | None = None) -> None:
     """Check ``target`` forever: first check at once, then every ``interval_seconds``.
-    ``tg_of`` returns the target group's current settings (run-time changes, e.g. PROXY v2 on)."""
+    ``tg_of`` returns the target group's current settings (run-time changes, e.g. PROXY v2 on, a
+    new health check); ``wake`` is set when the health check changed, so the wait for the next
+    check is measured again with the new interval."""
     loop = asyncio.get_running_loop()
-    ctx = _https_context() if tg.health_check.protocol == "HTTPS" else None
+    ctx: ssl.SSLContext | None = None
     while True:
         current = tg_of() if tg_of is not None else tg
         # The same target id may have moved (an alb target follows the ALB's node addresses).
         target = next((t for t in current.targets if t.id == target.id), target)
         started = loop.time()
+        if ctx is None and current.health_check.protocol == "HTTPS":
+            ctx = _https_context()
         ok, detail = await check_once(cfg, node, current, target, ctx)
         change = health.record(ok, detail)
         if change is not None:
@@ -172,4 +185,23 @@ async def run_checker(cfg: NlbConfig, node: Node, tg: TargetGroup, target: Targe
                      change.new, f" {change.reason}" if change.reason else "", detail)
             if on_change is not None:
                 on_change(node, current, target, change)
-        await asyncio.sleep(max(0.0, started + current.health_check.interval_seconds - loop.time()))
+        await _until_next_check(started, lambda: (tg_of() if tg_of is not None else tg), wake)
+
+
+async def _until_next_check(started: float, tg_of: Callable[[], TargetGroup],
+                            wake: asyncio.Event | None) -> None:
+    """Sleep until ``started`` + the current interval; a ``wake`` (new settings) re-measures it."""
+    loop = asyncio.get_running_loop()
+    while True:
+        delay = started + tg_of().health_check.interval_seconds - loop.time()
+        if delay <= 0:
+            return
+        if wake is None:
+            await asyncio.sleep(delay)
+            return
+        try:
+            async with asyncio.timeout(delay):
+                await wake.wait()
+        except TimeoutError:
+            return
+        wake.clear()

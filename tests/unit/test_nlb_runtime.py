@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.unit.test_nlb_relay import (LO, Server, certs, echo, flow_lines, nlb_config, run, running, target_group,  # noqa: F401
+from tests.unit.test_nlb_relay import (LO, Server, certs, echo, flow_lines, hc, nlb_config, run, running, target_group,  # noqa: F401
                                        tcp_listener, tls_listener, wait_healthy, wait_until)
 
 
@@ -189,3 +189,59 @@ def test_vpc_endpoint_tlv_in_proxy_header_and_proxy_v2_switched_on_live(tmp_path
 def test_idle_step(seen: int, last: float, moved: int, now: float, expected: tuple) -> None:
     from services.nlb_sim.idle import idle_step
     assert idle_step(seen, last, moved, now, 350.0) == expected
+
+
+def test_modify_target_group_health_check_applies_to_the_next_check(tmp_path: Path) -> None:
+    paths: list[bytes] = []
+
+    async def http_status(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        head = await r.readuntil(b"\r\n\r\n")  # a TCP check just connects and closes
+        paths.append(head.split()[1])
+        w.write(b"HTTP/1.1 200 OK\r\n\r\n" if paths[-1] == b"/ok" else b"HTTP/1.1 404 Nope\r\n\r\n")
+        await w.drain()
+
+    async def main() -> None:
+        async with Server(http_status, handle_health_checks=True) as t:
+            # A 30 s interval: without the change taking effect at once, no second check would come.
+            tg = target_group("tg", [("t-1", t.port, "a")], health=hc(interval_seconds=30))
+            cfg = nlb_config(tmp_path, [tcp_listener("tg")], [tg])
+            async with running(cfg) as app, \
+                    httpx.AsyncClient(base_url=f"http://{LO}:{cfg['admin']['port']}") as http:
+                await wait_healthy(app, "tg", ["t-1"])
+                health = app.registry.get("nlb-a", "tg", "t-1")
+                bad = await http.post("/modify-target-group", json={"TargetGroupName": "tg",
+                                                                     "HealthCheckPath": "/x"})
+                assert (bad.status_code, bad.json()) == (400, {"Error": {
+                    "Code": "ValidationError",
+                    "Message": "Health check path cannot be set when the health check protocol is TCP"}})
+                r = await http.post("/modify-target-group", json={
+                    "TargetGroupName": "tg", "HealthCheckProtocol": "HTTP", "HealthCheckPath": "/missing",
+                    "HealthCheckIntervalSeconds": 0.2, "HealthyThresholdCount": 3})
+                assert r.status_code == 200, r.text
+                assert r.json()["TargetGroups"][0] | {"TargetGroupArn": ""} == {
+                    "TargetGroupName": "tg", "TargetGroupArn": "", "HealthCheckProtocol": "HTTP",
+                    "HealthCheckPort": "traffic-port", "HealthCheckEnabled": True,
+                    "HealthCheckIntervalSeconds": 0.2, "HealthCheckTimeoutSeconds": 1,
+                    "HealthyThresholdCount": 3, "UnhealthyThresholdCount": 2,
+                    "HealthCheckPath": "/missing", "Matcher": {"HttpCode": "200-399"}}
+                # The interval is re-measured at once: unhealthy after 2 HTTP failures, well inside 30 s.
+                await wait_until(lambda: health.state == "unhealthy", "t-1 unhealthy", timeout=5)
+                assert health.last_detail == "HTTP 404 (matcher 200-399)"
+                assert paths[-1] == b"/missing"
+                # A matcher that takes 404 makes the same check pass; back to healthy after
+                # HealthyThresholdCount (3) consecutive passes.
+                r = await http.post("/modify-target-group", json={"TargetGroupName": "tg",
+                                                                   "Matcher": {"HttpCode": "404"}})
+                assert r.status_code == 200, r.text
+                passes_before = health.passes
+                await wait_until(lambda: health.state == "healthy", "t-1 healthy", timeout=5)
+                assert passes_before == 0 and health.passes == 3
+                # Back to TCP: the HTTP handler sees connects that send nothing.
+                seen = len(paths)
+                r = await http.post("/modify-target-group", json={"TargetGroupName": "tg",
+                                                                   "HealthCheckProtocol": "TCP"})
+                assert "HealthCheckPath" not in r.json()["TargetGroups"][0]
+                hc_conns = len(t.hc_peers)
+                await wait_until(lambda: len(t.hc_peers) >= hc_conns + 3, "TCP checks", timeout=5)
+                assert len(paths) <= seen + 1 and health.state == "healthy"
+    run(main())
