@@ -4,6 +4,9 @@
   lab nlb register-targets   --target-group NAME ID[:PORT][@AZ] ...
   lab nlb deregister-targets --target-group NAME ID[:PORT][@AZ] ...
   lab nlb describe-attributes [--target-group NAME | --listener PORT]
+  lab nlb modify-target-group --target-group NAME KEY=VALUE ...   (health check: HealthCheckProtocol,
+      HealthCheckPort, HealthCheckPath, HealthCheckIntervalSeconds, HealthCheckTimeoutSeconds,
+      HealthyThresholdCount, UnhealthyThresholdCount, Matcher=HTTPCODES)
   lab nlb modify-target-group-attributes --target-group NAME KEY=VALUE ...
   lab nlb modify-load-balancer-attributes KEY=VALUE ...
   lab nlb modify-listener-attributes --listener PORT KEY=VALUE ...
@@ -25,7 +28,7 @@ from lab.runtime import docker_client
 from services.nlb_sim import control
 
 ACTIONS = ("describe-target-health", "register-targets", "deregister-targets", "describe-attributes",
-           "modify-target-group-attributes", "modify-load-balancer-attributes",
+           "modify-target-group", "modify-target-group-attributes", "modify-load-balancer-attributes",
            "modify-listener-attributes", "metrics")
 
 
@@ -45,6 +48,10 @@ def register(verbs) -> None:
     group = p.add_mutually_exclusive_group()
     group.add_argument("--target-group", default=None)
     group.add_argument("--listener", type=int, default=None, metavar="PORT")
+    p = actions.add_parser("modify-target-group", help="health check KEY=VALUE ... (AWS parameter names),"
+                                                       " applied to the next check")
+    p.add_argument("--target-group", required=True)
+    p.add_argument("settings", nargs="+", metavar="KEY=VALUE")
     p = actions.add_parser("modify-target-group-attributes", help="KEY=VALUE ... (AWS keys)")
     p.add_argument("--target-group", required=True)
     p.add_argument("attributes", nargs="+", metavar="KEY=VALUE")
@@ -75,6 +82,19 @@ def parse_attributes(items: list[str]) -> list[dict[str, str]]:
     return parse_key_values(items, "deregistration_delay.timeout_seconds=30")
 
 
+def parse_health_check(items: list[str]) -> dict[str, Any]:
+    """``HealthCheckProtocol=HTTP Matcher=200-299`` -> ModifyTargetGroup parameters (values are
+    checked by the NLB, services/nlb_sim/control.py; ``Matcher`` is the HttpCode)."""
+    out: dict[str, Any] = {}
+    for pair in parse_key_values(items, "HealthCheckIntervalSeconds=10"):
+        key, value = pair["Key"], pair["Value"]
+        if key not in control.HEALTH_CHECK_KEYS:
+            raise LabError(f"ValidationError: {key!r} is not a ModifyTargetGroup health check"
+                           f" parameter; use one of {', '.join(control.HEALTH_CHECK_KEYS)}")
+        out[key] = {"HttpCode": value} if key == "Matcher" else value
+    return out
+
+
 def _call(client, url: str, body: Any = None) -> Any:
     status, text = admin_request(client, m.NLB_SERVICE, url, body)
     try:
@@ -88,6 +108,8 @@ def _call(client, url: str, body: Any = None) -> Any:
 
 
 def run(args) -> int:
+    # Argument errors first: one line, without needing the lab up.
+    settings = parse_health_check(args.settings) if args.action == "modify-target-group" else {}
     topology = current_topology(None)
     client = docker_client()
     require_running(client)
@@ -117,6 +139,11 @@ def run(args) -> int:
         query = (f"?target_group={quote(args.target_group)}" if args.target_group
                  else f"?listener={args.listener}" if args.listener is not None else "")
         doc = _call(client, f"{base}/attributes{query}")
+    elif action == "modify-target-group":
+        doc = _call(client, f"{base}/{action}", {"TargetGroupName": args.target_group, **settings})
+        for key, value in doc["TargetGroups"][0].items():
+            print(f"{key} = {value['HttpCode'] if key == 'Matcher' else value}")
+        return 0
     elif action == "modify-target-group-attributes":
         doc = _call(client, f"{base}/{action}", {"TargetGroupName": args.target_group,
                                                 "Attributes": parse_attributes(args.attributes)})

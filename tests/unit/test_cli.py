@@ -190,3 +190,13 @@ def test_alb_target_health_has_a_header_line_like_the_nlb_verb(monkeypatch, caps
         "TARGET GROUP     TARGET          PORT   STATE      REASON",
         "api              10.20.1.41      8443   healthy    ",
         "api              10.20.2.41      8443   unhealthy  Target.FailedHealthChecks"]
+
+
+def test_nlb_modify_target_group_argument_errors_are_one_line():
+    """Checked before the lab is needed: a non-AWS key, and a bare key without a value."""
+    assert one_line_error(lab("nlb", "modify-target-group", "--target-group", "haproxy-http", "Interval=5")) == (
+        "lab nlb: error: ValidationError: 'Interval' is not a ModifyTargetGroup health check parameter;"
+        " use one of HealthCheckProtocol, HealthCheckPort, HealthCheckPath, HealthCheckIntervalSeconds,"
+        " HealthCheckTimeoutSeconds, HealthyThresholdCount, UnhealthyThresholdCount, Matcher")
+    assert one_line_error(lab("nlb", "modify-target-group", "--target-group", "haproxy-http", "HealthCheckPort")) == (
+        "lab nlb: error: attribute 'HealthCheckPort' is not KEY=VALUE, e.g. HealthCheckIntervalSeconds=10")
