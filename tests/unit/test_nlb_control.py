@@ -385,43 +385,40 @@ def test_describe_target_health_ids_are_addresses_for_ip_target_groups() -> None
 
 # --- ModifyTargetGroup (health check) ---------------------------------------------------------
 
-def modify_hc(tg_name: str = "haproxy-http", relaxed: bool = False, **body: Any):
+def modify_hc(tg_name: str = "haproxy-http", relaxed: bool = False, body: dict[str, Any] | None = None,
+              **kw: Any):
     tg = cfg().target_group(tg_name)
-    return control.modify_target_group(tg, {"TargetGroupName": tg_name, **body}, relaxed)
+    return control.modify_target_group(tg, {"TargetGroupName": tg_name, **(body or {}), **kw}, relaxed)
+
+
+HC_KEYS = ("HealthCheckProtocol, HealthCheckPort, HealthCheckPath, HealthCheckIntervalSeconds,"
+           " HealthCheckTimeoutSeconds, HealthyThresholdCount, UnhealthyThresholdCount, Matcher")
+
+
+def aws_constraint(value: str, member: str, constraint: str) -> str:
+    return (f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy constraint:"
+            f" Member must {constraint}")
+
+
+@pytest.mark.parametrize("key, value, member, constraint", [
+    ("HealthCheckProtocol", "TLS", "healthCheckProtocol", "satisfy enum value set: [TCP, HTTP, HTTPS]"),
+    ("HealthCheckIntervalSeconds", 4, "healthCheckIntervalSeconds", "have value greater than or equal to 5"),
+    ("HealthCheckIntervalSeconds", "301", "healthCheckIntervalSeconds", "have value less than or equal to 300"),
+    ("HealthCheckIntervalSeconds", "ten", "healthCheckIntervalSeconds", "be an integer"),
+    ("HealthCheckTimeoutSeconds", 1, "healthCheckTimeoutSeconds", "have value greater than or equal to 2"),
+    ("HealthCheckTimeoutSeconds", 121, "healthCheckTimeoutSeconds", "have value less than or equal to 120"),
+    ("HealthyThresholdCount", 1, "healthyThresholdCount", "have value greater than or equal to 2"),
+    ("UnhealthyThresholdCount", 11, "unhealthyThresholdCount", "have value less than or equal to 10"),
+])
+def test_modify_target_group_out_of_range_uses_aws_constraint_text(key: str, value: Any, member: str,
+                                                                     constraint: str) -> None:
+    assert error(modify_hc, "haproxy-http", False, {key: value}) == (
+        "ValidationError", aws_constraint(str(value), member, constraint))
 
 
 @pytest.mark.parametrize("body, message", [
-    ({}, "Nothing to modify: give at least one of HealthCheckProtocol, HealthCheckPort, HealthCheckPath,"
-         " HealthCheckIntervalSeconds, HealthCheckTimeoutSeconds, HealthyThresholdCount,"
-         " UnhealthyThresholdCount, Matcher"),
-    ({"HealthCheckInterval": 10}, "Unknown parameter 'HealthCheckInterval'; ModifyTargetGroup takes"
-                                  " HealthCheckProtocol, HealthCheckPort, HealthCheckPath,"
-                                  " HealthCheckIntervalSeconds, HealthCheckTimeoutSeconds,"
-                                  " HealthyThresholdCount, UnhealthyThresholdCount, Matcher"),
-    ({"HealthCheckProtocol": "TLS"}, "1 validation error detected: Value 'TLS' at 'healthCheckProtocol'"
-                                     " failed to satisfy constraint: Member must satisfy enum value set:"
-                                     " [TCP, HTTP, HTTPS]"),
-    ({"HealthCheckIntervalSeconds": 4}, "1 validation error detected: Value '4' at"
-                                        " 'healthCheckIntervalSeconds' failed to satisfy constraint:"
-                                        " Member must have value greater than or equal to 5"),
-    ({"HealthCheckIntervalSeconds": "301"}, "1 validation error detected: Value '301' at"
-                                            " 'healthCheckIntervalSeconds' failed to satisfy constraint:"
-                                            " Member must have value less than or equal to 300"),
-    ({"HealthCheckIntervalSeconds": "ten"}, "1 validation error detected: Value 'ten' at"
-                                            " 'healthCheckIntervalSeconds' failed to satisfy constraint:"
-                                            " Member must be an integer"),
-    ({"HealthCheckTimeoutSeconds": 1}, "1 validation error detected: Value '1' at"
-                                       " 'healthCheckTimeoutSeconds' failed to satisfy constraint:"
-                                       " Member must have value greater than or equal to 2"),
-    ({"HealthCheckTimeoutSeconds": 121}, "1 validation error detected: Value '121' at"
-                                         " 'healthCheckTimeoutSeconds' failed to satisfy constraint:"
-                                         " Member must have value less than or equal to 120"),
-    ({"HealthyThresholdCount": 1}, "1 validation error detected: Value '1' at 'healthyThresholdCount'"
-                                   " failed to satisfy constraint: Member must have value greater than"
-                                   " or equal to 2"),
-    ({"UnhealthyThresholdCount": 11}, "1 validation error detected: Value '11' at"
-                                      " 'unhealthyThresholdCount' failed to satisfy constraint: Member"
-                                      " must have value less than or equal to 10"),
+    ({}, f"Nothing to modify: give at least one of {HC_KEYS}"),
+    ({"HealthCheckInterval": 10}, f"Unknown parameter 'HealthCheckInterval'; ModifyTargetGroup takes {HC_KEYS}"),
     ({"HealthCheckPort": "0"}, "Health check port '0' is not valid: must be 'traffic-port' or a port"
                                " from 1 to 65535"),
     ({"HealthCheckPort": "any"}, "Health check port 'any' is not valid: must be 'traffic-port' or a"
@@ -435,8 +432,7 @@ def modify_hc(tg_name: str = "haproxy-http", relaxed: bool = False, **body: Any)
     ({"HealthCheckProtocol": "HTTP", "HealthCheckPath": "health"}, "Health check path 'health' must"
                                                                    " start with '/'"),
     ({"HealthCheckProtocol": "HTTP", "HealthCheckPath": "/" + "x" * 1024},
-     "1 validation error detected: Value '/" + "x" * 1024 + "' at 'healthCheckPath' failed to satisfy"
-     " constraint: Member must have length between 1 and 1024"),
+     aws_constraint("/" + "x" * 1024, "healthCheckPath", "have length between 1 and 1024")),
     ({"HealthCheckProtocol": "HTTP", "Matcher": {"HttpCode": "600"}},
      "Health check matcher HTTP code '600' is not valid: must be codes or ranges from 200 to 599,"
      " e.g. 200, 200,202 or 200-399"),
@@ -444,9 +440,7 @@ def modify_hc(tg_name: str = "haproxy-http", relaxed: bool = False, **body: Any)
      "Matcher '200' must be {\"HttpCode\": \"<codes>\"}, e.g. {\"HttpCode\": \"200-399\"}"),
 ])
 def test_modify_target_group_rejects(body: dict[str, Any], message: str) -> None:
-    with pytest.raises(ApiError) as caught:
-        modify_hc(**body)
-    assert (caught.value.code, caught.value.message) == ("ValidationError", message)
+    assert error(modify_hc, "haproxy-http", False, body) == ("ValidationError", message)
 
 
 def test_modify_target_group_changes_only_what_is_given_and_shows_aws_settings() -> None:
@@ -470,3 +464,13 @@ def test_modify_target_group_relaxed_limits_allow_sub_second_checks() -> None:
     assert (tg.health_check.interval_seconds, tg.health_check.timeout_seconds) == (0.2, 0.1)
     with pytest.raises(ApiError, match="Member must have value greater than or equal to 0.05"):
         modify_hc(relaxed=True, HealthCheckIntervalSeconds="0.01")
+
+
+def test_modify_target_group_alb_target_type_needs_an_http_check() -> None:
+    import dataclasses
+
+    tg = dataclasses.replace(cfg().target_group("haproxy-http"), target_type="alb")
+    assert error(control.modify_target_group, tg, {"HealthCheckPort": "80"}) == (
+        "ValidationError", "Health check protocol 'TCP' is not supported for target groups with target"
+                           " type 'alb'; use HTTP or HTTPS")
+    assert control.modify_target_group(tg, {"HealthCheckProtocol": "HTTPS"}).health_check.protocol == "HTTPS"
