@@ -200,6 +200,39 @@ class TestNlbOperations:
         wait_for(all_healthy, "haproxy-a healthy after restart", timeout=120)
         wait_for(lambda: resolve(SITE) == [EIP_A, EIP_B], "AZ a back in DNS", timeout=20)
 
+    def test_modify_target_group_health_check_live(self):
+        # HAProxy's port 80 answers every path with a 301 (redirect to https): an HTTP check passes
+        # with the default matcher 200-399, and fails with Matcher 200.
+        script = ("import socket,sys; s=socket.create_connection((sys.argv[1],80),timeout=10);"
+                  "s.sendall(b'GET /nonexistent HTTP/1.1\\r\\nHost: x\\r\\nConnection: close\\r\\n\\r\\n');"
+                  "print(s.recv(4096).split(b'\\r\\n')[0].decode())")
+        answer = exec_in("client", "python3", "-c", script, EIP_A)
+        assert answer.stdout.startswith("HTTP/1.1 301 "), answer
+        wait_for(all_healthy, "every target healthy")
+        bad = lab("nlb", "modify-target-group", "--target-group", "haproxy-http", "HealthCheckPath=/x", check=False)
+        assert bad.returncode == 1 and bad.stderr.strip() == (
+            "lab nlb: error: ValidationError: Health check path cannot be set when the health check protocol is TCP")
+        bad = lab("nlb", "modify-target-group", "--target-group", "haproxy-http", "HealthyThresholdCount=11",
+                  check=False)
+        assert bad.stderr.strip() == (
+            "lab nlb: error: ValidationError: 1 validation error detected: Value '11' at 'healthyThresholdCount'"
+            " failed to satisfy constraint: Member must have value less than or equal to 10")
+        try:
+            out = lab("nlb", "modify-target-group", "--target-group", "haproxy-http", "HealthCheckProtocol=HTTP",
+                      "HealthCheckPath=/nonexistent", "Matcher=200").stdout
+            assert {"HealthCheckProtocol = HTTP", "HealthCheckPath = /nonexistent", "Matcher = 200",
+                    "HealthCheckIntervalSeconds = 5", "UnhealthyThresholdCount = 2"} <= set(out.splitlines())
+            states = wait_for(lambda: (h := health("haproxy-http")) and all(
+                x["State"] == "unhealthy" for x in h.values()) and h, "haproxy-http targets unhealthy", timeout=60)
+            assert {x["Reason"] for x in states.values()} == {"Target.FailedHealthChecks"}
+            assert all(x["State"] == "healthy" for x in health("haproxy-https").values())
+        finally:
+            lab("nlb", "modify-target-group", "--target-group", "haproxy-http", "HealthCheckPath=/",
+                "Matcher=200-399")
+            out = lab("nlb", "modify-target-group", "--target-group", "haproxy-http", "HealthCheckProtocol=TCP").stdout
+        assert "HealthCheckProtocol = TCP" in out and "HealthCheckPath" not in out
+        wait_for(all_healthy, "haproxy-http healthy again on TCP checks", timeout=60)
+
     def test_status_shows_the_api_changes(self):
         out = lab("status").stdout
         assert out.count(" healthy ") >= 8
