@@ -142,7 +142,8 @@ def run(args) -> int:
     elif action == "modify-target-group":
         doc = _call(client, f"{base}/{action}", {"TargetGroupName": args.target_group, **settings})
         for key, value in doc["TargetGroups"][0].items():
-            print(f"{key} = {value['HttpCode'] if key == 'Matcher' else value}")
+            shown = value["HttpCode"] if key == "Matcher" else json.dumps(value) if isinstance(value, bool) else value
+            print(f"{key} = {shown}")  # booleans as the AWS CLI prints them (true/false)
         return 0
     elif action == "modify-target-group-attributes":
         doc = _call(client, f"{base}/{action}", {"TargetGroupName": args.target_group,
