@@ -174,6 +174,14 @@ class H2Stream(ClientConnection):
             return
         try:
             self.front.conn.send_headers(self.stream_id, fields)
+        except h2.exceptions.StreamClosedError:
+            # The client's RST_STREAM came in the same read as the request (h2 applies a whole read
+            # before handing out its events): nothing can be sent; that StreamReset event,
+            # next in line, ends the stream. Logged as what it is: the client left before the answer.
+            if self.queue:
+                self.queue[0].elb_status = 460
+            self.out.clear()
+            self.ended = True
         except _STREAM_GONE as exc:
             log_event("error", where="h2 send_headers", stream=self.stream_id, error=repr(exc))
             self._reset(ErrorCodes.INTERNAL_ERROR)
@@ -317,9 +325,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.alb.metrics.connection_closed()
         if self._idle_timer is not None:
             self._idle_timer.cancel()
-        streams, self.streams = list(self.streams.values()), {}
-        for stream in streams:
-            stream.on_reset()
+        self._end_streams()
 
     def pause_writing(self) -> None:
         self.write_paused = True
@@ -428,8 +434,15 @@ class H2ClientConnection(asyncio.Protocol):
             return
         self.flush()
         self.closing = True
+        self._end_streams()  # h2 takes no frame after the GOAWAY: a target answering later has no stream
         if self.transport is not None:
             self.transport.close()
+
+    def _end_streams(self) -> None:
+        """Streams still open when the connection ends are never answered: each is logged 460."""
+        streams, self.streams = list(self.streams.values()), {}
+        for stream in streams:
+            stream.on_reset()
 
     def _arm_idle(self) -> None:
         self._idle_timer = self.loop.call_at(self.last_activity + self.idle_timeout, self._idle_check)

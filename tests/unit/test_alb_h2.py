@@ -405,3 +405,42 @@ def test_request_and_client_goaway_in_one_read_is_logged_460_not_an_error(
     c.sock.close()
     with H2ClientContext(lab) as c2:
         assert c2.get("/api/after-goaway").status == 200
+
+
+def test_target_answer_after_a_connection_error_is_logged_460_not_an_error(
+        lab: Lab, capsys: pytest.CaptureFixture[str]) -> None:
+    """Found by fuzzing: a connection error (here DATA on stream 0) ends the connection with GOAWAY
+    while a stream waits for its target; the target's later answer used to be sent into the closed
+    h2 connection (StreamClosedError, an `error` log line)."""
+    c = H2Client(lab, preface=False)
+    marker = f"/api/late-{time.monotonic_ns()}"
+    c.conn.send_headers(1, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"www.lab.test"),
+                            (b":path", marker.encode())], end_stream=True)
+    c.sock.sendall(c.conn.data_to_send())
+    time.sleep(0.1)  # the request is with the target, which answers 0.3 s after it arrived
+    c.sock.sendall(b"\x00\x00\x00\x00\x00\x00\x00\x00\x00")  # DATA on stream 0: PROTOCOL_ERROR
+    time.sleep(0.5)  # past the target's answer, the TLS connection not yet torn down by the client
+    fields = log_entry(lab, marker)
+    assert fields[0] == "h2" and fields[8] == "460"
+    assert '"event": "error"' not in capsys.readouterr().out
+    c.sock.close()
+
+
+@pytest.mark.parametrize("path", ["/fixed", "/api/x"])
+def test_request_and_its_reset_in_one_read_is_logged_once_not_an_error(
+        lab: Lab, capsys: pytest.CaptureFixture[str], path: str) -> None:
+    """Found by fuzzing: h2 applies the whole read before handing out events, so a request and the
+    client's RST_STREAM for it in one read left the ALB answering a stream h2 had already closed."""
+    c = H2Client(lab, preface=False)
+    marker = f"{path}?reset-{time.monotonic_ns()}"
+    c.conn.send_headers(1, [(b":method", b"GET"), (b":scheme", b"https"), (b":authority", b"www.lab.test"),
+                            (b":path", marker.encode())], end_stream=True)
+    rst = b"\x00\x00\x04\x03\x00\x00\x00\x00\x01" + b"\x00\x00\x00\x08"  # RST_STREAM stream 1, CANCEL
+    c.sock.sendall(c.conn.data_to_send() + rst)
+    time.sleep(0.5)
+    assert '"event": "error"' not in capsys.readouterr().out
+    entries = [line.split(" ") for line in lab.log_lines() if marker in line]
+    assert len(entries) == 1 and entries[0][8] == "460"  # the client left before the answer
+    c.sock.close()
+    with H2ClientContext(lab) as c2:
+        assert c2.get("/api/after-reset").status == 200

@@ -81,6 +81,10 @@ class EchoBackend:
                 (backend.health_checks if ua == ["ELB-HealthChecker/2.0"] else backend.requests).append(record)
                 if self.url.startswith(b"/api/slow"):
                     return  # never answer
+                if self.url.startswith(b"/api/late"):  # answer 0.3 s later
+                    asyncio.get_running_loop().call_later(0.3, self.transport.write,
+                                                          b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nlate")
+                    return
                 if self.url.startswith(b"/api/switch"):  # 101 although the ALB sent no Upgrade
                     self.transport.write(b"HTTP/1.1 101 Switching Protocols\r\nConnection: upgrade\r\n"
                                          b"Upgrade: websocket\r\n\r\nxyz")
