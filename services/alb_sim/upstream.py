@@ -240,7 +240,6 @@ class UpstreamPool:
         self.idle: dict[PoolKey, deque[UpstreamConnection]] = {}
         self.opened = 0  # connections opened so far (for tests and the admin API)
         self._tasks: set[asyncio.Task[None]] = set()
-        self.source = source
         self.local_addr = (source, 0) if source else None
         self.retired = False  # the node's address is about to disappear: never reuse a connection
         self.live: set[UpstreamConnection] = set()

@@ -26,6 +26,11 @@ TARGET_GROUP_PROTOCOLS = ("TCP", "TLS")
 TARGET_TYPES = ("instance", "ip", "alb")
 HEALTH_CHECK_PROTOCOLS = ("TCP", "HTTP", "HTTPS")
 HEADER_PLACEMENTS = ("on_first_ack_with_payload", "on_connect")
+# AWS's NLB health-check ranges (NLB-HC23), for the topology and for ModifyTargetGroup;
+# relaxed_limits (lab/unit tests only) lowers the seconds' minimum to allow sub-second checks.
+HEALTH_CHECK_RANGES = {"interval_seconds": (5, 300), "timeout_seconds": (2, 120),
+                       "healthy_threshold": (2, 10), "unhealthy_threshold": (2, 10)}
+RELAXED_MIN_SECONDS = 0.05
 ALPN_POLICIES = ("None", "HTTP1Only", "HTTP2Only", "HTTP2Optional", "HTTP2Preferred")
 # Listener protocol -> target group protocols AWS accepts (NLB-TG23; UDP/TCP_UDP not simulated).
 VALID_COMBINATIONS = {"TCP": ("TCP",), "TLS": ("TCP", "TLS")}
@@ -511,14 +516,15 @@ class _Loader:
         hc_path = self.string(raw, "path", path, "/")
         if not hc_path.startswith("/"):
             raise self.err(f"{path}.path", f"{json.dumps(hc_path)} must start with \"/\"")
-        # AWS ranges (NLB-HC23); relaxed_limits (lab/unit tests only) allows sub-second checks.
-        lo_i, lo_t = (0.05, 0.05) if self.relaxed else (5, 2)
-        interval = self.number(raw, "interval_seconds", path, 30, lo_i, 300,
+        r = HEALTH_CHECK_RANGES
+        lo_i, lo_t = ((RELAXED_MIN_SECONDS, RELAXED_MIN_SECONDS) if self.relaxed
+                      else (r["interval_seconds"][0], r["timeout_seconds"][0]))
+        interval = self.number(raw, "interval_seconds", path, 30, lo_i, r["interval_seconds"][1],
                                integer=not self.relaxed)
         timeout = self.number(raw, "timeout_seconds", path, 6 if protocol == "HTTP" else 10,
-                              lo_t, 120, integer=not self.relaxed)
-        healthy = int(self.number(raw, "healthy_threshold", path, 5, 2, 10, integer=True))
-        unhealthy = int(self.number(raw, "unhealthy_threshold", path, 2, 2, 10, integer=True))
+                              lo_t, r["timeout_seconds"][1], integer=not self.relaxed)
+        healthy = int(self.number(raw, "healthy_threshold", path, 5, *r["healthy_threshold"], integer=True))
+        unhealthy = int(self.number(raw, "unhealthy_threshold", path, 2, *r["unhealthy_threshold"], integer=True))
         matcher = self.string(raw, "matcher", path, "200-399")
         try:
             parse_matcher(matcher)

@@ -15,7 +15,8 @@ import dataclasses
 import ipaddress
 from typing import Any, Iterable, Mapping, Sequence
 
-from .config import HEALTH_CHECK_PROTOCOLS, Listener, NlbConfig, Target, TargetGroup
+from .config import (HEALTH_CHECK_PROTOCOLS, HEALTH_CHECK_RANGES, RELAXED_MIN_SECONDS, Listener, NlbConfig,
+                     Target, TargetGroup)
 from .health import parse_matcher
 
 BOOL = ("true", "false")
@@ -232,7 +233,7 @@ def register_targets(tg: TargetGroup, raw: Any, known: Iterable[Target],
     added: list[Target] = []
     for d in target_descriptions(raw):
         d = _with_port(d, tg)
-        port = tg.port if d.port is None else d.port
+        port = d.port
         base = next((t for t in known if d.id in (t.id, t.ip)), None)
         if base is None and tg.target_type != "ip":
             raise ApiError("InvalidTarget", f"The following targets are not valid: '{d}'"
@@ -312,14 +313,13 @@ def lookup_listener(cfg: NlbConfig, port: Any) -> Listener:
 HEALTH_CHECK_KEYS = ("HealthCheckProtocol", "HealthCheckPort", "HealthCheckPath",
                      "HealthCheckIntervalSeconds", "HealthCheckTimeoutSeconds",
                      "HealthyThresholdCount", "UnhealthyThresholdCount", "Matcher")
-# key -> (AWS's member name in validation messages, lo, hi); relaxed_limits lowers the seconds.
+# key -> (AWS's member name in validation messages, the HealthCheck field); ranges from config.
 _HC_NUMBERS = {
-    "HealthCheckIntervalSeconds": ("healthCheckIntervalSeconds", 5, 300),
-    "HealthCheckTimeoutSeconds": ("healthCheckTimeoutSeconds", 2, 120),
-    "HealthyThresholdCount": ("healthyThresholdCount", 2, 10),
-    "UnhealthyThresholdCount": ("unhealthyThresholdCount", 2, 10),
+    "HealthCheckIntervalSeconds": ("healthCheckIntervalSeconds", "interval_seconds"),
+    "HealthCheckTimeoutSeconds": ("healthCheckTimeoutSeconds", "timeout_seconds"),
+    "HealthyThresholdCount": ("healthyThresholdCount", "healthy_threshold"),
+    "UnhealthyThresholdCount": ("unhealthyThresholdCount", "unhealthy_threshold"),
 }
-_RELAXED_SECONDS = 0.05
 
 
 def _constraint(member: str, value: Any, constraint: str) -> ApiError:
@@ -331,10 +331,11 @@ def _constraint(member: str, value: Any, constraint: str) -> ApiError:
 
 
 def _hc_number(key: str, value: Any, relaxed: bool) -> float:
-    member, lo, hi = _HC_NUMBERS[key]
+    member, field = _HC_NUMBERS[key]
+    lo, hi = HEALTH_CHECK_RANGES[field]
     seconds = key.endswith("Seconds")
     if relaxed and seconds:
-        lo = _RELAXED_SECONDS
+        lo = RELAXED_MIN_SECONDS
     if isinstance(value, str) and value.strip():
         try:
             value = float(value) if relaxed and seconds else int(value)
@@ -413,11 +414,7 @@ def modify_target_group(tg: TargetGroup, body: Mapping[str, Any], relaxed: bool 
                                               " or ranges from 200 to 599, e.g. 200, 200,202 or"
                                               " 200-399") from None
         changes["matcher"] = matcher["HttpCode"]
-    fields = {"HealthCheckIntervalSeconds": "interval_seconds",
-              "HealthCheckTimeoutSeconds": "timeout_seconds",
-              "HealthyThresholdCount": "healthy_threshold",
-              "UnhealthyThresholdCount": "unhealthy_threshold"}
-    for key, field in fields.items():
+    for key, (_, field) in _HC_NUMBERS.items():
         if key in given:
             changes[field] = _hc_number(key, given[key], relaxed)
     return dataclasses.replace(tg, health_check=dataclasses.replace(hc, **changes))
