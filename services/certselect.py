@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import ssl
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 # ACM KeyAlgorithm names (RequestCertificate / DescribeCertificate) -> (family, key bits).
 KEY_ALGORITHMS: dict[str, tuple[str, int]] = {
@@ -64,3 +64,19 @@ def read_facts(pem: str, key_algorithm: str = DEFAULT_KEY_ALGORITHM) -> CertFact
     names = tuple(v.lower() for k, v in decoded.get("subjectAltName", ()) if k == "DNS")
     not_after = ssl.cert_time_to_seconds(decoded["notAfter"]) if "notAfter" in decoded else 0.0
     return CertFacts(names=names, key_algorithm=key_algorithm, not_after=float(not_after))
+
+
+def select_by_sni(contexts: Sequence[ssl.SSLContext], listed: Sequence[CertFacts],
+                  presented: Callable[[ssl.SSLObject, str | None, int], None]) -> None:
+    """Install the selection on a listener's contexts: ``contexts[0]`` holds the default
+    certificate, ``contexts[1:]`` the listed ones (``listed``: their facts, same order). On each
+    ClientHello the connection switches to the chosen context, then ``presented(ssl_object,
+    server_name, index)`` learns which certificate went out (index 0: the default)."""
+    def on_sni(obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
+        chosen = choose(listed, server_name) if listed else None
+        index = 0 if chosen is None else chosen + 1
+        if index:
+            obj.context = contexts[index]
+        presented(obj, server_name, index)
+    for ctx in contexts:
+        ctx.sni_callback = on_sni

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Coroutine, TextIO
 
-from services.certselect import CertFacts, choose, read_facts
+from services.certselect import CertFacts, read_facts, select_by_sni
 
 from .config import (AlbConfig, Certificate, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup,
                      TargetGroupAttributes)
@@ -82,27 +82,20 @@ def server_tls_context(listener: Listener, http2: bool = True,
     (AWS: the default certificate when no listed certificate covers the name, or no SNI).
     Every context created is appended to `made` (ALPN changes at run time reach them all)."""
     assert listener.certificate is not None
-    ctx = _policy_context(listener, listener.certificate, http2)
-    default_arn = listener.certificate.arn
-    extra = [(_policy_context(listener, c, http2), c.arn) for c in listener.certificates]
+    certificates = (listener.certificate, *listener.certificates)
+    contexts = [_policy_context(listener, c, http2) for c in certificates]
     if made is not None:
-        made.extend([ctx] + [c for c, _ in extra])
-    candidates = [certificate_facts(c) for c in listener.certificates]
+        made.extend(contexts)
 
-    def on_sni(ssl_obj: ssl.SSLObject, server_name: str | None, _ctx: ssl.SSLContext) -> None:
-        chosen = choose(candidates, server_name)  # AWS's smart selection, as the NLB (decisions #29)
-        arn = default_arn
-        if chosen is not None:
-            ssl_obj.context, arn = extra[chosen]
-        try:
+    def presented(ssl_obj: ssl.SSLObject, server_name: str | None, index: int) -> None:
+        try:  # for the access log (domain_name, chosen_cert_arn)
             ssl_obj.alb_sni = server_name  # type: ignore[attr-defined]
-            ssl_obj.alb_cert = arn  # type: ignore[attr-defined]
+            ssl_obj.alb_cert = certificates[index].arn  # type: ignore[attr-defined]
         except AttributeError:
             pass
-    ctx.sni_callback = on_sni
-    for other, _ in extra:
-        other.sni_callback = on_sni
-    return ctx
+    # AWS's smart selection, as the NLB (decisions #29)
+    select_by_sni(contexts, [certificate_facts(c) for c in listener.certificates], presented)
+    return contexts[0]
 
 
 class AccessLogWriter:

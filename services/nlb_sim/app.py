@@ -14,7 +14,7 @@ from .accesslog import AccessLog, elb_field
 from .albtrack import run_alb_tracker
 from .admin import AdminApi
 from .checker import HealthRegistry, run_checker
-from services.certselect import choose, read_facts
+from services.certselect import read_facts, select_by_sni
 
 from .config import Listener, NlbConfig, Node, Target, TargetGroup
 from .dnspublish import run_publisher
@@ -227,17 +227,13 @@ class NlbApp:
                 raise StartupError(f"listeners[{index}].{where}.pem: cannot load {cert.pem}:"
                                    f" {getattr(exc, 'strerror', None) or exc}") from None
         arns = [lst.certificate.arn, *(c.arn for c in lst.certificates)]  # type: ignore[union-attr]
-        listed, hello = facts[1:], self.hello
+        hello = self.hello
 
-        def on_hello(obj: ssl.SSLObject, name: str | None, _ctx: ssl.SSLContext) -> None:
+        def presented(obj: ssl.SSLObject, name: str | None, index: int) -> None:
             if len(hello) > 10000:  # handshakes that never completed
                 hello.clear()
-            chosen = choose(listed, name) if listed else None
-            if chosen is not None:
-                obj.context = contexts[chosen + 1]
-            hello[id(obj)] = (name, time.monotonic(), arns[0 if chosen is None else chosen + 1])
-        for ctx in contexts:
-            ctx.sni_callback = on_hello
+            hello[id(obj)] = (name, time.monotonic(), arns[index])
+        select_by_sni(contexts, facts[1:], presented)
         return contexts[0]
 
     async def run(self, stop: asyncio.Event) -> None:
