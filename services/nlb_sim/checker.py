@@ -32,6 +32,7 @@ class HealthRegistry:
 
     def __init__(self, cfg: NlbConfig) -> None:
         self.cfg = cfg
+        self.version = 0  # +1 on every state change, registration or removal (for callers' caches)
         self._health: dict[tuple[str, str, str], TargetHealth] = {}
         self.draining: dict[tuple[str, str], Target] = {}  # (tg, target id) -> target
         for tg in cfg.target_groups:
@@ -41,9 +42,13 @@ class HealthRegistry:
     def add(self, tg: TargetGroup, target: Target) -> None:
         """A newly registered target: ``initial`` on every node (kept if already known)."""
         hc = tg.health_check
+        self.version += 1
         for node in self.cfg.nodes:
             self._health.setdefault((node.name, tg.name, target.id),
-                                    TargetHealth(hc.healthy_threshold, hc.unhealthy_threshold))
+                                    TargetHealth(hc.healthy_threshold, hc.unhealthy_threshold, self._moved))
+
+    def _moved(self) -> None:
+        self.version += 1
 
     def set_thresholds(self, tg: TargetGroup) -> None:
         """ModifyTargetGroup: new threshold counts apply to the running streaks of passes and
@@ -54,6 +59,7 @@ class HealthRegistry:
                 h.healthy_threshold, h.unhealthy_threshold = hc.healthy_threshold, hc.unhealthy_threshold
 
     def remove(self, tg_name: str, target_id: str) -> None:
+        self.version += 1
         for node in self.cfg.nodes:
             self._health.pop((node.name, tg_name, target_id), None)
         self.draining.pop((tg_name, target_id), None)

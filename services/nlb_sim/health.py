@@ -13,7 +13,7 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 
 class State(enum.StrEnum):
@@ -45,9 +45,11 @@ class TargetHealth:
     """Health of one target as seen by one NLB node."""
 
     __slots__ = ("healthy_threshold", "unhealthy_threshold", "state", "reason", "passes",
-                 "failures", "last_detail")
+                 "failures", "last_detail", "on_move")
 
-    def __init__(self, healthy_threshold: int, unhealthy_threshold: int) -> None:
+    def __init__(self, healthy_threshold: int, unhealthy_threshold: int,
+                 on_move: Callable[[], None] | None = None) -> None:
+        self.on_move = on_move  # told of every state change (the registry's version counter)
         self.healthy_threshold = healthy_threshold
         self.unhealthy_threshold = unhealthy_threshold
         self.state = State.INITIAL
@@ -83,6 +85,8 @@ class TargetHealth:
     def _move(self, new: State, reason: str | None, detail: str | None) -> Transition:
         old = self.state
         self.state, self.reason = new, reason
+        if self.on_move is not None:
+            self.on_move()
         return Transition(old, new, reason, detail)
 
 

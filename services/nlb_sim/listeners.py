@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import datetime
 import errno
@@ -46,6 +47,7 @@ class ListenerRuntime:
         self.tasks: set[asyncio.Task[None]] = set()
         self.server: asyncio.AbstractServer | None = None
         self.listen_sock: socket.socket | None = None
+        self.listen_family = socket.AF_INET
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.use_splice = HAVE_SPLICE and cfg.splice
         self.pipes = PipePool()
@@ -70,6 +72,10 @@ class ListenerRuntime:
         self.transparent = cfg.transparent
         self.vpce_id = cfg.vpc_endpoint_id
         self.sticky = self.tg.stickiness
+        # The targets a new flow may get (flowhash.candidates), kept until the registry's version moves.
+        self._pool: tuple[Target, ...] = ()
+        self._pool_failing_open = False
+        self._pool_version = -1
         self.idle_timeout = float(listener.idle_timeout_seconds)
         # Plain bytes both ways, nothing injected: the flow may be handed to the splice pump.
         self.splice_eligible = (self.server_ssl is None and self.target_ssl is None
@@ -80,17 +86,19 @@ class ListenerRuntime:
         return self.registry.healthy(self.node.name, self.tg.name, target.id)
 
     def pick(self, client: tuple[str, int], local: tuple[str, int]) -> Target | None:
-        pool = candidates(self.tg.targets, self.node.az, self.cross_zone, self.is_healthy)
+        if self._pool_version != self.registry.version:  # health or targets changed since
+            self._pool = candidates(self.tg.targets, self.node.az, self.cross_zone, self.is_healthy)
+            self._pool_failing_open = bool(self._pool) and not self.is_healthy(self._pool[0])
+            self._pool_version = self.registry.version
+        pool = self._pool
         if self.sticky:  # stickiness.type source_ip: the client's address alone picks the target
             target = choose(pool, flow_hash(self.listener.protocol, client[0], 0, local[0], 0, 0))
-            if target is not None and not self.is_healthy(target):
-                self.metrics.inc("UnhealthyRoutingFlowCount")
-            return target
-        seq = self.rng.getrandbits(32)  # stands in for the TCP initial sequence number
-        target = choose(pool, flow_hash(self.listener.protocol, client[0], client[1],
-                                        local[0], local[1], seq))
-        if target is not None and not self.is_healthy(target):
-            self.metrics.inc("UnhealthyRoutingFlowCount")  # failing open
+        else:
+            seq = self.rng.getrandbits(32)  # stands in for the TCP initial sequence number
+            target = choose(pool, flow_hash(self.listener.protocol, client[0], client[1],
+                                            local[0], local[1], seq))
+        if self._pool_failing_open:  # the pool is all healthy targets, or (failing open) all
+            self.metrics.inc("UnhealthyRoutingFlowCount")
         return target
 
     def reset_flows_to(self, tg_name: str, target_id: str) -> int:
@@ -128,9 +136,6 @@ class ListenerRuntime:
         task.add_done_callback(self.tasks.discard)
         return task
 
-    def log(self, record: dict[str, Any]) -> None:
-        self.flowlog.write(record, (self.node.elastic_ip, self.listener.port))
-
     def flow_started(self, flow: Flow) -> None:
         self.flows.add(flow)
         self.metrics.inc("NewFlowCount")
@@ -164,6 +169,7 @@ class ListenerRuntime:
         if self.server_ssl is None and self.use_splice:
             # Plain TCP: our own accept loop, so a flow can be spliced from the raw sockets.
             self.listen_sock = sock
+            self.listen_family = int(sock.family)
             self.loop = asyncio.get_running_loop()
             self.poller = SplicePoller(self.loop)
             self.loop.add_reader(sock.fileno(), self._accept_ready)
@@ -179,18 +185,24 @@ class ListenerRuntime:
     def _accept_ready(self) -> None:
         sock = self.listen_sock
         assert sock is not None
+        family = self.listen_family
         for _ in range(ACCEPT_BATCH):
             try:
-                conn, addr = sock.accept()
+                # socket.accept() without its Python-level wrapper (family/type enum lookups,
+                # socket.socket.__init__): this is the new-connection path.
+                fd, addr = sock._accept()  # type: ignore[attr-defined]
             except (BlockingIOError, InterruptedError):
                 return
             except OSError:  # ECONNABORTED, EMFILE...: the listener keeps serving
                 return
-            conn.setblocking(False)  # TCP_NODELAY comes from the listening socket
             if self.splice_eligible:
+                conn = _socket.socket(family, socket.SOCK_STREAM, 0, fd)
+                conn.setblocking(False)  # TCP_NODELAY comes from the listening socket
                 SpliceFlow(self, self.loop, conn, (addr[0], addr[1])).connect()
             else:  # PROXY v2 switched on at run time: the Protocol relay takes the socket
-                self.spawn(self._adopt(conn))
+                adopted = socket.socket(family, socket.SOCK_STREAM, 0, fd)
+                adopted.setblocking(False)
+                self.spawn(self._adopt(adopted))
 
     async def _adopt(self, conn: socket.socket) -> None:
         try:

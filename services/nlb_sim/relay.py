@@ -22,7 +22,6 @@ import time
 from typing import Any, Protocol as TypingProtocol
 
 from .config import Node, Target
-from .flowlog import close_record, flow_record
 from .idle import idle_step
 from .proxy_v2 import encode_v2_proxy
 from .upstream import connect_target, describe, format_addr, reset
@@ -48,7 +47,8 @@ class FlowContext(TypingProtocol):
     def pick(self, client: tuple[str, int], local: tuple[str, int]) -> Target | None: ...
     def bind_source(self, client: tuple[str, int]) -> tuple[tuple[str, int] | None, bool]: ...
     def spawn(self, coro: Any) -> asyncio.Task[None]: ...
-    def log(self, record: dict[str, Any]) -> None: ...
+    flowlog: Any  # flowlog.FlowLog
+    listen_addr: tuple[str, int]  # the node's Elastic IP and the listener port
     def flow_started(self, flow: Flow) -> None: ...
     def flow_ended(self, flow: Flow) -> None: ...
     def tls_started(self, transport: Any) -> tuple[str | None, float | None, str | None]: ...
@@ -136,7 +136,7 @@ class ClientSide(_Half):
 class Flow:
     __slots__ = ("ctx", "client", "target_half", "client_addr", "local_addr", "started", "pending",
                  "client_eof_early", "task", "connecting", "target", "source_seen", "end",
-                 "finished", "seen_bytes", "last_active", "expired", "tls")
+                 "finished", "seen_bytes", "last_active", "expired", "tls", "log_fields")
 
     def __init__(self, ctx: FlowContext, client: ClientSide) -> None:
         self.ctx = ctx
@@ -153,6 +153,7 @@ class Flow:
         self.connecting = False
         self.target: Target | None = None
         self.source_seen: str | None = None
+        self.log_fields: str | None = None  # the flow-log fields, fixed at the open line
         self.end: str | None = None
         self.finished = False
         self.seen_bytes = 0
@@ -238,7 +239,7 @@ class Flow:
     def _attach(self, half: TargetSide) -> None:
         client = self.client
         self.target_half = half
-        self.ctx.log(self._record("open"))
+        self.ctx.flowlog.opened(self, self.ctx.proxy_protocol_v2)
         if half.closed:  # the target went away before we were ready
             self._lost(half, half.lost_exc)
             return
@@ -318,15 +319,13 @@ class Flow:
             return
         self.finished = True
         self.pending.clear()
-        record = close_record(self, self._record("close"), self.client.nbytes,
-                              self.target_half.nbytes if self.target_half is not None else 0)
-        self.ctx.log(record)
+        ctx = self.ctx
+        received = self.client.nbytes
+        sent = self.target_half.nbytes if self.target_half is not None else 0
+        ctx.flowlog.closed(self, ctx.proxy_protocol_v2, received, sent, ctx.listen_addr)
         if self.tls is not None:
-            self.ctx.tls_ended(self, time.monotonic() - self.started, record["bytes_in"], record["bytes_out"])
+            ctx.tls_ended(self, time.monotonic() - self.started, received, sent)
         self.ctx.flow_ended(self)
-
-    def _record(self, event: str) -> dict[str, Any]:
-        return flow_record(self, event, self.ctx.proxy_protocol_v2)
 
     # --- idle timeout and resets the NLB generates ---
     def idle_check(self, now: float, idle_timeout: float) -> bool:

@@ -18,6 +18,7 @@ other socket once the pipe is empty; a reset on one side becomes a reset (SO_LIN
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import fcntl
@@ -29,7 +30,6 @@ import time
 from typing import Any, Callable
 
 from .config import Target
-from .flowlog import close_record, flow_record
 from .idle import idle_step
 from .upstream import bind_source, describe, format_addr
 
@@ -40,6 +40,7 @@ _MAX_ROUNDS = 16  # splice rounds per readiness callback (fairness between flows
 _EDGE = select.EPOLLIN | select.EPOLLOUT | select.EPOLLRDHUP | select.EPOLLET
 _READABLE = select.EPOLLIN | select.EPOLLRDHUP | select.EPOLLHUP | select.EPOLLERR
 _WRITABLE = select.EPOLLOUT | select.EPOLLHUP | select.EPOLLERR
+_FAILED = select.EPOLLHUP | select.EPOLLERR
 _POLL_BATCH = 256
 _DRAIN = select.EPOLLRDHUP  # as an `events` argument: read until EAGAIN or EOF, whatever was read
 _SMALL_READ = 16384  # a read this short, without a hang-up reported, emptied the socket (see on_readable)
@@ -121,7 +122,7 @@ class _Direction:
     __slots__ = ("flow", "src", "dst", "src_fd", "dst_fd", "pr", "pw", "pending", "nbytes", "eof",
                  "done", "reading", "writing")
 
-    def __init__(self, flow: SpliceFlow, src: socket.socket, dst: socket.socket) -> None:
+    def __init__(self, flow: SpliceFlow, src: _socket.socket, dst: _socket.socket) -> None:
         self.flow = flow
         self.src, self.dst = src, dst
         self.src_fd, self.dst_fd = src.fileno(), dst.fileno()
@@ -228,14 +229,14 @@ class SpliceFlow:
 
     __slots__ = ("ctx", "loop", "client", "target_sock", "client_addr", "local_addr", "started",
                  "target", "source_seen", "end", "finished", "up", "down", "seen_bytes",
-                 "last_active", "expired", "connecting", "pipes", "poller", "client_events")
+                 "last_active", "expired", "connecting", "pipes", "poller", "client_events", "log_fields")
 
-    def __init__(self, ctx: Any, loop: asyncio.AbstractEventLoop, client: socket.socket,
+    def __init__(self, ctx: Any, loop: asyncio.AbstractEventLoop, client: _socket.socket,
                  client_addr: tuple[str, int]) -> None:
         self.ctx = ctx
         self.loop = loop
         self.client = client
-        self.target_sock: socket.socket | None = None
+        self.target_sock: _socket.socket | None = None
         self.client_addr = client_addr
         self.local_addr: tuple[str, int] = ctx.listen_addr  # accepted on the node's own address
         self.started = time.monotonic()
@@ -252,6 +253,7 @@ class SpliceFlow:
         self.pipes: PipePool = ctx.pipes
         self.poller: SplicePoller = ctx.poller
         self.client_events: int | None = None  # edges seen on the client before the target connected
+        self.log_fields: str | None = None  # the flow-log fields, fixed at the open line
         self.poller.register(client.fileno(), self._client_event)
         ctx.flow_started(self)
 
@@ -263,7 +265,8 @@ class SpliceFlow:
             self._abort_with("error: no target in the node's Availability Zone")
             return
         self.target = target
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
+        # The C socket type: socket.socket's Python-level wrapper costs more than the syscalls here.
+        sock = _socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK)
         try:
             source, transparent = self.ctx.bind_source(self.client_addr)
             bind_source(sock, source, transparent, defer_port=True)
@@ -279,23 +282,25 @@ class SpliceFlow:
         # the HUP of a socket that has not started connecting.
         self.poller.register(sock.fileno(), self._target_event)
         if err == 0:  # connected at once (loopback, same host): no need to wait for writability
-            self._connected(False)
+            self._connected(0)
 
-    def _connected(self, waited: bool, target_events: int | None = None) -> None:
+    def _connected(self, events: int) -> None:
+        """The connect finished; ``events``: the edge that said so (0: connect() itself did).
+        Only an edge with an error or hang-up needs SO_ERROR read: a plain EPOLLOUT is success."""
         sock = self.target_sock
         assert sock is not None and self.target is not None
-        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if waited else 0
+        err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) if events & _FAILED else 0
         if err:
             self._abort_with(f"error: connect {self.target.ip}:{self.target.port}: {os.strerror(err)}")
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.source_seen = format_addr(sock.getsockname())
         self.connecting = False
-        self.ctx.log(self._record("open"))
+        self.ctx.flowlog.opened(self, False)
         self.up = _Direction(self, self.client, sock)
         self.down = _Direction(self, sock, self.client)
         self.up.start(self.client_events)  # the client has usually sent its first bytes already
-        self.down.start(target_events)
+        self.down.start(events if events & _READABLE else None)
 
     # --- socket events (edge-triggered, from the poller) ---
     def _client_event(self, events: int) -> None:
@@ -311,7 +316,7 @@ class SpliceFlow:
     def _target_event(self, events: int) -> None:
         if self.connecting:
             if events & _WRITABLE and not self.finished:
-                self._connected(True, events if events & _READABLE else None)
+                self._connected(events)
             return
         if self.up is None or self.down is None:
             return
@@ -361,7 +366,7 @@ class SpliceFlow:
                     self._rst_speaker(sock) if events & _READABLE else None)
         return True
 
-    def _rst_speaker(self, sock: socket.socket) -> None:
+    def _rst_speaker(self, sock: _socket.socket) -> None:
         self.poller.forget(sock.fileno())
         self.ctx.metrics.inc("TCP_ELB_Reset_Count")
         try:
@@ -403,10 +408,7 @@ class SpliceFlow:
         self._log_close()
 
     def _log_close(self) -> None:
-        record = close_record(self, self._record("close"), self.up.nbytes if self.up else 0,
-                              self.down.nbytes if self.down else 0)
-        self.ctx.log(record)
-        self.ctx.flow_ended(self)
-
-    def _record(self, event: str) -> dict[str, Any]:
-        return flow_record(self, event, False)
+        ctx = self.ctx
+        ctx.flowlog.closed(self, False, self.up.nbytes if self.up else 0,
+                           self.down.nbytes if self.down else 0, ctx.listen_addr)
+        ctx.flow_ended(self)

@@ -245,3 +245,44 @@ def test_modify_target_group_health_check_applies_to_the_next_check(tmp_path: Pa
                 await wait_until(lambda: len(t.hc_peers) >= hc_conns + 3, "TCP checks", timeout=5)
                 assert len(paths) <= seen + 1 and health.state == "healthy"
     run(main())
+
+
+def test_new_flows_follow_health_changes_without_any_config_change(tmp_path: Path) -> None:
+    """The target pool a listener picks from is cached: a target turning unhealthy (a failed check,
+    nothing else) must leave it at once, and all targets unhealthy must fail open (counted)."""
+    async def main() -> None:
+        async with Server(echo) as t1, Server(echo) as t2:
+            cfg = nlb_config(tmp_path, [tcp_listener("tg")], [target_group("tg", [("t-1", t1.port, "a"),
+                                                                                    ("t-2", t2.port, "a")])])
+            port = cfg["listeners"][0]["port"]
+
+            async def targets_of_new_flows(n: int) -> set[str]:
+                before = len(flow_lines(cfg))
+                for _ in range(n):
+                    r, w = await asyncio.open_connection(LO, port)
+                    w.write(b"x")
+                    try:
+                        await r.read(1)
+                    except ConnectionResetError:  # a refused target: the client gets a reset
+                        pass
+                    w.close()
+                await wait_until(lambda: sum(x["event"] == "close" for x in flow_lines(cfg)[before:]) >= n,
+                                 "flows closed")
+                return {x["target"] for x in flow_lines(cfg)[before:]}
+
+            async with running(cfg) as app:
+                await wait_healthy(app, "tg", ["t-1", "t-2"])
+                assert await targets_of_new_flows(8) == {"t-1", "t-2"}
+                assert t1.server is not None
+                t1.server.close()
+                await wait_until(lambda: app.registry.get("nlb-a", "tg", "t-1").state.value == "unhealthy",
+                                 "t-1 unhealthy")
+                assert await targets_of_new_flows(6) == {"t-2"}
+                assert app.metrics["nlb-a"].counts["UnhealthyRoutingFlowCount"] == 0
+                assert t2.server is not None
+                t2.server.close()
+                await wait_until(lambda: app.registry.get("nlb-a", "tg", "t-2").state.value == "unhealthy",
+                                 "t-2 unhealthy")
+                assert await targets_of_new_flows(8) == {"t-1", "t-2"}  # fail open: both again
+                assert app.metrics["nlb-a"].counts["UnhealthyRoutingFlowCount"] == 8
+    run(main())
