@@ -8,8 +8,9 @@ order (aws-elb.md section 13, NLB-LOG23), one line per TLS connection when it cl
     alpn_client_preference_list
 
 Fields the simulator cannot know are ``-`` as AWS writes them when absent: incoming_tls_alert,
-chosen_cert_serial and tls_named_group (AWS: always ``-``), alpn_be_protocol (no ALPN towards
-targets) and alpn_client_preference_list (Python's ssl module does not expose the ClientHello).
+chosen_cert_serial and tls_named_group (AWS: always ``-``) and alpn_client_preference_list
+(Python's ssl module does not expose the ClientHello). alpn_be_protocol is what a TLS target
+selected when offered the client's protocol (docs/decisions.md #36).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ class TlsConnection:
     protocol: str | None  # "TLSv1.3" as Python reports it
     sni: str | None
     alpn: str | None
+    alpn_be: str | None = None  # what the TLS target selected (None: no TLS or no ALPN to the target)
 
 
 def elb_field(lb_arn: str) -> str:
@@ -57,7 +59,7 @@ def format_line(elb: str, listener: str, c: TlsConnection) -> str:
               c.destination, str(c.connection_ms), dash(c.handshake_ms), str(c.received_bytes),
               str(c.sent_bytes), "-", c.cert_arn or "-", "-", dash(c.cipher),
               _TLS_VERSIONS.get(c.protocol or "", "-"), "-", dash(quote(c.sni, safe="") if c.sni else None),
-              dash(c.alpn), "-", "-"]
+              dash(c.alpn), dash(c.alpn_be), "-"]
     return " ".join(fields)
 
 

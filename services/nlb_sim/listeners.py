@@ -19,6 +19,7 @@ from .checker import HealthRegistry
 from .accesslog import AccessLog, TlsConnection, listener_id
 from .metrics import Metrics
 from .relay import ClientSide, Flow
+from .tlsconf import target_context
 from .splice import HAVE_SPLICE, PipePool, SpliceFlow, SplicePoller
 
 LISTEN_BACKLOG = 4096
@@ -40,6 +41,7 @@ class ListenerRuntime:
         self.node = node
         self.server_ssl = server_ssl
         self.target_ssl = target_ssl
+        self._target_ssl_alpn: dict[str, ssl.SSLContext] = {}  # front ALPN protocol -> target context
         self.registry = registry
         self.flowlog = flowlog
         self.rng = rng
@@ -82,6 +84,16 @@ class ListenerRuntime:
                                 and not self.proxy_protocol_v2 and HAVE_SPLICE and cfg.splice)
 
     # --- FlowContext ---
+    def target_ssl_for(self, alpn: str | None) -> ssl.SSLContext | None:
+        """The context for a TLS target connection of a flow whose client negotiated ``alpn``."""
+        if alpn is None or self.target_ssl is None:
+            return self.target_ssl
+        ctx = self._target_ssl_alpn.get(alpn)
+        if ctx is None:
+            assert self.listener.ssl_policy is not None
+            ctx = self._target_ssl_alpn[alpn] = target_context(self.listener.ssl_policy, alpn)
+        return ctx
+
     def is_healthy(self, target: Target) -> bool:
         return self.registry.healthy(self.node.name, self.tg.name, target.id)
 
@@ -160,7 +172,7 @@ class ListenerRuntime:
             connection_ms=round(duration * 1000), handshake_ms=None if handshake is None else round(handshake * 1000),
             received_bytes=received, sent_bytes=sent,
             cert_arn=cert_arn or (self.listener.certificate.arn if self.listener.certificate else ""),
-            cipher=cipher, protocol=version, sni=sni, alpn=alpn))
+            cipher=cipher, protocol=version, sni=sni, alpn=alpn, alpn_be=flow.alpn_be))
 
     # --- lifecycle ---
     async def start(self) -> None:

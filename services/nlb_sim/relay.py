@@ -40,6 +40,8 @@ class FlowContext(TypingProtocol):
     proxy_protocol_v2: bool
     connect_on_payload: bool  # PROXY v2 placement on_first_ack_with_payload
     target_ssl: ssl.SSLContext | None
+
+    def target_ssl_for(self, alpn: str | None) -> ssl.SSLContext | None: ...
     splice_eligible: bool
     vpce_id: str | None  # PrivateLink endpoint id for the 0xEA TLV (None: no TLV)
     metrics: Any  # metrics.Metrics
@@ -136,7 +138,8 @@ class ClientSide(_Half):
 class Flow:
     __slots__ = ("ctx", "client", "target_half", "client_addr", "local_addr", "started", "pending",
                  "client_eof_early", "task", "connecting", "target", "source_seen", "end",
-                 "finished", "seen_bytes", "last_active", "expired", "tls", "log_fields")
+                 "finished", "seen_bytes", "last_active", "expired", "tls", "log_fields",
+                 "alpn_be")
 
     def __init__(self, ctx: FlowContext, client: ClientSide) -> None:
         self.ctx = ctx
@@ -154,6 +157,7 @@ class Flow:
         self.target: Target | None = None
         self.source_seen: str | None = None
         self.log_fields: str | None = None  # the flow-log fields, fixed at the open line
+        self.alpn_be: str | None = None  # ALPN protocol the TLS target selected
         self.end: str | None = None
         self.finished = False
         self.seen_bytes = 0
@@ -210,9 +214,10 @@ class Flow:
                                                 self.local_addr[0], self.local_addr[1], ctx.vpce_id))
             if ctx.target_ssl is not None:
                 transport = await loop.start_tls(
-                    transport, half, ctx.target_ssl, server_hostname=None,
-                    ssl_handshake_timeout=TARGET_TLS_HANDSHAKE_TIMEOUT)
+                    transport, half, ctx.target_ssl_for(self.tls[5] if self.tls else None),
+                    server_hostname=None, ssl_handshake_timeout=TARGET_TLS_HANDSHAKE_TIMEOUT)
                 half.transport = transport
+                self.alpn_be = transport.get_extra_info("ssl_object").selected_alpn_protocol()
                 transport.set_write_buffer_limits(HIGH_WATER, LOW_WATER)
         except asyncio.CancelledError:
             if transport is not None:

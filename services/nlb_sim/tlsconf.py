@@ -65,9 +65,13 @@ def server_context(cert_pem: str, key_pem: str | None, policy: str, alpn_policy:
     return ctx
 
 
-def target_context(front_policy: str) -> ssl.SSLContext:
-    """Context for connections to TLS target groups: never verifies the target's certificate."""
+def target_context(front_policy: str, alpn: str | None = None) -> ssl.SSLContext:
+    """Context for connections to TLS target groups: never verifies the target's certificate.
+    ``alpn``: the protocol the client negotiated with the listener, offered to the target as the
+    only choice (the bytes relayed are that protocol's; docs/decisions.md #36)."""
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    if alpn:
+        ctx.set_alpn_protocols([alpn])
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2

@@ -286,3 +286,48 @@ def test_new_flows_follow_health_changes_without_any_config_change(tmp_path: Pat
                 assert await targets_of_new_flows(8) == {"t-1", "t-2"}  # fail open: both again
                 assert app.metrics["nlb-a"].counts["UnhealthyRoutingFlowCount"] == 8
     run(main())
+
+
+@pytest.mark.parametrize("client_offers, negotiated", [(["h2", "http/1.1"], "h2"), (["http/1.1"], "http/1.1"),
+                                                       (None, None)])
+def test_tls_target_is_offered_the_protocol_the_client_negotiated(tmp_path: Path, certs, client_offers,
+                                                                  negotiated) -> None:
+    """ALPN policy HTTP2Preferred, TLS target group: the target is offered exactly what the client and
+    listener agreed (it is that protocol's bytes the NLB relays); both sides are in the access log."""
+    import ssl
+
+    import trustme
+
+    seen: list[str | None] = []
+
+    async def record_alpn(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        seen.append(w.get_extra_info("ssl_object").selected_alpn_protocol())
+        await echo(r, w)
+
+    target_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    trustme.CA().issue_cert("target.internal").configure_cert(target_ctx)
+    target_ctx.set_alpn_protocols(["h2", "http/1.1"])
+
+    async def main() -> None:
+        async with Server(record_alpn, ssl_ctx=target_ctx) as t:
+            listener = tls_listener("tg", certs["listener_pem"])
+            listener["alpn_policy"] = "HTTP2Preferred"
+            cfg = nlb_config(tmp_path, [listener], [target_group("tg", [("t-1", t.port, "a")], protocol="TLS")])
+            async with running(cfg) as app:
+                await wait_healthy(app, "tg", ["t-1"])
+                client_ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+                client_ctx.check_hostname, client_ctx.verify_mode = False, ssl.CERT_NONE
+                if client_offers is not None:
+                    client_ctx.set_alpn_protocols(client_offers)
+                r, w = await asyncio.open_connection(LO, listener["port"], ssl=client_ctx,
+                                                     server_hostname="www.lab.test")
+                assert w.get_extra_info("ssl_object").selected_alpn_protocol() == negotiated
+                w.write(b"ping")
+                assert await r.readexactly(4) == b"ping"
+                w.close()
+                path = Path(cfg["log_dir"]) / "access.log"
+                await wait_until(lambda: path.exists() and path.read_text().strip(), "access log line")
+                assert seen == [negotiated]
+                fields = path.read_text().split()
+                assert fields[18:20] == [negotiated or "-", negotiated or "-"]
+    run(main())
