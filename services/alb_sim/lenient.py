@@ -113,10 +113,10 @@ def parse_head(buf: bytes) -> Head | None:
     if m is not None:
         major, minor = int(m.group(1)), int(m.group(2))
         http_version = "1.1" if major == 1 and minor >= 1 else f"{major}.{minor}"
-    return Head(method, target, version, http_version, tuple(headers), buf[:end + 4], framing(headers))
+    return Head(method, target, version, http_version, tuple(headers), buf[:end + 4], frame_of(headers))
 
 
-def framing(headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]) -> Framing:
+def frame_of(headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]) -> Framing:
     """How long the body is (see module doc)."""
     lengths: set[bytes] = set()
     cl = chunked = False
@@ -191,30 +191,32 @@ class ChunkedBody:
     def __init__(self) -> None:
         self.state = "size"  # size | data | data_end | trailer
         self.remaining = 0
-        self.line = b""
+        self.pending = b""   # the start of a size, CRLF or trailer line
 
     def feed(self, data: bytes) -> tuple[list[bytes], bytes | None]:
         pieces: list[bytes] = []
+        buf = self.pending + data if self.pending else data
+        self.pending = b""
         pos = 0
-        while pos < len(data) or self.state == "data" and self.remaining == 0:
+        while True:
             if self.state == "data":
                 if self.remaining == 0:
                     self.state = "data_end"
                     continue
-                take = data[pos:pos + self.remaining]
+                if pos >= len(buf):
+                    return pieces, None
+                take = buf[pos:pos + self.remaining]
                 pieces.append(take)
                 self.remaining -= len(take)
                 pos += len(take)
                 continue
-            eol = data.find(b"\r\n", pos)
-            chunk = data[pos:] if eol == -1 else data[pos:eol]
-            if len(self.line) + len(chunk) > MAX_CHUNK_LINE:
+            eol = buf.find(b"\r\n", pos)
+            if (eol if eol != -1 else len(buf)) - pos > MAX_CHUNK_LINE:
                 raise BodyError("chunk-size or trailer line too long")
-            self.line += chunk
             if eol == -1:
+                self.pending = buf[pos:]
                 return pieces, None
-            pos = eol + 2
-            line, self.line = self.line, b""
+            line, pos = buf[pos:eol], eol + 2
             if self.state == "data_end":
                 if line:
                     raise BodyError("chunk data not followed by CRLF")
@@ -226,5 +228,4 @@ class ChunkedBody:
                 self.remaining = int(size, 16)
                 self.state = "data" if self.remaining else "trailer"
             elif not line:  # the empty line after the last chunk (and any trailer fields)
-                return pieces, data[pos:]
-        return pieces, None
+                return pieces, buf[pos:]
