@@ -34,6 +34,7 @@ from .limits import MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
 
 _VERSION = re.compile(rb"^HTTP/(\d)\.(\d)$")
 _HEX = re.compile(rb"^[0-9A-Fa-f]{1,16}$")
+_CTL_OR_SPACE = re.compile(rb"[\x00-\x20\x7f]")
 _CL, _TE = b"content-length", b"transfer-encoding"
 MAX_CHUNK_LINE = 4096  # a chunk-size line (with extensions) or a trailer line
 
@@ -88,6 +89,7 @@ class Head:
 
 def parse_head(buf: bytes) -> Head | None:
     """The request head at the start of `buf`; None if more bytes are needed. Raises HeadError."""
+    _check_start(buf)
     end = buf.find(b"\r\n\r\n")
     if end == -1:
         _check_partial(buf)
@@ -137,6 +139,18 @@ def frame_of(headers: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...
     if not text.isdigit() or not text.isascii() or len(text) > 18:
         return Framing("unknown")
     return Framing("length", int(text))
+
+
+def _check_start(buf: bytes) -> None:
+    """Refuse at once what waiting cannot turn into a request: a method with control characters
+    (binary, a TLS ClientHello on a plain port) or a bare LF line end."""
+    stop = min((i for i in (buf.find(b" "), buf.find(b"\r")) if i != -1), default=len(buf))
+    if _CTL_OR_SPACE.search(buf, 0, stop) is not None:
+        raise HeadError(400, "request line does not start with a method")
+    end = buf.find(b"\r\n\r\n")
+    head = buf[:end + 4] if end != -1 else buf
+    if head.count(b"\n") != head.count(b"\r\n"):
+        raise HeadError(400, "bare LF line end")
 
 
 def _request_line(line: bytes) -> tuple[bytes, bytes, bytes]:

@@ -73,6 +73,11 @@ def test_truncated_heads_need_more_bytes(partial: bytes) -> None:
     (b"GET  HTTP/1.1\r\n\r\n", 400, "request line with an empty method, target or version", False),
     (b"GET / \r\n\r\n", 400, "request line with an empty method, target or version", False),
     (b"GET / HTTP/1.1\r\nNoColon\r\n\r\n", 400, "header line without a colon", False),
+    (b"GET / HTTP/1.1\nHost: a\n\n", 400, "bare LF line end", False),
+    (b"GET / HTTP/1.1\r\nHost: a\n", 400, "bare LF line end", False),                        # known before the end
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", 400, "request line does not start with a method", False),
+    (b"GE\x00T / HTTP/1.1\r\n\r\n", 400, "request line does not start with a method", False),
+    (b"\r\nGET / HTTP/1.1\r\n\r\n", 400, "request line is not `method target version`", False),
     (b"GET / HTTP/1.1\r\n: v\r\n\r\n", 400, "header line with an empty name", False),
     (b"GET / HTTP/1.1\r\nX: a\r\n folded\r\n\r\n", 400, "obs-fold header continuation line", False),
     (b"GET /" + b"a" * (16 * 1024) + b" HTTP/1.1\r\n\r\n", 414, "request line larger than 16K", False),
