@@ -12,8 +12,9 @@ attribute `routing.http.desync_mitigation_mode` decides what happens:
 
 Blocked: 400 and the client connection closed. Compliant requests log `-` / `-`.
 
-The simulator's parser (llhttp) rejects most Severe and several Ambiguous requests itself; those
-are classified from their raw head by `classify_head` and always answered 400 (decisions.md #46).
+The simulator's parser (llhttp) rejects most Severe and several Acceptable/Ambiguous requests
+itself; those are read again by lenient.py (fallback.py), classified from their raw head by
+`classify_head` and then handled per the table like any other request (decisions.md #43, #46).
 Requests it accepts are classified by `classify` only when the cheap checks in the request path
 flag them (`suspicious_name`, an empty or non-ASCII header value, a body on GET/HEAD).
 """

@@ -108,8 +108,9 @@ class ClientConnection(asyncio.Protocol):
         except httptools.HttpParserUpgrade:
             if self.queue:  # upgrade is not supported: answer the request, then close
                 self.queue[-1].keep_alive = False
-        except httptools.HttpParserError as exc:  # AWS would classify it: see what it was (decisions.md #46)
-            self._protocol_error(400, f"malformed request: {exc}", verdict=desync.classify_head(data))
+        except httptools.HttpParserError as exc:  # read it as AWS would (fallback.py, decisions.md #43, #46)
+            from .fallback import fall_back
+            fall_back(self, data, exc)
         except Exception as exc:  # bad bytes must never take the process down
             log_event("error", where="data_received", error=repr(exc))
             self._protocol_error(400, f"internal error: {exc!r}")
@@ -213,6 +214,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _mitigate_desync(self, ex: Exchange) -> None:
         """Classify a request the cheap checks flagged; block it or close after it per the mode."""
+        if ex.verdict is not None:  # read by fallback.py, classified (and mitigated) from its raw head
+            return
         v = ex.verdict = desync.classify(ex.method, ex.headers)
         if v is None:
             return
