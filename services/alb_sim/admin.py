@@ -44,6 +44,14 @@ def _key_values(body: dict[str, Any]) -> dict[str, Any]:
     return {str(a["Key"]): a["Value"] for a in attrs}
 
 
+
+def describe_rules(listener: Any) -> dict[str, Any]:
+    """DescribeRules for one listener: its rules by priority, then the default rule (IsDefault),
+    the shape both GET and POST /rules answer with (POST: the rules now in force)."""
+    return {"Rules": [{**asdict(r), "IsDefault": False} for r in listener.rules]
+            + [{"priority": "default", "actions": [asdict(a) for a in listener.default_actions],
+                "IsDefault": True}]}
+
 class AdminApi:
     def __init__(self, alb: AlbRuntime, nodes: NodeManager, is_ready: Callable[[], bool]) -> None:
         self.alb = alb
@@ -87,9 +95,7 @@ class AdminApi:
             if listener is None:
                 return _error(404, "ListenerNotFound", f"no listener on port {port} "
                               f"(ports: {', '.join(map(str, self.alb.listeners))})")
-            return 200, {"Rules": [{**asdict(r), "IsDefault": False} for r in listener.rules]
-                         + [{"priority": "default", "actions": [asdict(a) for a in listener.default_actions],
-                             "IsDefault": True}]}
+            return 200, describe_rules(listener)
         if method != "POST":
             return 405 if url.path in ("/health", "/target-health", "/nodes") else 404, {
                 "error": f"no such endpoint {method} {url.path}"}
@@ -127,7 +133,7 @@ class AdminApi:
             new = parse_listener_rules(data.get("Rules"), listener, set(self.alb.groups))
             self.alb.replace_rules(listener.port, new)
             log_event("rules", port=listener.port, priorities=[r.priority for r in new.rules])
-            return 200, {"Rules": [asdict(r) for r in new.rules]}
+            return 200, describe_rules(self.alb.listeners[listener.port])
         group = self._group(data.get("TargetGroupName"))
         if isinstance(group, tuple):
             return group

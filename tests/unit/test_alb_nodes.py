@@ -165,7 +165,11 @@ def test_modify_attributes_and_rules_live(rlab: Lab) -> None:
     assert {"Key": "routing.http.xff_header_processing.mode", "Value": "remove"} in doc["Attributes"]
     rules = [{"priority": 5, "conditions": [{"field": "path-pattern", "values": ["/live"]}],
               "actions": [{"type": "fixed-response", "status_code": "202", "message_body": "live"}]}]
-    assert admin(rlab, "POST", "/rules", {"Port": rlab.https_port, "Rules": rules})[0] == 200
+    status, set_doc = admin(rlab, "POST", "/rules", {"Port": rlab.https_port, "Rules": rules})
+    assert status == 200
+    # The answer is the listing in force, as GET shows it: the new rule, then the default rule.
+    assert set_doc == admin(rlab, "GET", f"/rules?port={rlab.https_port}")[1]
+    assert [(r["priority"], r["IsDefault"]) for r in set_doc["Rules"]] == [(5, False), ("default", True)]
     assert get_on(rlab, "127.0.0.2", "/live")[0] == 202
     assert get_on(rlab, "127.0.0.2", "/fixed")[0] == 200  # the old rules are gone: 418 before, default now
     bad = [{"priority": 0, "conditions": [], "actions": [{"type": "forward", "target_group": "api"}]}]
