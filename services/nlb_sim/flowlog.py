@@ -33,24 +33,17 @@ def flow_fields(flow: Any, proxy_protocol_v2: bool) -> str:
     t = flow.target
     seen = flow.source_seen
     c_ip, c_port = flow.client_addr
+    seen_text = "null" if seen is None else _ENC(f"{seen[0]}:{seen[1]}")
     return (f'"node": {_ENC(flow.ctx.node.name)}, "listener": {_ENC(flow.ctx.label)}, '
             f'"client": {_ENC(f"{c_ip}:{c_port}")}, '
             f'"target": {"null" if t is None else _ENC(t.id)}, '
             f'"target_addr": {"null" if t is None else _ENC(f"{t.ip}:{t.port}")}, '
-            f'"source_seen_by_target": {"null" if seen is None else _ENC(seen)}, '
+            f'"source_seen_by_target": {seen_text}, '
             f'"proxy_protocol_v2": {"true" if proxy_protocol_v2 else "false"}')
 
 
 def utc_now_iso() -> str:
     return iso_time(time.time())
-
-
-def _addr(text: str | None) -> tuple[str, int] | None:
-    """``"ip:port"`` (as the record holds it) -> (ip, port); None for a missing address."""
-    if not text:
-        return None
-    ip, _, port = text.rpartition(":")
-    return ip, int(port)
 
 
 class FlowLog:
@@ -90,7 +83,7 @@ class FlowLog:
             t = flow.target
             end = int(time.time())
             self.vpc.write(records(self.account, interface_id(self.lb_arn, flow.ctx.node.name),
-                                   flow.client_addr, listener_addr, _addr(flow.source_seen),
+                                   flow.client_addr, listener_addr, flow.source_seen,
                                    None if t is None else (t.ip, t.port), bytes_in, bytes_out,
                                    end - int(duration_ms // 1000), end))
         self._schedule_flush()

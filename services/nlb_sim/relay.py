@@ -24,7 +24,7 @@ from typing import Any, Protocol as TypingProtocol
 from .config import Node, Target
 from .idle import idle_step
 from .proxy_v2 import encode_v2_proxy
-from .upstream import connect_target, describe, format_addr, reset
+from .upstream import connect_target, describe, reset
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
@@ -40,13 +40,12 @@ class FlowContext(TypingProtocol):
     proxy_protocol_v2: bool
     connect_on_payload: bool  # PROXY v2 placement on_first_ack_with_payload
     target_ssl: ssl.SSLContext | None
-
-    def target_ssl_for(self, alpn: str | None) -> ssl.SSLContext | None: ...
     splice_eligible: bool
     vpce_id: str | None  # PrivateLink endpoint id for the 0xEA TLV (None: no TLV)
     metrics: Any  # metrics.Metrics
 
     def pick(self, client: tuple[str, int], local: tuple[str, int]) -> Target | None: ...
+    def target_ssl_for(self, alpn: str | None) -> ssl.SSLContext | None: ...
     def bind_source(self, client: tuple[str, int]) -> tuple[tuple[str, int] | None, bool]: ...
     def spawn(self, coro: Any) -> asyncio.Task[None]: ...
     flowlog: Any  # flowlog.FlowLog
@@ -155,7 +154,7 @@ class Flow:
         self.task: asyncio.Task[None] | None = None
         self.connecting = False
         self.target: Target | None = None
-        self.source_seen: str | None = None
+        self.source_seen: tuple[str, int] | None = None  # the address the target sees
         self.log_fields: str | None = None  # the flow-log fields, fixed at the open line
         self.alpn_be: str | None = None  # ALPN protocol the TLS target selected
         self.end: str | None = None
@@ -203,7 +202,7 @@ class Flow:
             source, transparent = ctx.bind_source(self.client_addr)
             sock = await connect_target(loop, (target.ip, target.port), source=source,
                                         transparent=transparent, timeout=TARGET_CONNECT_TIMEOUT)
-            self.source_seen = format_addr(sock.getsockname())
+            self.source_seen = sock.getsockname()[:2]
             try:
                 transport, _ = await loop.create_connection(lambda: half, sock=sock)
             except BaseException:

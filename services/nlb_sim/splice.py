@@ -31,7 +31,7 @@ from typing import Any, Callable
 
 from .config import Target
 from .idle import idle_step
-from .upstream import bind_source, describe, format_addr
+from .upstream import bind_source, describe
 
 PIPE_SIZE = 1 << 20
 F_SETPIPE_SZ = 1031
@@ -241,7 +241,7 @@ class SpliceFlow:
         self.local_addr: tuple[str, int] = ctx.listen_addr  # accepted on the node's own address
         self.started = time.monotonic()
         self.target: Target | None = None
-        self.source_seen: str | None = None
+        self.source_seen: tuple[str, int] | None = None  # the address the target sees
         self.end: str | None = None
         self.finished = False
         self.up: _Direction | None = None
@@ -294,7 +294,7 @@ class SpliceFlow:
             self._abort_with(f"error: connect {self.target.ip}:{self.target.port}: {os.strerror(err)}")
             return
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.source_seen = format_addr(sock.getsockname())
+        self.source_seen = sock.getsockname()[:2]
         self.connecting = False
         self.ctx.flowlog.opened(self, False)
         self.up = _Direction(self, self.client, sock)

@@ -84,7 +84,3 @@ def describe(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.errno:
         return os.strerror(exc.errno)  # uvloop's strerror reads "Connect call failed (...)"
     return str(exc) or type(exc).__name__
-
-
-def format_addr(addr: tuple[str, int] | None) -> str | None:
-    return None if addr is None else f"{addr[0]}:{addr[1]}"
