@@ -85,7 +85,7 @@ def _escape(text: str) -> str:
     return _NEEDS_ESCAPE.sub(_escape_char, text)
 
 
-def _quoted(value: object | None) -> str:
+def quoted(value: object | None) -> str:
     if value is None or value == "":
         return '"-"'
     return '"' + _escape(value if isinstance(value, str) else str(value)) + '"'
@@ -110,8 +110,13 @@ class ConnectionPart(NamedTuple):
 
 
 def connection_part(e: AccessLogEntry) -> ConnectionPart:
-    return ConnectionPart(e.type, f"{_bare(e.elb)} {_bare(e.client)}", f"{_bare(e.ssl_cipher)} {_bare(e.ssl_protocol)}",
-                          f"{_quoted(e.domain_name)} {_quoted(e.chosen_cert_arn)}")
+    return connection_part_of(e.type, e.elb, e.client, e.ssl_cipher, e.ssl_protocol, e.domain_name, e.chosen_cert_arn)
+
+
+def connection_part_of(type_: str, elb: str, client: str, ssl_cipher: str | None, ssl_protocol: str | None,
+                       domain_name: str | None, chosen_cert_arn: str | None) -> ConnectionPart:
+    return ConnectionPart(type_, f"{_bare(elb)} {_bare(client)}", f"{_bare(ssl_cipher)} {_bare(ssl_protocol)}",
+                          f"{quoted(domain_name)} {quoted(chosen_cert_arn)}")
 
 
 def format_entry(e: AccessLogEntry, part: ConnectionPart | None = None) -> str:
@@ -124,11 +129,33 @@ def format_entry(e: AccessLogEntry, part: ConnectionPart | None = None) -> str:
         _seconds(e.response_processing_time),
         "-" if e.elb_status_code is None else str(e.elb_status_code), target_status,
         str(e.received_bytes), str(e.sent_bytes),
-        _quoted(e.request), _quoted(e.user_agent[:8192] if e.user_agent else None),
-        c.tls, _bare(e.target_group_arn), _quoted(e.trace_id), c.names,
+        quoted(e.request), quoted(e.user_agent[:8192] if e.user_agent else None),
+        c.tls, _bare(e.target_group_arn), quoted(e.trace_id), c.names,
         "-" if e.matched_rule_priority is None else str(e.matched_rule_priority),
-        iso_time(e.request_creation_time), _quoted(",".join(e.actions_executed)),
-        _quoted(e.redirect_url), _quoted(e.error_reason), _quoted(e.target),
+        iso_time(e.request_creation_time), quoted(",".join(e.actions_executed)),
+        quoted(e.redirect_url), quoted(e.error_reason), quoted(e.target),
         '"-"' if e.target is None else f'"{target_status}"',
-        _quoted(e.classification), _quoted(e.classification_reason), _bare(e.conn_trace_id),
+        quoted(e.classification), quoted(e.classification_reason), _bare(e.conn_trace_id),
     ))
+
+
+# A request the target answered in full: every `-`/`-1` case of format_entry is settled, so one
+# %-template does it (the relay's hot path; tests check it against format_entry field by field).
+_RELAYED = '%s %s %s %s %.3f %.3f 0.000 %d %d %d %d %s %s %s %s %s %s %d %s %s "-" %s "%s" "%d" %s -'
+
+
+def relayed_line(part: ConnectionPart, time: float, target: str, request_processing_time: float,
+                 target_processing_time: float, status: int, received_bytes: int, sent_bytes: int,
+                 request: str, user_agent_field: str, target_group_arn: str, trace_id_field: str,
+                 matched_rule_priority: int, request_creation_time: float, actions_field: str,
+                 error_reason_field: str, classification_fields: str) -> str:
+    """The entry of a request relayed to a target whose response (`status`, the ELB's status too)
+    was sent in full. `*_field(s)` are already quoted (`quoted()`); `target` is `ip:port`."""
+    return _RELAYED % (
+        part.type, iso_time(time), part.elb_client, target,
+        request_processing_time if request_processing_time > 0.0 else 0.0,
+        target_processing_time if target_processing_time > 0.0 else 0.0,
+        status, status, received_bytes, sent_bytes, quoted(request), user_agent_field, part.tls,
+        target_group_arn, trace_id_field, part.names, matched_rule_priority, iso_time(request_creation_time),
+        actions_field, error_reason_field, target, status, classification_fields)
+

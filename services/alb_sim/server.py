@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING
 import httptools
 
 from . import desync, httpmsg, stickiness
-from .access_log import AccessLogEntry, ConnectionPart, connection_part, format_entry, malformed_request_field, request_field
+from .access_log import (AccessLogEntry, ConnectionPart, connection_part, connection_part_of, format_entry,
+                         malformed_request_field, quoted, relayed_line, request_field)
 from .config import FixedResponseAction, ForwardAction, RedirectAction
 from .limits import MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
 from .redirect import RedirectRequest, build_location, redirect_status
@@ -67,6 +68,8 @@ class ClientConnection(asyncio.Protocol):
         self.client_port = 0
         self.tls: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
         self.log_part: ConnectionPart | None = None  # the access-log fields fixed for this connection
+        self._ua_raw: str | None = None  # the last User-Agent logged, and its quoted field
+        self._ua_field = '"-"'
         self.log_type = lr.scheme  # access-log `type`: http | https (h2 on HTTP/2 streams)
 
     # --- asyncio.Protocol ---------------------------------------------------------------
@@ -525,6 +528,41 @@ class ClientConnection(asyncio.Protocol):
             self.last_activity = self.loop.time()
 
     def _log(self, ex: Exchange) -> None:
+        group = ex.group
+        if (ex.t_head and ex.t_sent > 0 and group is not None and ex.target is not None and ex.priority is not None
+                and ex.elb_status is not None and ex.elb_status == ex.target_status and ex.redirect_url is None):
+            self._log_relayed(ex, group)
+        else:
+            self._log_entry(ex)
+
+    def _log_relayed(self, ex: Exchange, group: TargetGroupRuntime) -> None:
+        """The common entry, a response relayed in full, without building an AccessLogEntry."""
+        part = self.log_part
+        if part is None:
+            cipher, protocol, sni, cert_arn = self.tls
+            part = self.log_part = connection_part_of(self.log_type, self.alb.config.lb_id,
+                                                      f"{self.client_ip}:{self.client_port}", cipher, protocol,
+                                                      sni, cert_arn)
+        ua = ex.user_agent
+        if ua != self._ua_raw:  # one client connection usually sends one User-Agent
+            self._ua_raw, self._ua_field = ua, quoted(ua[:8192] if ua else None)
+        lr = self.lr
+        target_time = ex.t_head - ex.t_sent
+        status = ex.elb_status
+        assert status is not None and ex.target is not None and ex.priority is not None
+        lr.log.write(relayed_line(
+            part, self.alb.clock(), ex.target, ex.t_sent - ex.t0, target_time, status, ex.received_bytes,
+            ex.sent_bytes, "%s %s://%s:%d%s HTTP/%s" % (
+                ex.method.decode("latin-1"), lr.scheme, host_without_port(ex.host) if ex.host else lr.node.address,
+                lr.listener.port, ex.uri, ex.version),
+            self._ua_field, group.tg.arn, quoted(ex.trace) if ex.trace_in is not None else f'"{ex.trace}"',
+            ex.priority, ex.created, '"forward"' if ex.actions == ("forward",) else quoted(",".join(ex.actions)),
+            '"-"' if ex.error_reason is None else quoted(ex.error_reason),
+            '"-" "-"' if ex.verdict is None else f"{quoted(ex.verdict[0])} {quoted(ex.verdict[1])}"))
+        self.alb.metrics.request(target_group=group.tg.name, elb_status=status, target_status=status,
+                                 target_time=target_time, received=ex.received_bytes, sent=ex.sent_bytes)
+
+    def _log_entry(self, ex: Exchange) -> None:
         dispatched = ex.t_sent > 0
         ssl_cipher, ssl_protocol, sni, cert_arn = self.tls
         version = f"HTTP/{ex.version}"

@@ -5,8 +5,11 @@ from __future__ import annotations
 import calendar
 import re
 
+from hypothesis import given, strategies as st
+
 from services.alb_sim.access_log import (
-    FIELD_NAMES, AccessLogEntry, format_entry, iso_time, malformed_request_field, request_field,
+    FIELD_NAMES, AccessLogEntry, connection_part, format_entry, iso_time, malformed_request_field, quoted,
+    relayed_line, request_field,
 )
 
 # AWS's example (ALB access-log docs, HTTP entry), fields 1-29.
@@ -80,3 +83,37 @@ def test_quotes_and_control_characters_are_escaped() -> None:
 
 def test_iso_time_has_microseconds() -> None:
     assert iso_time(1530570180.186641) == "2018-07-02T22:23:00.186641Z"
+
+
+text = st.text(st.characters(min_codepoint=0, max_codepoint=0x2FF), max_size=30)
+seconds = st.floats(min_value=-0.001, max_value=100.0, allow_nan=False)
+
+
+@given(time=st.floats(min_value=1e9, max_value=2e9), request_time=seconds, target_time=seconds,
+       status=st.integers(100, 599), received=st.integers(0, 10**9), sent=st.integers(0, 10**9),
+       uri=text, user_agent=st.none() | text, trace=text, priority=st.integers(0, 50000),
+       actions=st.sampled_from([("forward",), ("waf", "forward"), ("authenticate", "forward")]),
+       error_reason=st.none() | text, verdict=st.none() | st.tuples(text, text),
+       cipher=st.none() | text, sni=st.none() | text)
+def test_relayed_line_is_format_entry_of_the_same_request(
+        time: float, request_time: float, target_time: float, status: int, received: int, sent: int, uri: str,
+        user_agent: str | None, trace: str, priority: int, actions: tuple[str, ...], error_reason: str | None,
+        verdict: tuple[str, str] | None, cipher: str | None, sni: str | None) -> None:
+    """The relay's fast formatter and the general one agree on every request relayed in full."""
+    request = request_field("GET", "https", "www.example.com", 443, "/" + uri, "HTTP/1.1")
+    entry = AccessLogEntry(
+        type="https", time=time, elb="app/a/1", client="10.0.0.9:5000", request_creation_time=time - 1.5,
+        elb_status_code=status, target="10.0.0.1:80", request_processing_time=request_time,
+        target_processing_time=target_time, response_processing_time=0.0, target_status_code=status,
+        received_bytes=received, sent_bytes=sent, request=request, user_agent=user_agent, ssl_cipher=cipher,
+        ssl_protocol="TLSv1.3", target_group_arn="arn:aws:elasticloadbalancing:eu-west-2:1:targetgroup/t/1",
+        trace_id=trace or None, domain_name=sni, chosen_cert_arn="arn:aws:acm:eu-west-2:1:certificate/c",
+        matched_rule_priority=priority, actions_executed=actions, error_reason=error_reason,
+        classification=verdict[0] if verdict else None, classification_reason=verdict[1] if verdict else None)
+    part = connection_part(entry)
+    line = relayed_line(
+        part, time, "10.0.0.1:80", request_time, target_time, status, received, sent, request,
+        quoted(user_agent[:8192] if user_agent else None), entry.target_group_arn or "", quoted(trace or None),
+        priority, time - 1.5, quoted(",".join(actions)), quoted(error_reason),
+        f"{quoted(verdict[0])} {quoted(verdict[1])}" if verdict else '"-" "-"')
+    assert line == format_entry(entry, part)
