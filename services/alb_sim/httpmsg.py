@@ -121,6 +121,26 @@ def parse_target(url: bytes) -> Target:
     return Target(path=path, query=query, origin_form=text.encode("latin-1"), authority=authority)
 
 
+_FORWARDED_LINES: dict[tuple[str, int], bytes] = {}  # X-Forwarded-Proto/Port lines per listener
+
+
+def _append_headers(out: list[bytes], headers: Headers, drop: frozenset[bytes]) -> None:
+    """Append the header lines whose names are neither in `drop` (which holds `connection`) nor
+    listed by a Connection header. One pass; a Connection header (rare) restarts the pass."""
+    start = len(out)
+    for name, value in headers:
+        lname = name.lower()
+        if lname not in drop:
+            out += (name, b": ", value, b"\r\n")
+        elif lname == b"connection":
+            del out[start:]
+            drop = drop | connection_tokens(headers)
+            for name, value in headers:
+                if name.lower() not in drop:
+                    out += (name, b": ", value, b"\r\n")
+            return
+
+
 def build_upstream_head(method: bytes, target: bytes, headers: Headers, *, host: str, xff: str | None,
                         proto: str, port: int, trace_id: str, framing: bytes | None) -> bytes:
     """The request head for the target: HTTP/1.1, keep-alive, hop-by-hop headers removed.
@@ -128,17 +148,15 @@ def build_upstream_head(method: bytes, target: bytes, headers: Headers, *, host:
     `framing` is the body framing header line to add (`Content-Length: n` or
     `Transfer-Encoding: chunked`), or None for no body.
     """
-    tokens = connection_tokens(headers)
-    drop = _UPSTREAM_DROP | tokens if tokens else _UPSTREAM_DROP
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     if xff is not None:
         out.append(b"X-Forwarded-For: " + xff.encode("latin-1") + b"\r\n")
-    out.append(f"X-Forwarded-Proto: {proto}\r\nX-Forwarded-Port: {port}\r\n".encode())
-    out.append(b"Host: " + host.encode("latin-1") + b"\r\n")
-    out.append(b"X-Amzn-Trace-Id: " + trace_id.encode("latin-1") + b"\r\n")
-    for name, value in headers:
-        if name.lower() not in drop:
-            out += (name, b": ", value, b"\r\n")
+    forwarded = _FORWARDED_LINES.get((proto, port))
+    if forwarded is None:
+        forwarded = _FORWARDED_LINES[(proto, port)] = f"X-Forwarded-Proto: {proto}\r\nX-Forwarded-Port: {port}\r\n".encode()
+    out += (forwarded, b"Host: ", host.encode("latin-1"), b"\r\nX-Amzn-Trace-Id: ", trace_id.encode("latin-1"),
+            b"\r\n")
+    _append_headers(out, headers, _UPSTREAM_DROP)
     if framing is not None:
         out += (framing, b"\r\n")
     out.append(b"\r\n")
@@ -152,12 +170,8 @@ def build_response_head(status: int, status_text: bytes, headers: Headers, *, fr
     `framing`: `Content-Length: n`, `Transfer-Encoding: chunked` or None (no body, or a
     close-delimited body for an HTTP/1.0 client).
     """
-    tokens = connection_tokens(headers)
-    drop = _RESPONSE_DROP | tokens if tokens else _RESPONSE_DROP
     out = [b"HTTP/1.1 %d " % status, status_text, b"\r\n"]
-    for name, value in headers:
-        if name.lower() not in drop:
-            out += (name, b": ", value, b"\r\n")
+    _append_headers(out, headers, _RESPONSE_DROP)
     if framing is not None:
         out += (framing, b"\r\n")
     if not keep_alive:

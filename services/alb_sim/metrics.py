@@ -14,6 +14,7 @@ from collections import Counter
 from typing import Iterable
 
 ELB_CODES_BY_NUMBER = (502, 503, 504, 460, 463)
+_TARGET_CLASS = tuple(f"HTTPCode_Target_{n}XX_Count" for n in range(10))  # by status // 100
 
 
 class Metrics:
@@ -44,7 +45,7 @@ class Metrics:
             counts[("RequestCount", tg)] += 1
         counts[("ProcessedBytes", "")] += received + sent
         if target_status is not None:
-            counts[(f"HTTPCode_Target_{target_status // 100}XX_Count", tg)] += 1
+            counts[(_TARGET_CLASS[target_status // 100], tg)] += 1
             if target_time is not None:
                 self.response_time_sum[tg] += target_time
                 self.response_time_count[tg] += 1

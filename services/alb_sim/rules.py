@@ -142,8 +142,20 @@ class CompiledRule:
         return all(p(req) for p in self.predicates)
 
 
+# Conditions that look only at the method, the path and the Host header: a table made of these
+# alone gives the same match for the same (method, path, Host), so it may remember it.
+_KEYED_FIELDS = frozenset({"path-pattern", "host-header", "http-request-method"})
+
+
 class RuleTable:
-    """A listener's rules, compiled once; `match` is called per request."""
+    """A listener's rules, compiled once; `match` is called per request.
+
+    When no rule looks at headers, the query string or the source address, the outcome for a
+    (method, path, Host) is remembered (`lookup`): a bounded cache, emptied when full, of short keys
+    only. A rule change builds a new table."""
+
+    CACHE_ENTRIES = 4096
+    CACHE_KEY_CHARS = 512
 
     def __init__(self, listener: Listener) -> None:
         self.rules = tuple(
@@ -152,9 +164,23 @@ class RuleTable:
         )
         self.default = Match(0, listener.default_actions)
         self._tried = tuple((rule, Match(rule.priority, rule.actions)) for rule in self.rules)
+        keyed = all(c.field in _KEYED_FIELDS for r in listener.rules for c in r.conditions)
+        self._cache: dict[tuple[str, str, str], Match] | None = {} if keyed else None
+
+    def lookup(self, method: str, path: str, host: str) -> Match | None:
+        """The match remembered for this method, path and Host, if any."""
+        cache = self._cache
+        return None if cache is None else cache.get((method, path, host))
 
     def match(self, req: RequestView) -> Match:
-        for rule, result in self._tried:
+        result = self.default
+        for rule, outcome in self._tried:
             if rule.matches(req):
-                return result
-        return self.default
+                result = outcome
+                break
+        cache = self._cache
+        if cache is not None and len(req.path) + len(req.host) <= self.CACHE_KEY_CHARS:
+            if len(cache) >= self.CACHE_ENTRIES:
+                cache.clear()
+            cache[(req.method, req.path, req.host)] = result
+        return result

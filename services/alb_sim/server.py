@@ -274,15 +274,21 @@ class ClientConnection(asyncio.Protocol):
             self._respond_local(ex, ex.reject[0], error=ex.reject[1])
             return
         attrs = self.alb.attributes
-        xff = process_xff(ex.xff_lines, mode=attrs.xff_mode, client_ip=self.client_ip,
-                          client_port=self.client_port, client_port_enabled=attrs.xff_client_port)
-        if xff.too_many:
-            self._respond_local(ex, 463, error=f"X-Forwarded-For has {xff.address_count} addresses")
-            return
+        if not ex.xff_lines and attrs.xff_mode == "append" and not attrs.xff_client_port:
+            xff_value: str | None = self.client_ip  # what process_xff gives when none was received
+        else:
+            xff = process_xff(ex.xff_lines, mode=attrs.xff_mode, client_ip=self.client_ip,
+                              client_port=self.client_port, client_port_enabled=attrs.xff_client_port)
+            if xff.too_many:
+                self._respond_local(ex, 463, error=f"X-Forwarded-For has {xff.address_count} addresses")
+                return
+            xff_value = xff.value
         ex.trace = self.alb.trace.process(ex.trace_in)
-        view = RequestView(ex.method.decode("latin-1"), target.path, target.query, ex.host,
-                           LatinHeaders(ex.headers), self.client_ip)
-        match = self.lr.rules.match(view)
+        method = ex.method.decode("latin-1")
+        match = self.lr.rules.lookup(method, target.path, ex.host)
+        if match is None:
+            match = self.lr.rules.match(RequestView(method, target.path, target.query, ex.host,
+                                                    LatinHeaders(ex.headers), self.client_ip))
         ex.priority = match.priority
         action = match.actions[0]
         if isinstance(action, RedirectAction):
@@ -328,7 +334,7 @@ class ClientConnection(asyncio.Protocol):
                                      dns_name=self.alb.config.dns_name)
         framing = (b"Transfer-Encoding: chunked" if ex.chunked_in else
                    b"Content-Length: " + ex.content_length if ex.content_length is not None else None)
-        ex.head = httpmsg.build_upstream_head(ex.method, target.origin_form, ex.headers, host=host, xff=xff.value,
+        ex.head = httpmsg.build_upstream_head(ex.method, target.origin_form, ex.headers, host=host, xff=xff_value,
                                               proto=self.lr.scheme, port=self.lr.listener.port,
                                               trace_id=ex.trace, framing=framing)
         self._acquire(ex, (chosen.ip, chosen.port, group.tls), fresh=False)

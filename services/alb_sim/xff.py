@@ -21,16 +21,14 @@ the ALB appends is not counted. More than 30 -> 463.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 from .limits import MAX_XFF_ADDRESSES
 
 MODES = ("append", "preserve", "remove")
 
 
-@dataclass(frozen=True)
-class XffResult:
+class XffResult(NamedTuple):
     value: str | None  # the single X-Forwarded-For to send upstream; None = send none
     address_count: int
 

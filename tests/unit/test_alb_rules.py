@@ -153,6 +153,41 @@ def test_conditions_are_anded() -> None:
     assert table.match(req("/v2/x", host="api.example.com")).priority == 0
 
 
+def test_match_is_remembered_per_method_path_and_host_when_rules_look_at_nothing_else() -> None:
+    table = RuleTable(_listener([
+        {"priority": 1, "conditions": [{"field": "host-header", "values": ["API.example.com"]},
+                                       {"field": "path-pattern", "values": ["/v1/*"]}], "actions": _fwd("one")},
+        {"priority": 2, "conditions": [{"field": "http-request-method", "values": ["POST"]}], "actions": _fwd("two")},
+    ]))
+    assert table.lookup("GET", "/v1/x", "api.example.com:443") is None
+    for method, path, host, priority in (("GET", "/v1/x", "api.example.com:443", 1), ("GET", "/v1/x", "www", 0),
+                                         ("POST", "/v2", "api.example.com", 2), ("GET", "/v2", "api.example.com", 0)):
+        first = table.match(req(path, method=method, host=host))
+        assert first.priority == priority
+        assert table.lookup(method, path, host) is first
+    assert table.lookup("get", "/v1/x", "api.example.com:443") is None  # methods are case-sensitive
+
+
+def test_match_is_not_remembered_when_rules_read_headers_query_or_source() -> None:
+    for cond in ({"field": "http-header", "header_name": "X-A", "values": ["1"]},
+                 {"field": "query-string", "values": [{"key": "a", "value": "1"}]},
+                 {"field": "source-ip", "values": ["10.0.0.0/8"]}):
+        table = RuleTable(_listener([{"priority": 1, "conditions": [cond], "actions": _fwd("one")}]))
+        table.match(req("/"))
+        assert table.lookup("GET", "/", "www.example.com") is None
+
+
+def test_remembered_matches_are_bounded() -> None:
+    table = RuleTable(_listener([
+        {"priority": 1, "conditions": [{"field": "path-pattern", "values": ["/a*"]}], "actions": _fwd("one")}]))
+    for i in range(RuleTable.CACHE_ENTRIES + 10):
+        assert table.match(req(f"/a{i}")).priority == 1
+    assert table.match(req("/a" + "x" * RuleTable.CACHE_KEY_CHARS)).priority == 1
+    assert table.lookup("GET", "/a" + "x" * RuleTable.CACHE_KEY_CHARS, "www.example.com") is None  # too long
+    assert table.lookup("GET", f"/a{RuleTable.CACHE_ENTRIES + 9}", "www.example.com") is not None
+    assert table.lookup("GET", "/a0", "www.example.com") is None  # emptied when full
+
+
 @pytest.mark.parametrize("host,expected", [
     ("example.com", "example.com"), ("example.com:8080", "example.com"), ("[::1]:443", "[::1]"), ("[::1]", "[::1]"),
 ])
