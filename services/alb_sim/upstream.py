@@ -208,7 +208,7 @@ class UpstreamConnection(asyncio.Protocol):
     def _complete(self, reusable: bool) -> None:
         handler, self.handler = self.handler, None
         if handler is not None:
-            handler.on_upstream_complete(reusable and self.usable)
+            handler.on_upstream_complete(reusable)  # pool.release checks the transport
 
     def _fail(self, error: UpstreamError) -> None:
         handler, self.handler = self.handler, None
