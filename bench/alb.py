@@ -1,6 +1,6 @@
 """ALB simulator vs HAProxy `mode http`, same routing, same machine, same pinned CPU.
 
-    .venv/bin/python bench/alb.py [--runs 3] [--seconds 8] [--connections 32]
+    .venv/bin/python bench/alb.py [--runs 3] [--seconds 8] [--connections 32] [--floor]
 
 Both proxies terminate keep-alive HTTPS (ECDSA P-256 certificate), route `/api/*` to one target
 group and everything else to another (both: one HTTP echo backend), add X-Forwarded-For, and
@@ -15,6 +15,10 @@ interleaved (alb, haproxy, alb, haproxy, ...) and medians reported, because thes
 since it moves much less than req/s when other work shares the machine. Throughput: wrk with
 --connections connections. Added latency:
 wrk with one connection (closed loop, so latency = service time), p50/p99 difference.
+
+`--floor` adds a third contender, a bare Python relay (uvloop + httptools, TLS, the path rule,
+XFF, a pooled backend connection; none of the ALB's behaviours), to show how much of the gap is
+Python's I/O floor and how much the simulator's own per-request work. It is not in RESULT.
 
 Ends with one line:
     RESULT alb rps_ratio=<x.xx> p50_added_ms=<x.xx> p99_added_ms=<x.xx>
@@ -62,6 +66,52 @@ class P(asyncio.Protocol):
 async def main():
     s = await asyncio.get_running_loop().create_server(P, "127.0.0.1", int(sys.argv[1]), backlog=1024)
     print("ready", flush=True); await asyncio.Event().wait()
+uvloop.run(main())
+'''
+
+
+# `--floor`: the least a Python proxy can do here (uvloop + httptools, TLS, the path rule, XFF, one
+# pooled backend connection per client connection) with none of the ALB's behaviours. It shows how
+# much of the gap to HAProxy is Python's I/O floor and how much the simulator's per-request work.
+FLOOR = r'''
+import asyncio, ssl, sys, uvloop, httptools
+PEM, PORT, BACKEND_PORT = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+class Upstream(asyncio.Protocol):
+    def __init__(self, client):
+        self.client, self.parser, self.transport, self.lines, self.body = client, httptools.HttpResponseParser(self), None, [], []
+    def connection_made(self, t): self.transport = t; self.client.upstream_ready(self)
+    def data_received(self, d): self.parser.feed_data(d)
+    def on_header(self, n, v): self.lines.append(b"%s: %s\r\n" % (n, v))
+    def on_body(self, b): self.body.append(b)
+    def on_message_complete(self):
+        head = b"HTTP/1.1 %d OK\r\n" % self.parser.get_status_code() + b"".join(self.lines) + b"\r\n"
+        self.client.transport.write(head + b"".join(self.body)); self.lines, self.body = [], []
+class Client(asyncio.Protocol):
+    def connection_made(self, t):
+        self.transport, self.parser, self.upstream, self.pending = t, httptools.HttpRequestParser(self), None, []
+        self.ip = t.get_extra_info("peername")[0].encode()
+        loop = asyncio.get_running_loop()
+        loop.create_task(loop.create_connection(lambda: Upstream(self), "127.0.0.1", BACKEND_PORT))
+    def upstream_ready(self, up):
+        self.upstream = up; up.transport.writelines(self.pending); self.pending = []
+    def connection_lost(self, exc):
+        if self.upstream: self.upstream.transport.close()
+    def data_received(self, d): self.parser.feed_data(d)
+    def on_message_begin(self): self.lines, self.xff = [], b""
+    def on_url(self, u): self.url = u
+    def on_header(self, n, v):
+        if n.lower() == b"x-forwarded-for": self.xff = v + b", "
+        else: self.lines.append(b"%s: %s\r\n" % (n, v))
+    def on_message_complete(self):
+        group = b"api" if self.url.startswith(b"/api/") else b"frontend"  # the path rule (one backend here)
+        req = (b"%s %s HTTP/1.1\r\n" % (self.parser.get_method(), self.url) + b"".join(self.lines)
+               + b"X-Forwarded-For: " + self.xff + self.ip + b"\r\n\r\n")
+        if self.upstream is None: self.pending.append(req)
+        else: self.upstream.transport.write(req)
+async def main():
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER); ctx.load_cert_chain(PEM); ctx.set_alpn_protocols(["http/1.1"])
+    await asyncio.get_running_loop().create_server(Client, "127.0.0.1", PORT, ssl=ctx, backlog=1024)
+    await asyncio.Event().wait()
 uvloop.run(main())
 '''
 
@@ -157,6 +207,8 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seconds", type=int, default=8)
     parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--floor", action="store_true",
+                        help="also measure a bare Python relay with no ALB behaviours (for reference; not in RESULT)")
     args = parser.parse_args()
     missing = [t for t in ("wrk", "taskset") if shutil.which(t) is None] + ([] if Path(HAPROXY).exists() else [HAPROXY])
     if missing:
@@ -169,7 +221,7 @@ def main() -> int:
     ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
     pem = tmp / "www.pem"
     ca.issue_cert("www.lab.test", key_type=trustme.KeyType.ECDSA).private_key_and_cert_chain_pem.write_to_path(str(pem))
-    backend_port, alb_port, admin_port, hap_port = free_port(), free_port(), free_port(), free_port()
+    backend_port, alb_port, admin_port, hap_port, floor_port = (free_port() for _ in range(5))
     (tmp / "alb.json").write_text(json.dumps(alb_config(pem, alb_port, admin_port, backend_port, tmp / "logs")))
     (tmp / "haproxy.cfg").write_text(haproxy_cfg(pem, hap_port, backend_port))
     py = sys.executable
@@ -180,15 +232,22 @@ def main() -> int:
                                        str(tmp / "alb.json")], cwd=ROOT, stdout=subprocess.DEVNULL))
         procs.append(subprocess.Popen(["taskset", "-c", "1", HAPROXY, "-f", str(tmp / "haproxy.cfg"), "-db"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        contenders = [("alb", alb_port), ("haproxy", hap_port)]
+        if args.floor:
+            procs.append(subprocess.Popen(["taskset", "-c", "1", py, "-c", FLOOR, str(pem), str(floor_port),
+                                           str(backend_port)], stdout=subprocess.DEVNULL))
+            contenders.append(("floor", floor_port))
         wait_port(alb_port, "the ALB simulator")
         wait_port(hap_port, "haproxy")
+        if args.floor:
+            wait_port(floor_port, "the bare relay")
         urllib.request.urlopen(f"http://127.0.0.1:{admin_port}/health", timeout=5).read()
-        for port in (alb_port, hap_port):  # warm up: TLS sessions, pools, caches
+        for _, port in contenders:  # warm up: TLS sessions, pools, caches
             wrk(port, 2, args.connections)
-        results: dict[str, dict[str, list[float]]] = {"alb": {}, "haproxy": {}}
-        pids = {"alb": procs[1].pid, "haproxy": procs[2].pid}
+        results: dict[str, dict[str, list[float]]] = {name: {} for name, _ in contenders}
+        pids = {name: proc.pid for (name, _), proc in zip(contenders, procs[1:])}
         for run in range(args.runs):
-            for name, port in (("alb", alb_port), ("haproxy", hap_port)):
+            for name, port in contenders:
                 cpu0 = cpu_seconds(pids[name])
                 tput = wrk(port, args.seconds, args.connections)
                 cpu_us = (cpu_seconds(pids[name]) - cpu0) / max(tput["requests"], 1) * 1e6
@@ -209,6 +268,10 @@ def main() -> int:
               f"CPU per request alb {med['alb']['cpu_us']:.1f} us, haproxy {med['haproxy']['cpu_us']:.1f} us "
               f"(ratio {med['haproxy']['cpu_us'] / med['alb']['cpu_us']:.2f}: less sensitive to a busy machine); "
               f"alb access log: {log_lines} entries")
+        if args.floor:
+            print(f"median floor (bare relay, no ALB behaviours) {med['floor']['rps']:.0f} req/s, "
+                  f"{med['floor']['cpu_us']:.1f} us CPU per request: rps ratio to haproxy "
+                  f"{med['floor']['rps'] / med['haproxy']['rps']:.2f}")
         print(f"RESULT alb rps_ratio={med['alb']['rps'] / med['haproxy']['rps']:.2f} "
               f"p50_added_ms={med['alb']['p50'] - med['haproxy']['p50']:.2f} "
               f"p99_added_ms={med['alb']['p99'] - med['haproxy']['p99']:.2f}")
