@@ -72,9 +72,15 @@ class Matcher:
 
 
 class TargetHealth:
-    """Health of one registered target, driven by check results."""
+    """Health of one registered target, driven by check results.
+
+    `TargetHealth.generation` changes whenever any target is created or changes state, so a
+    target group may keep its routable targets until it changes."""
+
+    generation = 0
 
     def __init__(self, healthy_threshold: int, unhealthy_threshold: int) -> None:
+        TargetHealth.generation += 1
         self.healthy_threshold = healthy_threshold
         self.unhealthy_threshold = unhealthy_threshold
         self.state = INITIAL
@@ -110,6 +116,7 @@ class TargetHealth:
     def _set(self, state: str, reason: str | None, description: str | None) -> None:
         self.state, self.reason, self.description = state, reason, description
         self._successes = self._failures = 0
+        TargetHealth.generation += 1
 
 
 T = TypeVar("T")
@@ -129,7 +136,10 @@ class RoundRobin(Generic[T]):
         self._next = 0
 
     def pick(self, targets: Sequence[T], states: Sequence[str]) -> T | None:
-        candidates = routable(targets, states)
+        return self.next(routable(targets, states))
+
+    def next(self, candidates: Sequence[T]) -> T | None:
+        """The next of `routable(...)`'s result."""
         if not candidates:
             return None
         choice = candidates[self._next % len(candidates)]
@@ -166,7 +176,10 @@ class WeightedRandom(Generic[T]):
         self.rng = rng
 
     def pick(self, targets: Sequence[T], states: Sequence[str]) -> T | None:
-        candidates = routable(targets, states)
+        return self.next(routable(targets, states))
+
+    def next(self, candidates: Sequence[T]) -> T | None:
+        """A random one of `routable(...)`'s result."""
         return candidates[self.rng.randrange(len(candidates))] if candidates else None
 
 

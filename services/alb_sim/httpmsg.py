@@ -153,7 +153,8 @@ def build_upstream_head(method: bytes, target: bytes, headers: Headers, *, host:
         out.append(b"X-Forwarded-For: " + xff.encode("latin-1") + b"\r\n")
     forwarded = _FORWARDED_LINES.get((proto, port))
     if forwarded is None:
-        forwarded = _FORWARDED_LINES[(proto, port)] = f"X-Forwarded-Proto: {proto}\r\nX-Forwarded-Port: {port}\r\n".encode()
+        forwarded = f"X-Forwarded-Proto: {proto}\r\nX-Forwarded-Port: {port}\r\n".encode()
+        _FORWARDED_LINES[(proto, port)] = forwarded
     out += (forwarded, b"Host: ", host.encode("latin-1"), b"\r\nX-Amzn-Trace-Id: ", trace_id.encode("latin-1"),
             b"\r\n")
     _append_headers(out, headers, _UPSTREAM_DROP)

@@ -20,7 +20,7 @@ from services.certselect import CertFacts, read_facts, select_by_sni
 
 from .config import (AlbConfig, Certificate, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup,
                      TargetGroupAttributes)
-from .health import (DRAINING, HEALTHY, UNUSED, LeastOutstanding, Matcher, RoundRobin, TargetHealth,
+from .health import (DRAINING, HEALTHY, UNUSED, LeastOutstanding, Matcher, RoundRobin, TargetHealth, routable,
                      WeightedRandom, slow_start_weight)
 from .metrics import Metrics
 from .stickiness import StickyCodec
@@ -161,6 +161,8 @@ class TargetGroupRuntime:
         self._lor: LeastOutstanding[Member] = LeastOutstanding()
         self.rng = random.Random()
         self._random: WeightedRandom[Member] = WeightedRandom(self.rng)
+        self._routable: list[Member] = []  # routable(members) as of TargetHealth.generation below
+        self._routable_generation = -1
         self.tls = tg.protocol == "HTTPS"
         self.attributes: TargetGroupAttributes = tg.attributes
         self.app_key = f"{tg.name}#app"  # AWSALBAPP values name this, so an AWSALB value is not one
@@ -206,13 +208,16 @@ class TargetGroupRuntime:
             member = self._slow_start_pick(self._now())
             if member is not None:
                 return member
-        states = [m.health.state for m in self.members]
         algorithm = self.attributes.algorithm
         if algorithm == "least_outstanding_requests":
-            return self._lor.pick(self.members, states, [m.inflight for m in self.members])
+            return self._lor.pick(self.members, [m.health.state for m in self.members],
+                                  [m.inflight for m in self.members])
+        if self._routable_generation != TargetHealth.generation:  # a target came, went or changed state
+            self._routable = routable(self.members, [m.health.state for m in self.members])
+            self._routable_generation = TargetHealth.generation
         if algorithm == "weighted_random":
-            return self._random.pick(self.members, states)
-        return self._rr.pick(self.members, states)
+            return self._random.next(self._routable)
+        return self._rr.next(self._routable)
 
     def sticky_member(self, target: str | None) -> Member | None:
         """The member a valid stickiness cookie names, if it may still take requests: healthy, or

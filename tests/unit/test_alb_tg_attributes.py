@@ -116,3 +116,38 @@ def test_target_group_runtime_uses_weighted_random() -> None:
     sequence = [g.pick().addr for _ in range(12)]  # type: ignore[union-attr]
     assert sequence != ["10.0.0.1:80", "10.0.0.2:80"] * 6  # not round robin
     assert Counter(sequence).keys() == {"10.0.0.1:80", "10.0.0.2:80"}
+
+
+@pytest.mark.parametrize("algorithm", ["round_robin", "weighted_random"])
+def test_target_group_picks_follow_every_health_and_registration_change(algorithm: str) -> None:
+    """The group keeps its routable targets between changes; each kind of change must show."""
+    from services.alb_sim.config import HealthCheck, Target, TargetGroup
+    from services.alb_sim.health import CheckResult
+    from services.alb_sim.runtime import TargetGroupRuntime
+
+    tg = TargetGroup(name="api", arn="arn", protocol="HTTP", port=80,
+                     targets=(Target("a", "10.0.0.1", 80), Target("b", "10.0.0.2", 80)),
+                     health_check=HealthCheck(unhealthy_threshold=2),
+                     attributes=TargetGroupAttributes(algorithm=algorithm))
+    g = TargetGroupRuntime(tg)
+
+    def picks() -> set[str]:
+        return {g.pick().addr for _ in range(40)}  # type: ignore[union-attr]
+
+    assert picks() == {"10.0.0.1:80", "10.0.0.2:80"}  # none healthy yet: fail open
+    g.members[0].health.record(CheckResult.passed())
+    assert picks() == {"10.0.0.1:80"}
+    g.members[1].health.record(CheckResult.passed())
+    assert picks() == {"10.0.0.1:80", "10.0.0.2:80"}
+    for _ in range(2):
+        g.members[0].health.record(CheckResult.failed())
+    assert picks() == {"10.0.0.2:80"}
+    g.register([Target("c", "10.0.0.3", 80)])
+    g.members[2].health.record(CheckResult.passed())
+    assert picks() == {"10.0.0.2:80", "10.0.0.3:80"}
+    g.deregister([("10.0.0.2", 80)])
+    assert picks() == {"10.0.0.3:80"}
+    g.deregister([("10.0.0.3", 80)])
+    assert picks() == {"10.0.0.1:80"}  # only the unhealthy one is left: fail open
+    g.deregister([("10.0.0.1", 80)])
+    assert g.pick() is None
