@@ -47,7 +47,7 @@ class H2Stream(ClientConnection):
     request is logged 460). Replaced: everything that writes to the client or reads from it."""
 
     def __init__(self, front: H2ClientConnection, stream_id: int) -> None:
-        super().__init__(front.lr)
+        super().__init__(front.lr, parse=False)
         self.front = front
         self.stream_id = stream_id
         self.client_ip, self.client_port, self.tls = front.client_ip, front.client_port, front.tls

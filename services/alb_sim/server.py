@@ -49,13 +49,16 @@ class Reject(Exception):
 
 
 class ClientConnection(asyncio.Protocol):
-    def __init__(self, lr: ListenerRuntime) -> None:
+    parser: httptools.HttpRequestParser
+
+    def __init__(self, lr: ListenerRuntime, *, parse: bool = True) -> None:
         self.lr = lr
         self.alb = lr.alb
         self.pool = lr.state.pool  # this node's connections to targets, from its own address
         self.loop = lr.alb.loop
         self.idle_timeout = lr.alb.attributes.idle_timeout
-        self.parser = httptools.HttpRequestParser(self)
+        if parse:  # an HTTP/2 stream (h2front) gets its request already parsed
+            self.parser = httptools.HttpRequestParser(self)
         self.transport: asyncio.Transport | None = None
         self.queue: deque[Exchange] = deque()
         self.current: Exchange | None = None
