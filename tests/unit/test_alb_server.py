@@ -588,3 +588,54 @@ def test_target_switching_protocols_unasked_is_502(lab: Lab, capsys: pytest.Capt
     assert status == 502 and b"502 Bad Gateway" in body
     assert "HttpParserUpgrade" not in capsys.readouterr().out
     assert lab.get("/api/after-switch")[0] == 200
+
+
+def test_relayed_requests_log_what_the_general_formatter_would(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Requests relayed in full take the fast log path; for each one, the general path (an
+    AccessLogEntry through format_entry) must give the same line and the same metrics."""
+    from services.alb_sim import server
+
+    fast = server.ClientConnection._log_relayed
+    compared: list[tuple[object, object]] = []
+
+    class Sink:
+        def __init__(self) -> None:
+            self.out: list[object] = []
+
+        def write(self, line: str) -> None:
+            self.out.append(line)
+
+        def request(self, **fields: object) -> None:
+            self.out.append(fields)
+
+    def both(self: server.ClientConnection, ex: server.Exchange, group: object) -> None:
+        lr, alb = self.lr, self.alb
+        log, metrics, clock = lr.log, alb.metrics, alb.clock
+        now = clock()
+        try:
+            lr.log = alb.metrics = a = Sink()  # type: ignore[assignment]
+            alb.clock = lambda: now
+            fast(self, ex, group)  # type: ignore[arg-type]
+            lr.log = alb.metrics = b = Sink()  # type: ignore[assignment]
+            self._log_entry(ex)
+        finally:
+            lr.log, alb.metrics, alb.clock = log, metrics, clock
+        compared.append((a.out, b.out))
+        fast(self, ex, group)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(server.ClientConnection, "_log_relayed", both)
+    conn = lab.https()
+    for path, headers in (("/api/a", {"Host": "www.lab.test", "User-Agent": 'ua "quoted" \\ x'}),
+                          ("/index?q=%22&x", {"Host": "www.lab.test:443"}),
+                          ("/api/b", {"Host": "www.lab.test", "X-Amzn-Trace-Id": 'Root=1-2-3;Note="x"'}),
+                          ("/api/c", {"Host": "www.lab.test", "User-Agent": "same", "X-Forwarded-For": "1.2.3.4"}),
+                          ("/api/c", {"Host": "www.lab.test", "User-Agent": "same"})):
+        assert lab.get(path, headers, conn=conn)[0] == 200
+    conn.close()
+    plain = http.client.HTTPConnection("127.0.0.1", lab.http_port, timeout=15)
+    plain.request("GET", "/plain/x", headers={"Host": "www.lab.test"})
+    assert plain.getresponse().status == 200
+    plain.close()
+    assert wait_for(lambda: len(compared) == 6), len(compared)
+    for relayed, general in compared:
+        assert len(relayed) == 2 and relayed == general
