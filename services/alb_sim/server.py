@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING
 import httptools
 
 from . import desync, httpmsg, stickiness
-from .access_log import (AccessLogEntry, ConnectionPart, connection_part, connection_part_of, format_entry,
+from .access_log import (AccessLogEntry, ConnectionPart, connection_part_of, format_entry,
                          malformed_request_field, quoted, relayed_line, request_field)
 from .config import FixedResponseAction, ForwardAction, RedirectAction
 from .limits import MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
@@ -277,15 +277,11 @@ class ClientConnection(asyncio.Protocol):
             self._respond_local(ex, ex.reject[0], error=ex.reject[1])
             return
         attrs = self.alb.attributes
-        if not ex.xff_lines and attrs.xff_mode == "append" and not attrs.xff_client_port:
-            xff_value: str | None = self.client_ip  # what process_xff gives when none was received
-        else:
-            xff = process_xff(ex.xff_lines, mode=attrs.xff_mode, client_ip=self.client_ip,
-                              client_port=self.client_port, client_port_enabled=attrs.xff_client_port)
-            if xff.too_many:
-                self._respond_local(ex, 463, error=f"X-Forwarded-For has {xff.address_count} addresses")
-                return
-            xff_value = xff.value
+        xff = process_xff(ex.xff_lines, mode=attrs.xff_mode, client_ip=self.client_ip,
+                          client_port=self.client_port, client_port_enabled=attrs.xff_client_port)
+        if xff.too_many:
+            self._respond_local(ex, 463, error=f"X-Forwarded-For has {xff.address_count} addresses")
+            return
         ex.trace = self.alb.trace.process(ex.trace_in)
         method = ex.method.decode("latin-1")
         match = self.lr.rules.lookup(method, target.path, ex.host)
@@ -337,7 +333,7 @@ class ClientConnection(asyncio.Protocol):
                                      dns_name=self.alb.config.dns_name)
         framing = (b"Transfer-Encoding: chunked" if ex.chunked_in else
                    b"Content-Length: " + ex.content_length if ex.content_length is not None else None)
-        ex.head = httpmsg.build_upstream_head(ex.method, target.origin_form, ex.headers, host=host, xff=xff_value,
+        ex.head = httpmsg.build_upstream_head(ex.method, target.origin_form, ex.headers, host=host, xff=xff.value,
                                               proto=self.lr.scheme, port=self.lr.listener.port,
                                               trace_id=ex.trace, framing=framing)
         self._acquire(ex, (chosen.ip, chosen.port, group.tls), fresh=False)
@@ -546,36 +542,41 @@ class ClientConnection(asyncio.Protocol):
 
     def _log_relayed(self, ex: Exchange, group: TargetGroupRuntime) -> None:
         """The common entry, a response relayed in full, without building an AccessLogEntry."""
-        part = self.log_part
-        if part is None:
-            cipher, protocol, sni, cert_arn = self.tls
-            part = self.log_part = connection_part_of(self.log_type, self.alb.config.lb_id,
-                                                      f"{self.client_ip}:{self.client_port}", cipher, protocol,
-                                                      sni, cert_arn)
         ua = ex.user_agent
         if ua != self._ua_raw:  # one client connection usually sends one User-Agent
             self._ua_raw, self._ua_field = ua, quoted(ua[:8192] if ua else None)
-        lr = self.lr
         target_time = ex.t_head - ex.t_sent
         status = ex.elb_status
         assert status is not None and ex.target is not None and ex.priority is not None
-        lr.log.write(relayed_line(
-            part, self.alb.clock(), ex.target, ex.t_sent - ex.t0, target_time, status, ex.received_bytes,
-            ex.sent_bytes, "%s %s://%s:%d%s HTTP/%s" % (
-                ex.method.decode("latin-1"), lr.scheme, host_without_port(ex.host) if ex.host else lr.node.address,
-                lr.listener.port, ex.uri, ex.version),
-            self._ua_field, group.tg.arn, quoted(ex.trace) if ex.trace_in is not None else f'"{ex.trace}"',
-            ex.priority, ex.created, '"forward"' if ex.actions == ("forward",) else quoted(",".join(ex.actions)),
+        self.lr.log.write(relayed_line(
+            self._connection_part(), self.alb.clock(), ex.target, ex.t_sent - ex.t0, target_time, status,
+            ex.received_bytes, ex.sent_bytes, self._request_field(ex), self._ua_field, group.tg.arn,
+            quoted(ex.trace) if ex.trace_in is not None else f'"{ex.trace}"', ex.priority, ex.created,
+            '"forward"' if ex.actions == ("forward",) else quoted(",".join(ex.actions)),
             '"-"' if ex.error_reason is None else quoted(ex.error_reason),
             '"-" "-"' if ex.verdict is None else f"{quoted(ex.verdict[0])} {quoted(ex.verdict[1])}"))
         self.alb.metrics.request(target_group=group.tg.name, elb_status=status, target_status=status,
                                  target_time=target_time, received=ex.received_bytes, sent=ex.sent_bytes)
 
+    def _connection_part(self) -> ConnectionPart:
+        """The access-log fields fixed for this connection, rendered on first use."""
+        if self.log_part is None:
+            cipher, protocol, sni, cert_arn = self.tls
+            self.log_part = connection_part_of(self.log_type, self.alb.config.lb_id,
+                                               f"{self.client_ip}:{self.client_port}", cipher, protocol, sni, cert_arn)
+        return self.log_part
+
+    def _request_field(self, ex: Exchange) -> str:
+        """Access-log `request` of a request that was routed: Host without its port (else the node's
+        address), the request target as forwarded."""
+        lr = self.lr
+        return request_field(ex.method.decode("latin-1"), lr.scheme,
+                             host_without_port(ex.host) if ex.host else lr.node.address, lr.listener.port,
+                             ex.uri, f"HTTP/{ex.version}")
+
     def _log_entry(self, ex: Exchange) -> None:
         dispatched = ex.t_sent > 0
         ssl_cipher, ssl_protocol, sni, cert_arn = self.tls
-        version = f"HTTP/{ex.version}"
-        host = host_without_port(ex.host) if ex.host else self.lr.node.address
         entry = AccessLogEntry(
             type=self.log_type, time=self.alb.clock(), elb=self.alb.config.lb_id,
             client=f"{self.client_ip}:{self.client_port}", request_creation_time=ex.created,
@@ -585,8 +586,7 @@ class ClientConnection(asyncio.Protocol):
             response_processing_time=0.0 if dispatched and ex.t_head else None,
             target_status_code=ex.target_status if dispatched else None,
             received_bytes=ex.received_bytes, sent_bytes=ex.sent_bytes,
-            request=request_field(ex.method.decode("latin-1"), self.lr.scheme, host, self.lr.listener.port,
-                                  ex.uri, version),
+            request=self._request_field(ex),
             user_agent=ex.user_agent, ssl_cipher=ssl_cipher, ssl_protocol=ssl_protocol,
             target_group_arn=ex.group.tg.arn if ex.group else None, trace_id=ex.trace, domain_name=sni,
             chosen_cert_arn=cert_arn, matched_rule_priority=ex.priority, actions_executed=ex.actions,
@@ -594,9 +594,7 @@ class ClientConnection(asyncio.Protocol):
         )
         if ex.verdict is not None:
             entry.classification, entry.classification_reason = ex.verdict
-        if self.log_part is None:
-            self.log_part = connection_part(entry)
-        self.lr.log.write(format_entry(entry, self.log_part))
+        self.lr.log.write(format_entry(entry, self._connection_part()))
         self.alb.metrics.request(target_group=ex.group.tg.name if ex.group else None, elb_status=ex.elb_status,
                                  target_status=entry.target_status_code, target_time=entry.target_processing_time,
                                  received=ex.received_bytes, sent=ex.sent_bytes)
@@ -633,9 +631,7 @@ class ClientConnection(asyncio.Protocol):
         )
         if verdict is not None:
             self.alb.metrics.desync_noncompliant()
-        if self.log_part is None:
-            self.log_part = connection_part(entry)
-        self.lr.log.write(format_entry(entry, self.log_part))
+        self.lr.log.write(format_entry(entry, self._connection_part()))
         self.alb.metrics.request(target_group=None, elb_status=status, target_status=None, target_time=None,
                                  received=ex.received_bytes, sent=ex.sent_bytes)
         if status >= 500:

@@ -60,6 +60,8 @@ def process_xff(lines: Sequence[str], *, mode: str, client_ip: str, client_port:
     """Compute the X-Forwarded-For to forward from the received lines (in order)."""
     if mode not in MODES:
         raise ValueError(f"xff mode {mode!r} is not one of {', '.join(MODES)}")
+    if not lines:  # the common case from a client: nothing to combine or count
+        return XffResult(client_entry(client_ip, client_port, client_port_enabled) if mode == "append" else None, 0)
     received = combine(lines)
     count = count_addresses(received)
     if mode == "append":
