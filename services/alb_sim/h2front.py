@@ -306,7 +306,7 @@ class H2ClientConnection(asyncio.Protocol):
                     self._event(event)
                 except Exception as exc:
                     sid = getattr(event, "stream_id", 0)
-                    log_event("error", where="h2 event", event=type(event).__name__, stream=sid, error=repr(exc))
+                    log_event("error", where="h2 event", h2_event=type(event).__name__, stream=sid, error=repr(exc))
                     stream = self.streams.pop(sid, None)
                     if stream is None:
                         raise
