@@ -26,9 +26,14 @@ class Exchange:
     body_buffered = 0
     body_done = False
     reject: tuple[int, str] | None = None
-    url_len = header_bytes = received_bytes = sent_bytes = 0
+    url_len = 0
+    header_bytes = 0
+    received_bytes = 0
+    sent_bytes = 0
     upstream: UpstreamConnection | None = None
-    finished = response_started = resp_chunked = False
+    finished = False
+    response_started = False
+    resp_chunked = False
     elb_status: int | None = None
     target_status: int | None = None
     target: str | None = None
@@ -38,9 +43,13 @@ class Exchange:
     trace: str | None = None
     redirect_url: str | None = None
     error_reason: str | None = None
-    t_pick = t_sent = t_head = 0.0
-    reused = retried = False
-    head = pending_head = b""
+    t_pick = 0.0
+    t_sent = 0.0
+    t_head = 0.0
+    reused = False
+    retried = False
+    head = b""
+    pending_head = b""
     host = ""
     uri = "/"
     user_agent: str | None = None

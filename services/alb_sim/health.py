@@ -16,7 +16,7 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import Generic, Sequence, TypeVar
+from typing import ClassVar, Generic, Sequence, TypeVar
 
 INITIAL, HEALTHY, UNHEALTHY, DRAINING, UNUSED = "initial", "healthy", "unhealthy", "draining", "unused"
 
@@ -56,7 +56,7 @@ class CheckResult:
 class Matcher:
     """Health check success codes: `200`, `200,301`, `200-299` (and combinations)."""
 
-    _SPEC = re.compile(r"^\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*$")
+    _SPEC: ClassVar[re.Pattern[str]] = re.compile(r"^\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*$")
 
     def __init__(self, spec: str) -> None:
         if not self._SPEC.match(spec):
@@ -77,7 +77,7 @@ class TargetHealth:
     `TargetHealth.generation` changes whenever any target is created or changes state, so a
     target group may keep its routable targets until it changes."""
 
-    generation = 0
+    generation: ClassVar[int] = 0  # bumped on every creation and state change
 
     def __init__(self, healthy_threshold: int, unhealthy_threshold: int) -> None:
         TargetHealth.generation += 1

@@ -10,7 +10,7 @@ Labels: `LoadBalancer` and, where AWS has the dimension, `TargetGroup`.
 
 from __future__ import annotations
 
-from collections import Counter
+from collections import Counter, defaultdict
 from typing import Iterable
 
 ELB_CODES_BY_NUMBER = (502, 503, 504, 460, 463)
@@ -21,7 +21,7 @@ class Metrics:
     def __init__(self, load_balancer: str) -> None:
         self.lb = load_balancer
         self.counts: Counter[tuple[str, str]] = Counter()  # (metric, target group or "") -> value
-        self.response_time_sum: Counter[str] = Counter()
+        self.response_time_sum: defaultdict[str, float] = defaultdict(float)
         self.response_time_count: Counter[str] = Counter()
         self.active_connections = 0
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Callable, Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, ClassVar, Iterable, Iterator, NamedTuple, Sequence
 
 from .model import Action, Condition, Listener, QueryPair
 
@@ -154,8 +154,8 @@ class RuleTable:
     (method, path, Host) is remembered (`lookup`): a bounded cache, emptied when full, of short keys
     only. A rule change builds a new table."""
 
-    CACHE_ENTRIES = 4096
-    CACHE_KEY_CHARS = 512
+    CACHE_ENTRIES: ClassVar[int] = 4096
+    CACHE_KEY_CHARS: ClassVar[int] = 512
 
     def __init__(self, listener: Listener) -> None:
         self.rules = tuple(

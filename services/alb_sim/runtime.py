@@ -344,22 +344,6 @@ class NodeState:
         return out
 
 
-@dataclass
-class ListenerRuntime:
-    """One listener as bound on one node."""
-    alb: "AlbRuntime"
-    node: Node
-    listener: Listener
-    rules: RuleTable
-    log: AccessLogWriter
-    ssl_context: ssl.SSLContext | None
-    state: NodeState
-
-    @property
-    def scheme(self) -> str:
-        return "https" if self.listener.protocol == "HTTPS" else "http"
-
-
 class AlbRuntime:
     def __init__(self, config: AlbConfig, loop: asyncio.AbstractEventLoop, *,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
@@ -451,3 +435,19 @@ class AlbRuntime:
             pool.close()
         for log in self.logs.values():
             log.close()
+
+
+@dataclass
+class ListenerRuntime:
+    """One listener as bound on one node."""
+    alb: AlbRuntime
+    node: Node
+    listener: Listener
+    rules: RuleTable
+    log: AccessLogWriter
+    ssl_context: ssl.SSLContext | None
+    state: NodeState
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.listener.protocol == "HTTPS" else "http"

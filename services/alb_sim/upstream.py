@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import Callable, Protocol
+from typing import Callable, ClassVar, Protocol
 
 import httptools
 
@@ -226,10 +226,10 @@ class UpstreamPool:
     """One ALB node's connections to targets: idle keep-alive connections per (ip, port, tls),
     all made from `source` (the node's address; None: the kernel's choice)."""
 
-    MAX_IDLE_PER_KEY = 256
+    MAX_IDLE_PER_KEY: ClassVar[int] = 256
     # One periodic sweep times out waiting requests and closes idle connections: a timer per
     # request cost more CPU than the whole rest of the relay (measured with bench/alb.py).
-    SWEEP_SECONDS = 0.5
+    SWEEP_SECONDS: ClassVar[float] = 0.5
 
     def __init__(self, loop: asyncio.AbstractEventLoop, idle_timeout: float,
                  connect_timeout: float = TARGET_CONNECT_TIMEOUT, *, source: str | None = None) -> None:
