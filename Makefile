@@ -1,6 +1,7 @@
 # static-ingress-lab. Every target is a thin call into `lab` (see README.md).
 #   make up      engine (installs docker.io as root on Debian when missing), then `lab up`: image, certs, the chain
 #   make test    the whole test suite: unit, render and integration (brings the lab up as needed)
+#   (test, unit and bench first compile the ALB simulator for the host's Python: `lab compile`)
 #   make down / status / logs
 
 PYTHON ?= python3
@@ -39,12 +40,15 @@ render: venv
 test: venv
 	@$(LAB) engine --test-tools
 	@$(LAB) build
-	@$(PYTEST) -q tests
+	@$(LAB) compile
+	@LAB_NATIVE=1 $(PYTEST) -q tests
 
 unit: venv
-	@$(PYTEST) -q tests/unit tests/render
+	@$(LAB) compile
+	@LAB_NATIVE=1 $(PYTEST) -q tests/unit tests/render
 
 # Benchmarks (not tests): simulator vs real HAProxy on the same pinned CPUs; prints ratios.
 bench: venv
+	@$(LAB) compile
 	@$(VENV)/bin/python bench/nlb.py
 	@$(VENV)/bin/python bench/alb.py

@@ -217,6 +217,11 @@ def main() -> int:
         return 2
     import trustme
 
+    sys.path.insert(0, str(ROOT))
+    import services.alb_sim  # noqa: F401  # decides, as the simulator process will, which build runs
+    from services import native
+    print(f"bench: ALB simulator runs its {native.state()}"
+          + ("" if native.state().startswith("compiled") else "; `lab compile` (make bench does) builds it"))
     tmp = Path(tempfile.mkdtemp(prefix="alb-bench-"))
     ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
     pem = tmp / "www.pem"

@@ -33,9 +33,11 @@ UPSTREAM_BASE = "debian:bookworm-slim"
 IMAGE_DIR = ROOT / "image"
 WHEEL_DIR = STATE_DIR / "wheels"
 DOCKERD_LOG = Path("/var/log/static-ingress-lab-dockerd.log")
-# What the image's services need: pyproject.toml's `services` extra, the one list of them.
-SERVICE_REQUIREMENTS = tuple(tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-                             ["optional-dependencies"]["services"])
+# What the image's services need and what its build stage compiles with: pyproject.toml's
+# `services` and `native` extras, the one list of each.
+_EXTRAS = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+SERVICE_REQUIREMENTS = tuple(_EXTRAS["services"])
+NATIVE_REQUIREMENTS = tuple(_EXTRAS["native"])
 
 Say = Callable[[str], None]
 
@@ -186,7 +188,7 @@ def download_wheels(arch: str, say: Say = _say) -> Path:
     """Wheels for the image's Python (Debian bookworm: CPython 3.11), fetched on the host."""
     target = WHEEL_DIR / arch
     stamp = target / ".requirements"
-    wanted = "\n".join(SERVICE_REQUIREMENTS)
+    wanted = "\n".join(SERVICE_REQUIREMENTS + NATIVE_REQUIREMENTS)
     if stamp.exists() and stamp.read_text() == wanted:
         return target
     say(f"downloading service wheels for cp311/{arch} on the host ...")
@@ -196,9 +198,16 @@ def download_wheels(arch: str, say: Say = _say) -> Path:
     _run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
           "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
           "--platform", f"manylinux2014_{arch}", "--platform", f"manylinux_2_17_{arch}",
-          "--platform", f"manylinux_2_28_{arch}", "-d", str(target), *SERVICE_REQUIREMENTS], timeout=600)
+          "--platform", f"manylinux_2_28_{arch}", "-d", str(target), *SERVICE_REQUIREMENTS, *NATIVE_REQUIREMENTS],
+         timeout=600)
     stamp.write_text(wanted)
     return target
+
+
+def native_sources() -> list[str]:
+    """What the image's mypyc build reads (services/native.py): the ALB simulator's modules and what they import."""
+    return sorted(str(p.relative_to(ROOT)) for p in [*(ROOT / "services").glob("*.py"),
+                                                      *(ROOT / "services" / "alb_sim").glob("*.py")])
 
 
 def _context_tar(wheels: Path) -> tuple[bytes, str]:
@@ -206,9 +215,16 @@ def _context_tar(wheels: Path) -> tuple[bytes, str]:
     digest = hashlib.sha256()
     with tarfile.open(fileobj=buffer, mode="w") as tar:
         files = [(IMAGE_DIR / "Dockerfile", "Dockerfile")] + [(w, f"wheels/{w.name}") for w in sorted(wheels.glob("*.whl"))]
+        files += [(ROOT / name, f"native-src/{name}") for name in native_sources()]
         for path, name in files:
             tar.add(str(path), arcname=name)
             digest.update(name.encode() + path.read_bytes())
+        for name, requirements in (("services", SERVICE_REQUIREMENTS), ("native", NATIVE_REQUIREMENTS)):
+            text = ("\n".join(requirements) + "\n").encode()
+            info = tarfile.TarInfo(f"requirements/{name}.txt")
+            info.size = len(text)
+            tar.addfile(info, io.BytesIO(text))
+            digest.update(info.name.encode() + text)
     return buffer.getvalue(), digest.hexdigest()[:16]
 
 

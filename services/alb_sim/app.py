@@ -9,6 +9,8 @@ import random
 import time
 from typing import Callable
 
+from services import native
+
 from .admin import AdminApi
 from .config import AlbConfig
 from .healthcheck import start_health_checks
@@ -52,7 +54,7 @@ class AlbSimulator:
                                                           self.config.admin.port, reuse_address=True))
             self.bound = True
             log_event("startup", name=self.config.name, nodes=[n.name for n in self.config.nodes],
-                      listeners=[f"{l.protocol}:{l.port}" for l in self.config.listeners])
+                      listeners=[f"{l.protocol}:{l.port}" for l in self.config.listeners], build=native.state())
             async with asyncio.TaskGroup() as tg:
                 nodes.spawn = tg.create_task
                 gc.freeze()  # start-up objects live forever: keep them out of every later collection

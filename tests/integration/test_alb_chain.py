@@ -95,6 +95,14 @@ def test_more_than_30_xff_addresses_get_463():
     assert entry["elb_status_code"] == "463" and entry["target:port"] == "-"
 
 
+def test_the_alb_runs_the_compiled_build_of_the_source_it_mounts():
+    """The image compiles the per-request modules (mypyc, services/native.py); the container runs
+    that build only because it matches the source mounted at /opt/lab/services."""
+    logs = subprocess.run(["docker", "logs", container_id("alb")], capture_output=True, text=True, timeout=30)
+    startup = [json.loads(l) for l in logs.stdout.splitlines() if '"event": "startup"' in l]
+    assert startup and startup[-1]["build"] == "compiled (/opt/native)", startup
+
+
 def test_access_log_has_one_well_formed_entry_per_request():
     marker = f"/api/log-{time.monotonic_ns()}"
     for i in range(5):

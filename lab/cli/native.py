@@ -1,0 +1,29 @@
+"""`lab compile`: the compiled (mypyc) build of the ALB simulator for this machine's Python.
+
+The lab image compiles its own copy; this one is for what runs on the host: the tests'
+in-process ALB and bench/alb.py. See services/native.py."""
+
+from __future__ import annotations
+
+from lab.errors import LabError
+
+
+def register(verbs) -> None:
+    parser = verbs.add_parser("compile", help="compile the ALB simulator's per-request modules for the host (mypyc)")
+    parser.add_argument("--force", action="store_true", help="rebuild even when the build matches the source")
+    parser.set_defaults(run=run)
+
+
+def run(args) -> int:
+    from services import native
+
+    out = native.default_dir()
+    problem = native.check(out)
+    if problem is None and not args.force:
+        print(f"lab: compiled ALB simulator in {out} is up to date")
+        return 0
+    try:
+        native.build(out, say=lambda message: print(f"lab: {message}", flush=True))
+    except (RuntimeError, OSError) as exc:
+        raise LabError(f"{exc}; needs gcc and the Python headers (Debian: apt-get install gcc python3-dev)") from exc
+    return 0

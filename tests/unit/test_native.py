@@ -1,0 +1,80 @@
+"""The compiled (mypyc) build of the ALB simulator: used only when it matches the source, and the
+source, its fallback, still passes the in-process server tests (services/native.py)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from services import native
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def run_on_source(*pytest_args: str) -> str:
+    """Run pytest in a child process on the ALB's source (LAB_NATIVE=0); its output if it passed."""
+    result = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *pytest_args],
+                            env={**os.environ, "LAB_NATIVE": "0"}, cwd=ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    return result.stdout
+
+
+def test_the_suite_runs_the_build_make_test_asks_for() -> None:
+    """`make test` sets LAB_NATIVE=1 after `lab compile`: this process must run the compiled build."""
+    import services.alb_sim.server as server
+
+    wanted = os.environ.get("LAB_NATIVE")
+    if wanted == "1":
+        assert native.state().startswith("compiled"), native.state()
+        assert server.__file__.endswith(native.check.__globals__["_abi"]())
+    elif wanted == "0":
+        assert native.state() == "source (LAB_NATIVE=0)" and server.__file__.endswith("server.py")
+    else:
+        assert native.state().startswith("compiled") == (native.check(native.default_dir()) is None)
+
+
+def _fake_build(tmp_path: Path, **changes: object) -> Path:
+    build = tmp_path / "native"
+    build.mkdir()
+    manifest = {"abi": native.check.__globals__["_abi"](), "runtime": "nothing__mypyc",
+                "modules": native.source_digests(), **changes}
+    (build / native.MANIFEST).write_text(json.dumps(manifest))
+    return build
+
+
+def test_a_build_of_other_source_or_for_another_python_is_not_used(tmp_path: Path) -> None:
+    assert native.check(tmp_path) == f"no compiled build in {tmp_path}"
+    assert native.check(_fake_build(tmp_path)) is None
+    shutil.rmtree(tmp_path / "native")
+    edited = {**native.source_digests(), "server": "0" * 64}
+    assert native.check(_fake_build(tmp_path, modules=edited)) == "the source changed since the build (run `lab compile`)"
+    shutil.rmtree(tmp_path / "native")
+    other = native.check(_fake_build(tmp_path, abi=".cpython-312-aarch64-linux-gnu.so"))
+    assert other is not None and other.startswith("built for .cpython-312-aarch64-linux-gnu.so")
+
+
+def test_a_stale_or_broken_build_falls_back_to_the_source_or_fails_when_required(tmp_path: Path) -> None:
+    build = _fake_build(tmp_path)  # matches the source, but its runtime library is missing
+    probe = "import services.alb_sim.server as s, services.native as n; print(n.state()); print(s.__file__)"
+    env = {**os.environ, "LAB_NATIVE_DIR": str(build)}
+    env.pop("LAB_NATIVE", None)
+    out = subprocess.run([sys.executable, "-c", probe], env=env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    state, path = out.stdout.splitlines()
+    assert state.startswith("source (compiled build does not load: No module named 'nothing__mypyc'")
+    assert path.endswith("services/alb_sim/server.py")
+    strict = subprocess.run([sys.executable, "-c", probe], env={**env, "LAB_NATIVE": "1"}, cwd=ROOT,
+                            capture_output=True, text=True, timeout=60)
+    assert strict.returncode != 0 and "LAB_NATIVE=1 but compiled build does not load" in strict.stderr
+
+
+def test_the_in_process_alb_passes_its_server_tests_on_the_source_too() -> None:
+    """The source is the reference and the fallback: the in-process ALB's end-to-end tests (HTTP/1.1
+    and HTTP/2, TLS, rules, pooling, errors, the access log) run on it in a child process."""
+    out = run_on_source("tests/unit/test_alb_server.py", "tests/unit/test_alb_h2.py")
+    assert " passed" in out and "failed" not in out
