@@ -25,16 +25,18 @@ import sysconfig
 import tempfile
 from pathlib import Path
 
-PACKAGE = "services.alb_sim"
-# Module by module, what a request touches. Left out: start-up, admin API, health-check prober and
-# node rotation (async code, not per request), config parsing and the HTTP/1 fallback reader.
-MODULES = ("limits", "exchange", "xff", "trace_id", "httpmsg", "access_log", "metrics", "health",
-           "desync", "redirect", "stickiness", "rules", "runtime", "upstream", "server", "h2msg", "h2front")
+# Module by module (paths under services/), what a request touches. Left out: start-up, admin API,
+# health-check prober and node rotation (async code, not per request), config parsing and the
+# HTTP/1 fallback reader.
+MODULES = ("common", *(f"alb_sim/{m}" for m in (
+    "limits", "exchange", "xff", "trace_id", "httpmsg", "access_log", "metrics", "health", "desync", "redirect",
+    "stickiness", "rules", "runtime", "upstream", "server", "h2msg", "h2front")))
 MANIFEST = "manifest.json"
 MYPY_FLAGS = ("--ignore-missing-imports", "--follow-imports=silent", "--python-version=3.11")
 
-SOURCE_DIR = Path(__file__).resolve().parent / "alb_sim"
+SOURCE_DIR = Path(__file__).resolve().parent  # services/
 _state = "source (not checked yet)"
+_active: Path | None = None  # the build in use
 
 
 def default_dir() -> Path:
@@ -45,7 +47,7 @@ def source_digests(source_dir: Path = SOURCE_DIR) -> dict[str, str]:
     return {m: hashlib.sha256((source_dir / f"{m}.py").read_bytes()).hexdigest() for m in MODULES}
 
 
-def _abi() -> str:
+def abi() -> str:
     return str(sysconfig.get_config_var("EXT_SUFFIX"))
 
 
@@ -57,16 +59,16 @@ def check(build_dir: Path, source_dir: Path = SOURCE_DIR) -> str | None:
         return f"no compiled build in {build_dir}"
     except (OSError, ValueError) as exc:
         return f"unreadable manifest in {build_dir}: {exc}"
-    if manifest.get("abi") != _abi():
-        return f"built for {manifest.get('abi')}, this Python loads {_abi()}"
+    if manifest.get("abi") != abi():
+        return f"built for {manifest.get('abi')}, this Python loads {abi()}"
     if manifest.get("modules") != source_digests(source_dir):
         return "the source changed since the build (run `lab compile`)"
     return None
 
 
 def activate(package_path: list[str]) -> str:
-    """Called by services/alb_sim/__init__.py: put a matching build first on the package's path."""
-    global _state
+    """Called by services/__init__.py: put a matching build first on the package's path."""
+    global _state, _active
     build_dir = default_dir()
     if os.environ.get("LAB_NATIVE", "1") == "0":
         _state = "source (LAB_NATIVE=0)"
@@ -84,9 +86,16 @@ def activate(package_path: list[str]) -> str:
             raise ImportError(f"LAB_NATIVE=1 but {problem}")
         _state = f"source ({problem})"
         return _state
-    package_path.insert(0, str(build_dir / "services" / "alb_sim"))
+    _active = build_dir
+    package_path.insert(0, str(build_dir / "services"))
     _state = f"compiled ({build_dir})"
     return _state
+
+
+def extend(subpackage_path: list[str], name: str) -> None:
+    """Called by a subpackage's __init__.py (services/alb_sim): its compiled modules come first too."""
+    if _active is not None:
+        subpackage_path.insert(0, str(_active / "services" / name))
 
 
 def state() -> str:
@@ -96,10 +105,10 @@ def state() -> str:
 
 def build(out: Path, say=print) -> None:
     """Compile MODULES with mypyc into `out` (replaced as a whole, so a failed build leaves none)."""
-    root = SOURCE_DIR.parents[1]
+    root = SOURCE_DIR.parent
     out = out.resolve()
     digests = source_digests()
-    say(f"compiling {len(MODULES)} ALB simulator modules with mypyc into {out} (about a minute) ...")
+    say(f"compiling {len(MODULES)} modules of the ALB simulator with mypyc into {out} (about a minute) ...")
     with tempfile.TemporaryDirectory(prefix="alb-native-") as tmp:
         staged = Path(tmp) / "out"
         script = (
@@ -109,7 +118,7 @@ def build(out: Path, say=print) -> None:
             "paths, c_dir, lib, temp = sys.argv[1].split(','), sys.argv[2], sys.argv[3], sys.argv[4]\n"
             "setup(name='alb-sim-native', script_args=['build_ext', '--build-lib', lib, '--build-temp', temp],\n"
             "      ext_modules=mypycify(paths, opt_level='3', debug_level='0', target_dir=c_dir))\n")
-        paths = [*MYPY_FLAGS, *(f"services/alb_sim/{m}.py" for m in MODULES)]
+        paths = [*MYPY_FLAGS, *(f"services/{m}.py" for m in MODULES)]
         result = subprocess.run([sys.executable, "-c", script, ",".join(paths), str(Path(tmp) / "c"), str(staged),
                                  str(Path(tmp) / "temp")], cwd=root, capture_output=True, text=True)
         if result.returncode != 0:
@@ -124,7 +133,7 @@ def build(out: Path, say=print) -> None:
         runtime = [p.name.split(".")[0] for p in staged.glob("*__mypyc*")]  # named after a hash of the modules
         if len(runtime) != 1:
             raise RuntimeError(f"expected one mypyc runtime library in the build, found {runtime}")
-        (staged / MANIFEST).write_text(json.dumps({"abi": _abi(), "runtime": runtime[0], "modules": digests},
+        (staged / MANIFEST).write_text(json.dumps({"abi": abi(), "runtime": runtime[0], "modules": digests},
                                                   indent=1) + "\n")
         if out.exists():
             shutil.rmtree(out)

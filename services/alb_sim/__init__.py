@@ -1,6 +1,5 @@
-"""The ALB simulator. A compiled build of its per-request modules runs when one matches this
-source (services/native.py); otherwise the source itself."""
+"""The ALB simulator (its compiled modules come first when services/native.py activated a build)."""
 
 from services import native
 
-native.activate(__path__)
+native.extend(__path__, "alb_sim")

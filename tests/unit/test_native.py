@@ -31,7 +31,7 @@ def test_the_suite_runs_the_build_make_test_asks_for() -> None:
     wanted = os.environ.get("LAB_NATIVE")
     if wanted == "1":
         assert native.state().startswith("compiled"), native.state()
-        assert server.__file__.endswith(native.check.__globals__["_abi"]())
+        assert server.__file__.endswith(native.abi())
     elif wanted == "0":
         assert native.state() == "source (LAB_NATIVE=0)" and server.__file__.endswith("server.py")
     else:
@@ -41,7 +41,7 @@ def test_the_suite_runs_the_build_make_test_asks_for() -> None:
 def _fake_build(tmp_path: Path, **changes: object) -> Path:
     build = tmp_path / "native"
     build.mkdir()
-    manifest = {"abi": native.check.__globals__["_abi"](), "runtime": "nothing__mypyc",
+    manifest = {"abi": native.abi(), "runtime": "nothing__mypyc",
                 "modules": native.source_digests(), **changes}
     (build / native.MANIFEST).write_text(json.dumps(manifest))
     return build
@@ -51,7 +51,7 @@ def test_a_build_of_other_source_or_for_another_python_is_not_used(tmp_path: Pat
     assert native.check(tmp_path) == f"no compiled build in {tmp_path}"
     assert native.check(_fake_build(tmp_path)) is None
     shutil.rmtree(tmp_path / "native")
-    edited = {**native.source_digests(), "server": "0" * 64}
+    edited = {**native.source_digests(), "alb_sim/server": "0" * 64}
     assert native.check(_fake_build(tmp_path, modules=edited)) == "the source changed since the build (run `lab compile`)"
     shutil.rmtree(tmp_path / "native")
     other = native.check(_fake_build(tmp_path, abi=".cpython-312-aarch64-linux-gnu.so"))
