@@ -15,7 +15,7 @@ def register(verbs) -> None:
 
 
 def run(args) -> int:
-    from services import native
+    from services import native, native_build
 
     out = native.default_dir()
     problem = native.check(out)
@@ -23,7 +23,7 @@ def run(args) -> int:
         print(f"lab: compiled ALB simulator in {out} is up to date")
         return 0
     try:
-        native.build(out, say=lambda message: print(f"lab: {message}", flush=True))
+        native_build.build(out, say=lambda message: print(f"lab: {message}", flush=True))
     except (RuntimeError, OSError) as exc:
-        raise LabError(f"{exc}; needs gcc and the Python headers (Debian: apt-get install gcc python3-dev)") from exc
+        raise LabError(str(exc)) from exc
     return 0

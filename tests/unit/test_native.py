@@ -78,3 +78,16 @@ def test_the_in_process_alb_passes_its_server_tests_on_the_source_too() -> None:
     and HTTP/2, TLS, rules, pooling, errors, the access log) run on it in a child process."""
     out = run_on_source("tests/unit/test_alb_server.py", "tests/unit/test_alb_h2.py")
     assert " passed" in out and "failed" not in out
+
+
+def test_building_without_a_compiler_or_mypyc_says_what_is_missing(tmp_path: Path, monkeypatch, capsys) -> None:
+    from services import native_build
+
+    monkeypatch.setattr(native_build.shutil, "which", lambda name: None)
+    assert native_build.main([str(tmp_path / "out")]) == 1
+    assert "error: no C compiler: " in capsys.readouterr().err
+    monkeypatch.setattr(native_build.importlib.util, "find_spec", lambda name: None)
+    assert native_build.main([str(tmp_path / "out")]) == 1
+    assert "error: mypyc is not installed for" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+    assert native_build.main(["--bogus"]) == 2
