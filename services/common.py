@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime
-import functools
 import ipaddress
 import signal
 import sys
@@ -14,9 +13,21 @@ from typing import Any, Callable, Coroutine, NoReturn, Protocol
 Address = tuple[str, int]
 
 
-@functools.lru_cache(maxsize=8)
-def _second_prefix(second: int) -> str:
-    return datetime.datetime.fromtimestamp(second, tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+class _SecondPrefix:
+    """The date-and-time part of the last second formatted (each access-log line has two times)."""
+
+    def __init__(self) -> None:
+        self.second = -1
+        self.text = ""
+
+    def of(self, second: int) -> str:
+        if second != self.second:
+            self.text = datetime.datetime.fromtimestamp(second, tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+            self.second = second
+        return self.text
+
+
+_prefix = _SecondPrefix()
 
 
 def iso_time(epoch: float) -> str:
@@ -25,7 +36,7 @@ def iso_time(epoch: float) -> str:
     micros = int(round((epoch - second) * 1_000_000))
     if micros >= 1_000_000:
         second, micros = second + 1, micros - 1_000_000
-    return f"{_second_prefix(second)}{micros:06d}Z"
+    return _prefix.of(second) + "%06dZ" % micros
 
 
 class ListenAddressError(ValueError):

@@ -20,7 +20,7 @@ class TraceIdGenerator:
         self._rng = rng if rng is not None else random.Random()
 
     def new_id(self) -> str:
-        return f"1-{int(self._clock()) & 0xFFFFFFFF:08x}-{self._rng.getrandbits(96):024x}"
+        return "1-%08x-%024x" % (int(self._clock()) & 0xFFFFFFFF, self._rng.getrandbits(96))
 
     def process(self, received: str | None) -> str:
         """Return the header value to forward upstream."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import calendar
+import datetime
 import re
 
 from hypothesis import given, strategies as st
@@ -83,6 +84,19 @@ def test_quotes_and_control_characters_are_escaped() -> None:
 
 def test_iso_time_has_microseconds() -> None:
     assert iso_time(1530570180.186641) == "2018-07-02T22:23:00.186641Z"
+    assert iso_time(1530570180.9999996) == "2018-07-02T22:23:01.000000Z"  # rounds into the next second
+
+
+@given(st.lists(st.floats(min_value=0, max_value=4102444800, allow_nan=False), max_size=20))
+def test_iso_time_equals_datetime_whatever_order_seconds_come_in(epochs: list[float]) -> None:
+    """The date part is remembered for the last second only; times from other seconds, before or
+    after, must still be formatted from scratch."""
+    for epoch in epochs:
+        second = int(epoch // 1)
+        micros = int(round((epoch - second) * 1_000_000))
+        second, micros = (second + 1, micros - 1_000_000) if micros >= 1_000_000 else (second, micros)
+        expected = datetime.datetime.fromtimestamp(second, tz=datetime.timezone.utc).replace(microsecond=micros)
+        assert iso_time(epoch) == expected.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 text = st.text(st.characters(min_codepoint=0, max_codepoint=0x2FF), max_size=30)
