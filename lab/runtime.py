@@ -205,9 +205,9 @@ def download_wheels(arch: str, say: Say = _say) -> Path:
 
 
 def native_sources() -> list[str]:
-    """What the image's mypyc build reads (services/native.py): the ALB simulator's modules and what they import."""
-    return sorted(str(p.relative_to(ROOT)) for p in [*(ROOT / "services").glob("*.py"),
-                                                      *(ROOT / "services" / "alb_sim").glob("*.py")])
+    """What the image's mypyc build reads (services/native.py), relative to the repository."""
+    from services import native
+    return [f"services/{name}" for name in native.inputs()]
 
 
 def _context_tar(wheels: Path) -> tuple[bytes, str]:

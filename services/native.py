@@ -2,9 +2,9 @@
 
 The Python source stays the one implementation; mypyc compiles the modules on the request path
 to C extension modules with the same behaviour (decisions.md #57; services/native_build.py makes
-a build). A build is used only when it was made from exactly the source next to it (a SHA-256 per
-module in its manifest) and imports on this Python; otherwise the source runs, and `state()`
-says why.
+a build). A build is used only when it was made from exactly the source next to it (a SHA-256 of
+each file it read, in its manifest) and imports on this Python; otherwise the source runs, and
+`state()` says why.
 
 LAB_NATIVE=0 runs the source even where a build matches; LAB_NATIVE=1 makes a missing or stale
 build an error (`make test` sets it, so the suite tests what the lab runs).
@@ -37,8 +37,15 @@ def default_dir() -> Path:
     return Path(os.environ.get("LAB_NATIVE_DIR") or Path(__file__).resolve().parents[1] / ".build" / "native")
 
 
+def inputs(source_dir: Path = SOURCE_DIR) -> list[str]:
+    """What a build reads, under services/: the compiled modules and every module they may import
+    from this tree (mypy type-checks them against those; a change in any of them can change what
+    the compiled code may assume)."""
+    return sorted(str(p.relative_to(source_dir)) for p in [*source_dir.glob("*.py"), *source_dir.glob("alb_sim/*.py")])
+
+
 def source_digests(source_dir: Path = SOURCE_DIR) -> dict[str, str]:
-    return {m: hashlib.sha256((source_dir / f"{m}.py").read_bytes()).hexdigest() for m in MODULES}
+    return {name: hashlib.sha256((source_dir / name).read_bytes()).hexdigest() for name in inputs(source_dir)}
 
 
 def abi() -> str:
