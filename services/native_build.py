@@ -44,7 +44,7 @@ def build(out: Path, say=print) -> None:
             "paths, c_dir, lib, temp = sys.argv[1].split(','), sys.argv[2], sys.argv[3], sys.argv[4]\n"
             "setup(name='alb-sim-native', script_args=['build_ext', '--build-lib', lib, '--build-temp', temp],\n"
             "      ext_modules=mypycify(paths, opt_level='3', debug_level='0', target_dir=c_dir))\n")
-        paths = [*MYPY_FLAGS, *(f"services/{m}.py" for m in MODULES)]
+        paths = [*MYPY_FLAGS, f"--cache-dir={Path(tmp) / 'mypy-cache'}", *(f"services/{m}.py" for m in MODULES)]
         result = subprocess.run([sys.executable, "-c", script, ",".join(paths), str(Path(tmp) / "c"), str(staged),
                                  str(Path(tmp) / "temp")], cwd=root, capture_output=True, text=True)
         if result.returncode != 0:

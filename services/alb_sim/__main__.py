@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import signal
 import sys
+from typing import Any, Callable, Coroutine
 
 from .app import AlbSimulator
 from .config import ConfigError, load_config
@@ -38,6 +39,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"alb_sim: {exc}", file=sys.stderr)
         return 2
     sim = AlbSimulator(config, announce=_announce)
+    runner: Callable[[Coroutine[Any, Any, None]], None]
     try:
         import uvloop
         runner = uvloop.run

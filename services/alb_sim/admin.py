@@ -156,7 +156,7 @@ class AdminApi:
         if path == "/target-group-attributes":
             group.attributes = parse_target_group_attributes(_key_values(data), group.attributes)
             log_event("target_group_attributes", target_group=group.tg.name, **{
-                a["Key"]: a["Value"] for a in group.describe_attributes()["Attributes"]})  # type: ignore[index]
+                a["Key"]: a["Value"] for a in group.describe_attributes()["Attributes"]})
             return 200, group.describe_attributes()
         return 404, {"error": f"no such endpoint POST {path}"}
 
@@ -175,6 +175,7 @@ class AdminApi:
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
             writer.close()
             return
+        reply: Any  # JSON-able, or a str for the Prometheus text
         if len(parts) != 3 or length > MAX_BODY:
             status, reply = 400, {"error": "malformed request"}
         else:

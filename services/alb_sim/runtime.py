@@ -232,7 +232,7 @@ class TargetGroupRuntime:
                     return m
         return None
 
-    def describe_attributes(self) -> dict[str, object]:
+    def describe_attributes(self) -> dict[str, list[dict[str, str]]]:
         a = self.attributes
         return {"Attributes": [
             {"Key": "deregistration_delay.timeout_seconds", "Value": str(int(a.deregistration_delay))},

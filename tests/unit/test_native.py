@@ -91,3 +91,14 @@ def test_building_without_a_compiler_or_mypyc_says_what_is_missing(tmp_path: Pat
     assert "error: mypyc is not installed for" in capsys.readouterr().err
     assert not (tmp_path / "out").exists()
     assert native_build.main(["--bogus"]) == 2
+
+
+def test_the_modules_that_call_compiled_code_type_check(tmp_path: Path) -> None:
+    """Compiled functions check their arguments' types at run time, and the build type-checks only
+    the compiled modules. So the whole ALB package, callers too (admin API, config, fallback
+    reader, start-up), must pass mypy: a wrong type there would be a TypeError in the lab only."""
+    result = subprocess.run([sys.executable, "-m", "mypy", "--ignore-missing-imports", "--follow-imports=silent",
+                             "--python-version=3.11", f"--cache-dir={tmp_path}", "services/alb_sim/",
+                             "services/common.py", "services/native.py", "services/native_build.py"],
+                            cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-3000:]
