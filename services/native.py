@@ -20,12 +20,13 @@ import sys
 import sysconfig
 from pathlib import Path
 
-# Module by module (paths under services/), what a request touches. Left out: start-up, admin API,
-# health-check prober and node rotation (async code, not per request), config parsing and the
-# HTTP/1 fallback reader.
+# Module by module (paths under services/), what a request touches, and the configuration model
+# whose objects it reads on every request (compiled, they are native classes too). Left out:
+# start-up, admin API, health-check prober and node rotation (async code, not per request) and
+# the HTTP/1 fallback reader.
 MODULES = ("common", *(f"alb_sim/{m}" for m in (
     "limits", "exchange", "xff", "trace_id", "httpmsg", "access_log", "metrics", "health", "desync", "redirect",
-    "stickiness", "rules", "runtime", "upstream", "server", "h2msg", "h2front")))
+    "stickiness", "rules", "runtime", "upstream", "server", "h2msg", "h2front", "model", "config", "config_changes")))
 MANIFEST = "manifest.json"
 
 SOURCE_DIR = Path(__file__).resolve().parent  # services/
