@@ -444,3 +444,32 @@ def test_request_and_its_reset_in_one_read_is_logged_once_not_an_error(
     c.sock.close()
     with H2ClientContext(lab) as c2:
         assert c2.get("/api/after-reset").status == 200
+
+
+def test_a_failing_event_handler_resets_only_its_stream(lab: Lab, client: H2Client, monkeypatch: pytest.MonkeyPatch,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    """An exception in one stream's event handler is logged and that stream reset; the connection
+    serves on. (The log call once passed `event=`, which is log_event's own first parameter: the
+    TypeError it raised took the whole connection down.) Patches a method, so under the compiled
+    build it runs in a child on the source."""
+    from services import native
+    from services.alb_sim import h2front
+
+    if native.state().startswith("compiled"):
+        from tests.unit.test_native import run_on_source
+        assert "1 passed" in run_on_source(f"{__file__}::test_a_failing_event_handler_resets_only_its_stream")
+        return
+    real = h2front.H2ClientConnection._event
+
+    def failing(self: h2front.H2ClientConnection, event: object) -> None:
+        if isinstance(event, h2.events.DataReceived) and event.data == b"boom":
+            raise RuntimeError("the handler failed")
+        real(self, event)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(h2front.H2ClientConnection, "_event", failing)
+    sid = client.request("/api/boom", method="POST", body=b"boom")
+    assert client.wait(sid)[0].reset == ErrorCodes.INTERNAL_ERROR
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if '"h2 event"' in line]
+    assert logged and logged[0]["h2_event"] == "DataReceived" and logged[0]["stream"] == sid
+    assert "the handler failed" in logged[0]["error"]
+    assert client.get("/api/after-boom").status == 200
