@@ -51,7 +51,7 @@ def test_a_build_of_other_source_or_for_another_python_is_not_used(tmp_path: Pat
     assert native.check(tmp_path) == f"no compiled build in {tmp_path}"
     assert native.check(_fake_build(tmp_path)) is None
     shutil.rmtree(tmp_path / "native")
-    edited = {**native.source_digests(), "alb_sim/config.py": "0" * 64}  # not compiled, but read by the build
+    edited = {**native.source_digests(), "alb_sim/admin.py": "0" * 64}  # not compiled, but read by the build
     assert native.check(_fake_build(tmp_path, modules=edited)) == "the source changed since the build (run `lab compile`)"
     shutil.rmtree(tmp_path / "native")
     other = native.check(_fake_build(tmp_path, abi=".cpython-312-aarch64-linux-gnu.so"))
