@@ -70,9 +70,7 @@ uvloop.run(main())
 '''
 
 
-# `--floor`: the least a Python proxy can do here (uvloop + httptools, TLS, the path rule, XFF, one
-# pooled backend connection per client connection) with none of the ALB's behaviours. It shows how
-# much of the gap to HAProxy is Python's I/O floor and how much the simulator's per-request work.
+# `--floor` (see above): one pooled backend connection per client connection, no ALB behaviour.
 FLOOR = r'''
 import asyncio, ssl, sys, uvloop, httptools
 PEM, PORT, BACKEND_PORT = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
@@ -221,7 +219,7 @@ def main() -> int:
     import services.alb_sim  # noqa: F401  # decides, as the simulator process will, which build runs
     from services import native
     print(f"bench: ALB simulator runs its {native.state()}"
-          + ("" if native.state().startswith("compiled") else "; `lab compile` (make bench does) builds it"))
+          + ("" if native.compiled() else "; `lab compile` (make bench does) builds it"))
     tmp = Path(tempfile.mkdtemp(prefix="alb-bench-"))
     ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
     pem = tmp / "www.pem"

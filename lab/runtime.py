@@ -188,7 +188,8 @@ def download_wheels(arch: str, say: Say = _say) -> Path:
     """Wheels for the image's Python (Debian bookworm: CPython 3.11), fetched on the host."""
     target = WHEEL_DIR / arch
     stamp = target / ".requirements"
-    wanted = "\n".join(SERVICE_REQUIREMENTS + NATIVE_REQUIREMENTS)
+    requirements = SERVICE_REQUIREMENTS + NATIVE_REQUIREMENTS
+    wanted = "\n".join(requirements)
     if stamp.exists() and stamp.read_text() == wanted:
         return target
     say(f"downloading service wheels for cp311/{arch} on the host ...")
@@ -198,8 +199,7 @@ def download_wheels(arch: str, say: Say = _say) -> Path:
     _run([sys.executable, "-m", "pip", "download", "--quiet", "--disable-pip-version-check", "--only-binary=:all:",
           "--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
           "--platform", f"manylinux2014_{arch}", "--platform", f"manylinux_2_17_{arch}",
-          "--platform", f"manylinux_2_28_{arch}", "-d", str(target), *SERVICE_REQUIREMENTS, *NATIVE_REQUIREMENTS],
-         timeout=600)
+          "--platform", f"manylinux_2_28_{arch}", "-d", str(target), *requirements], timeout=600)
     stamp.write_text(wanted)
     return target
 

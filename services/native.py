@@ -103,3 +103,8 @@ def extend(subpackage_path: list[str], name: str) -> None:
 def state() -> str:
     """`compiled (DIR)` or `source (why)`: what this process runs."""
     return _state
+
+
+def compiled() -> bool:
+    """True if this process runs a compiled build."""
+    return _active is not None

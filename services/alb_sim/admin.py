@@ -44,13 +44,13 @@ def _key_values(body: dict[str, Any]) -> dict[str, Any]:
     return {str(a["Key"]): a["Value"] for a in attrs}
 
 
-
 def describe_rules(listener: Any) -> dict[str, Any]:
     """DescribeRules for one listener: its rules by priority, then the default rule (IsDefault),
     the shape both GET and POST /rules answer with (POST: the rules now in force)."""
     return {"Rules": [{**asdict(r), "IsDefault": False} for r in listener.rules]
             + [{"priority": "default", "actions": [asdict(a) for a in listener.default_actions],
                 "IsDefault": True}]}
+
 
 class AdminApi:
     def __init__(self, alb: AlbRuntime, nodes: NodeManager, is_ready: Callable[[], bool]) -> None:

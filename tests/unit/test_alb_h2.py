@@ -452,12 +452,10 @@ def test_a_failing_event_handler_resets_only_its_stream(lab: Lab, client: H2Clie
     serves on. (The log call once passed `event=`, which is log_event's own first parameter: the
     TypeError it raised took the whole connection down.) Patches a method, so under the compiled
     build it runs in a child on the source."""
-    from services import native
     from services.alb_sim import h2front
+    from tests.unit.test_native import ran_on_source_instead
 
-    if native.state().startswith("compiled"):
-        from tests.unit.test_native import run_on_source
-        assert "1 passed" in run_on_source(f"{__file__}::test_a_failing_event_handler_resets_only_its_stream")
+    if ran_on_source_instead(__file__, "test_a_failing_event_handler_resets_only_its_stream"):
         return
     real = h2front.H2ClientConnection._event
 

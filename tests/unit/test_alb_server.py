@@ -594,12 +594,10 @@ def test_relayed_requests_log_what_the_general_formatter_would(lab: Lab, monkeyp
     """Requests relayed in full take the fast log path; for each one, the general path (an
     AccessLogEntry through format_entry) must give the same line and the same metrics. Compiled
     classes cannot be patched, so under the compiled build this runs in a child on the source."""
-    from services import native
     from services.alb_sim import server
+    from tests.unit.test_native import ran_on_source_instead
 
-    if native.state().startswith("compiled"):
-        from tests.unit.test_native import run_on_source
-        assert "1 passed" in run_on_source(f"{__file__}::test_relayed_requests_log_what_the_general_formatter_would")
+    if ran_on_source_instead(__file__, "test_relayed_requests_log_what_the_general_formatter_would"):
         return
 
     fast = server.ClientConnection._log_relayed
