@@ -27,9 +27,19 @@ TRACE_ROOT = re.compile(r"^Root=1-[0-9a-f]{8}-[0-9a-f]{24}$")
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """`n` distinct free ports: all held open until each is chosen, so none is handed out twice."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 class EchoBackend:
@@ -121,8 +131,8 @@ class Lab:
         alb_pem = tmp / "www.lab.test.pem"
         self.ca.issue_cert("www.lab.test").private_key_and_cert_chain_pem.write_to_path(str(alb_pem))
         self.backend_cert = self.ca.issue_cert("backend.lab.test")
-        self.https_port, self.http_port, self.admin_port = free_port(), free_port(), free_port()
-        self.api_port, self.front_port, self.dead_port = free_port(), free_port(), free_port()
+        (self.https_port, self.http_port, self.admin_port,
+         self.api_port, self.front_port, self.dead_port) = free_ports(6)
         self.api, self.front = EchoBackend("api"), EchoBackend("frontend")
         self.log_dir = tmp / "logs"
         hc = {"protocol": "HTTPS", "port": "traffic-port", "path": "/healthz", "interval_seconds": 5,
@@ -172,6 +182,7 @@ class Lab:
         self.lines: list[str] = []
         self.task: asyncio.Task[None] | None = None
         self.sim: AlbSimulator | None = None
+        self.failure: BaseException | None = None  # why the simulator ended while starting
 
     def _run(self) -> None:
         asyncio.set_event_loop(self.loop)
@@ -185,13 +196,20 @@ class Lab:
         sim = self.sim = AlbSimulator(self.config, announce=self.lines.append)
         self.task = asyncio.current_task()
         runner = self.loop.create_task(sim.run())
-        await sim.ready.wait()
-        self.ready.set()
+        ready = self.loop.create_task(sim.ready.wait())
         try:
+            await asyncio.wait((runner, ready), return_when=asyncio.FIRST_COMPLETED)
+            if runner.done():  # it ended before it was ready: say why instead of timing out
+                self.failure = (asyncio.CancelledError() if runner.cancelled() else
+                                runner.exception() or RuntimeError("AlbSimulator.run() returned"))
+                return
+            self.ready.set()
             await runner
         except asyncio.CancelledError:
             pass
         finally:
+            self.ready.set()
+            ready.cancel()
             runner.cancel()
             for s in servers:
                 s.close()
@@ -199,6 +217,7 @@ class Lab:
     def start(self) -> None:
         self.thread.start()
         assert self.ready.wait(10), "simulator did not become ready"
+        assert self.failure is None, f"simulator stopped while starting: {self.failure!r}"
 
     def stop(self) -> None:
         if self.task is not None:
