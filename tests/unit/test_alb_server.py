@@ -42,6 +42,14 @@ def free_ports(n: int) -> list[int]:
             s.close()
 
 
+def listening_socket() -> socket.socket:
+    """A TCP socket listening on a free port of 127.0.0.1, for a server started later."""
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    s.listen(128)
+    return s
+
+
 class EchoBackend:
     """HTTPS (or HTTP) server answering every request with JSON describing what it received."""
 
@@ -131,8 +139,11 @@ class Lab:
         alb_pem = tmp / "www.lab.test.pem"
         self.ca.issue_cert("www.lab.test").private_key_and_cert_chain_pem.write_to_path(str(alb_pem))
         self.backend_cert = self.ca.issue_cert("backend.lab.test")
-        (self.https_port, self.http_port, self.admin_port,
-         self.api_port, self.front_port, self.dead_port) = free_ports(6)
+        # The echo backends listen from here on (no other socket can take their ports before they
+        # start); the simulator's own ports and the dead target's are chosen free, all distinct.
+        self.backend_socks = [listening_socket(), listening_socket()]
+        self.api_port, self.front_port = (s.getsockname()[1] for s in self.backend_socks)
+        self.https_port, self.http_port, self.admin_port, self.dead_port = free_ports(4)
         self.api, self.front = EchoBackend("api"), EchoBackend("frontend")
         self.log_dir = tmp / "logs"
         hc = {"protocol": "HTTPS", "port": "traffic-port", "path": "/healthz", "interval_seconds": 5,
@@ -189,11 +200,17 @@ class Lab:
         self.loop.run_until_complete(self._main())
 
     async def _main(self) -> None:
-        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-        self.backend_cert.configure_cert(ctx)
-        servers = [await self.loop.create_server(self.api.protocol, "127.0.0.1", self.api_port, ssl=ctx),
-                   await self.loop.create_server(self.front.protocol, "127.0.0.1", self.front_port, ssl=ctx)]
-        sim = self.sim = AlbSimulator(self.config, announce=self.lines.append)
+        try:
+            ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self.backend_cert.configure_cert(ctx)
+            api_sock, front_sock = self.backend_socks
+            servers = [await self.loop.create_server(self.api.protocol, sock=api_sock, ssl=ctx),
+                       await self.loop.create_server(self.front.protocol, sock=front_sock, ssl=ctx)]
+            sim = self.sim = AlbSimulator(self.config, announce=self.lines.append)
+        except Exception as exc:  # the backends or the simulator's set-up failed: say so at once
+            self.failure = exc
+            self.ready.set()
+            return
         self.task = asyncio.current_task()
         runner = self.loop.create_task(sim.run())
         ready = self.loop.create_task(sim.ready.wait())
