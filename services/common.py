@@ -28,6 +28,7 @@ class _SecondPrefix:
 
 
 _prefix = _SecondPrefix()
+DIGITS3: tuple[str, ...] = tuple("%03d" % i for i in range(1000))  # "000".."999": no per-call formatting
 
 
 def iso_time(epoch: float) -> str:
@@ -36,7 +37,7 @@ def iso_time(epoch: float) -> str:
     micros = int(round((epoch - second) * 1_000_000))
     if micros >= 1_000_000:
         second, micros = second + 1, micros - 1_000_000
-    return _prefix.of(second) + "%06dZ" % micros
+    return _prefix.of(second) + DIGITS3[micros // 1000] + DIGITS3[micros % 1000] + "Z"
 
 
 class ListenAddressError(ValueError):

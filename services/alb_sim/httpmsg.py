@@ -102,7 +102,7 @@ class Target(NamedTuple):
 
 
 def parse_target(url: bytes) -> Target:
-    if url[:1] == b"/" and b"#" not in url:  # origin form, the common case
+    if url.startswith(b"/") and b"#" not in url:  # origin form, the common case
         path, _, query = url.decode("latin-1").partition("?")
         return Target(path, query, url, None)
     text = url.decode("latin-1")
@@ -122,6 +122,7 @@ def parse_target(url: bytes) -> Target:
 
 
 _FORWARDED_LINES: dict[tuple[str, int], bytes] = {}  # X-Forwarded-Proto/Port lines per listener
+_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}  # response status lines seen from targets
 
 
 def _append_headers(out: list[bytes], headers: Headers, drop: frozenset[bytes]) -> None:
@@ -171,7 +172,12 @@ def build_response_head(status: int, status_text: bytes, headers: Headers, *, fr
     `framing`: `Content-Length: n`, `Transfer-Encoding: chunked` or None (no body, or a
     close-delimited body for an HTTP/1.0 client).
     """
-    out = [b"HTTP/1.1 %d " % status, status_text, b"\r\n"]
+    line = _STATUS_LINES.get((status, status_text))
+    if line is None:
+        line = b"HTTP/1.1 %d %s\r\n" % (status, status_text)
+        if len(_STATUS_LINES) < 256 and len(status_text) <= 64:  # targets send few; stay bounded
+            _STATUS_LINES[(status, status_text)] = line
+    out = [line]
     _append_headers(out, headers, _RESPONSE_DROP)
     if framing is not None:
         out += (framing, b"\r\n")

@@ -14,13 +14,32 @@ from typing import Callable
 Clock = Callable[[], float]
 
 
+BATCH = 64  # random parts drawn at once
+
+
 class TraceIdGenerator:
+    """`new_id()`s are `1-<epoch seconds, 8 hex>-<96 random bits, 24 hex>`. The random parts are
+    drawn BATCH at a time and used from the low bits up: the same ids, in the same order, as one
+    `rng.getrandbits(96)` per id (Random fills getrandbits from the low 32-bit word up)."""
+
     def __init__(self, clock: Clock, rng: random.Random | None = None) -> None:
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
+        self._second = -1
+        self._prefix = ""  # "1-<8 hex>-" of self._second
+        self._random_hex = ""
+        self._left = 0  # random parts not used yet; the next one ends at 24 * self._left
 
     def new_id(self) -> str:
-        return "1-%08x-%024x" % (int(self._clock()) & 0xFFFFFFFF, self._rng.getrandbits(96))
+        second = int(self._clock()) & 0xFFFFFFFF
+        if second != self._second:
+            self._second, self._prefix = second, "1-%08x-" % second
+        left = self._left
+        if left == 0:
+            self._random_hex = "%0*x" % (24 * BATCH, self._rng.getrandbits(96 * BATCH))
+            left = BATCH
+        self._left = left - 1
+        return self._prefix + self._random_hex[24 * left - 24:24 * left]
 
     def process(self, received: str | None) -> str:
         """Return the header value to forward upstream."""

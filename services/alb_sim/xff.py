@@ -21,14 +21,16 @@ the ALB appends is not counted. More than 30 -> 463.
 
 from __future__ import annotations
 
-from typing import NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Sequence
 
 from .limits import MAX_XFF_ADDRESSES
 
 MODES = ("append", "preserve", "remove")
 
 
-class XffResult(NamedTuple):
+@dataclass(slots=True)
+class XffResult:
     value: str | None  # the single X-Forwarded-For to send upstream; None = send none
     address_count: int
 

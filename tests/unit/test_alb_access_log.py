@@ -9,7 +9,7 @@ import re
 from hypothesis import given, strategies as st
 
 from services.alb_sim.access_log import (
-    FIELD_NAMES, AccessLogEntry, connection_part, format_entry, iso_time, malformed_request_field, quoted,
+    FIELD_NAMES, AccessLogEntry, connection_part, format_entry, iso_time, malformed_request_field, millis, quoted,
     relayed_line, request_field,
 )
 
@@ -97,6 +97,19 @@ def test_iso_time_equals_datetime_whatever_order_seconds_come_in(epochs: list[fl
         second, micros = (second + 1, micros - 1_000_000) if micros >= 1_000_000 else (second, micros)
         expected = datetime.datetime.fromtimestamp(second, tz=datetime.timezone.utc).replace(microsecond=micros)
         assert iso_time(epoch) == expected.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def test_processing_times_have_millisecond_precision() -> None:
+    assert [millis(s) for s in (0.0, 0.0004, 0.0005, 0.001, 0.0126, 1.0, 59.9996, 61.5, 3600.25)] == [
+        "0.000", "0.000", "0.001", "0.001", "0.013", "1.000", "60.000", "61.500", "3600.250"]
+    assert millis(-0.002) == "0.000"  # a clock step backwards is never logged as a negative time
+
+
+@given(st.floats(min_value=0, max_value=1e6, allow_nan=False))
+def test_millis_is_printf_3f_away_from_half_milliseconds(seconds: float) -> None:
+    """The table-driven formatter writes what "%.3f" would (it rounds exact halves up, "%.3f" to even)."""
+    if abs((seconds * 1000) % 1 - 0.5) > 1e-6:
+        assert millis(seconds) == "%.3f" % seconds
 
 
 text = st.text(st.characters(min_codepoint=0, max_codepoint=0x2FF), max_size=30)

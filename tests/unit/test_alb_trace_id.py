@@ -46,3 +46,12 @@ def test_format_with_real_randomness() -> None:
 def test_root_of() -> None:
     assert root_of("Self=1-a-b;Root=1-c-d;X=y") == "1-c-d"
     assert root_of("X=y") is None
+
+
+def test_ids_are_one_getrandbits_96_each_in_order_across_batches() -> None:
+    """Drawing the random parts in batches changes no id: the same as one getrandbits(96) per id."""
+    from services.alb_sim.trace_id import BATCH
+    batched = TraceIdGenerator(lambda: EPOCH, random.Random(42))
+    single = random.Random(42)
+    for _ in range(BATCH * 2 + 3):
+        assert batched.new_id() == "1-58337262-%024x" % single.getrandbits(96)
