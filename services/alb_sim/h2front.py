@@ -61,7 +61,7 @@ class H2Stream(ClientConnection):
 
     # --- from the client (H2ClientConnection's events) -----------------------------------
     def begin(self, req: h2msg.H2Request, ended: bool) -> None:
-        ex = Exchange(self.alb.clock(), self.loop.time())
+        ex = Exchange(self.alb.clock(), self.now())
         ex.method, ex.version, ex.host = req.method, "2.0", req.authority
         ex.url.append(req.path)
         ex.url_len = len(req.path)
@@ -108,7 +108,7 @@ class H2Stream(ClientConnection):
     def on_upstream_head(self, status: int, text: bytes, headers: list[tuple[bytes, bytes]],
                          content_length: bytes | None, chunked: bool) -> None:
         ex = self.queue[0]
-        ex.t_head = self.loop.time()
+        ex.t_head = self.now()
         ex.target_status = status
         ex.response_started = True
         fields = h2msg.response_fields(status, headers, content_length=None if chunked else content_length,

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
 import httptools
 
@@ -56,6 +56,7 @@ class ClientConnection(asyncio.Protocol):
         self.alb = lr.alb
         self.pool = lr.state.pool  # this node's connections to targets, from its own address
         self.loop = lr.alb.loop
+        self.now: Callable[[], float] = self.loop.time  # bound once: called several times per request
         self.idle_timeout = lr.alb.attributes.idle_timeout
         if parse:  # an HTTP/2 stream (h2front) gets its request already parsed
             self.parser = httptools.HttpRequestParser(self)
@@ -65,7 +66,7 @@ class ClientConnection(asyncio.Protocol):
         self.closing = False
         self.first_data = True
         self.reading_paused = False
-        self.last_activity = self.loop.time()
+        self.last_activity = self.now()
         self._idle_timer: asyncio.TimerHandle | None = None
         self.client_ip = "-"
         self.client_port = 0
@@ -94,7 +95,7 @@ class ClientConnection(asyncio.Protocol):
         self._arm_idle()
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self.loop.time()
+        self.last_activity = self.now()
         if self.closing:
             return
         if self.first_data:
@@ -152,7 +153,7 @@ class ClientConnection(asyncio.Protocol):
 
     # --- httptools callbacks (the request being parsed is self.current) -----------------
     def on_message_begin(self) -> None:
-        self.current = Exchange(self.alb.clock(), self.loop.time())
+        self.current = Exchange(self.alb.clock(), self.now())
 
     def on_url(self, url: bytes) -> None:
         ex = self.current
@@ -327,7 +328,7 @@ class ClientConnection(asyncio.Protocol):
         member.inflight += 1
         ex.member = member
         ex.target = member.addr
-        ex.t_pick = self.loop.time()
+        ex.t_pick = self.now()
         host = httpmsg.upstream_host(ex.host or None, listener_port=self.lr.listener.port,
                                      preserve=attrs.preserve_host, absolute_authority=target.authority,
                                      dns_name=self.alb.config.dns_name)
@@ -382,7 +383,7 @@ class ClientConnection(asyncio.Protocol):
 
     def _dispatch(self, ex: Exchange, conn: UpstreamConnection, reused: bool) -> None:
         ex.upstream, ex.reused = conn, reused
-        ex.t_sent = self.loop.time()
+        ex.t_sent = self.now()
         conn.start(self, ex.head, head_only=ex.method == b"HEAD")
         if ex.body_buf:
             for chunk in ex.body_buf:
@@ -403,7 +404,7 @@ class ClientConnection(asyncio.Protocol):
     def on_upstream_head(self, status: int, text: bytes, headers: list[tuple[bytes, bytes]],
                          content_length: bytes | None, chunked: bool) -> None:
         ex = self.queue[0]
-        ex.t_head = self.loop.time()
+        ex.t_head = self.now()
         ex.target_status = status
         no_body = ex.method == b"HEAD" or status in (204, 304)
         if no_body:
@@ -530,7 +531,7 @@ class ClientConnection(asyncio.Protocol):
         if self.queue:
             self._start(self.queue[0])
         else:
-            self.last_activity = self.loop.time()
+            self.last_activity = self.now()
 
     def _log(self, ex: Exchange) -> None:
         group = ex.group
@@ -604,7 +605,7 @@ class ClientConnection(asyncio.Protocol):
         """The client sent bytes we cannot parse: answer (after earlier requests), log, close."""
         if self.closing or self.transport is None:
             return
-        ex = self.current or Exchange(self.alb.clock(), self.loop.time())
+        ex = self.current or Exchange(self.alb.clock(), self.now())
         self.current = None
         self._pause_reading()
         if self.queue:  # earlier pipelined requests are still being answered: close after them

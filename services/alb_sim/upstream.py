@@ -11,11 +11,14 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import Callable, ClassVar, Protocol
+from typing import TYPE_CHECKING, Callable, ClassVar
 
 import httptools
 
 from .limits import MAX_RESPONSE_HEADERS, TARGET_CONNECT_TIMEOUT
+
+if TYPE_CHECKING:  # the client side calls on_upstream_*(); typed so the compiled build calls it directly
+    from .server import ClientConnection
 
 PoolKey = tuple[str, int, bool]  # (ip, port, tls)
 
@@ -28,18 +31,6 @@ class UpstreamError(Exception):
         self.kind = kind
         self.status = status
         self.retryable = retryable  # nothing was received: a fresh connection may succeed
-
-
-class UpstreamHandler(Protocol):
-    def on_upstream_interim(self, status: int, text: bytes) -> None: ...
-    def on_upstream_head(self, status: int, text: bytes, headers: list[tuple[bytes, bytes]],
-                         content_length: bytes | None, chunked: bool) -> None: ...
-    def on_upstream_body(self, data: bytes) -> None: ...
-    def on_upstream_data_end(self) -> None: ...
-    def on_upstream_complete(self, reusable: bool) -> None: ...
-    def on_upstream_error(self, error: UpstreamError) -> None: ...
-    def on_upstream_pause_writing(self) -> None: ...
-    def on_upstream_resume_writing(self) -> None: ...
 
 
 def client_tls_context() -> ssl.SSLContext:
@@ -55,9 +46,10 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool = pool
         self.key = key
         self.loop = pool.loop
+        self.now: Callable[[], float] = self.loop.time  # bound once: called on every response
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.handler: UpstreamHandler | None = None
+        self.handler: ClientConnection | None = None  # the client side the response goes to
         self.closed = False
         self.last_activity = 0.0
         self.idle_since = 0.0
@@ -81,15 +73,16 @@ class UpstreamConnection(asyncio.Protocol):
         self.pool.live.add(self)
 
     def data_received(self, data: bytes) -> None:
-        self.last_activity = self.loop.time()
+        self.last_activity = self.now()
         if self.handler is None:
             self.close()  # unsolicited bytes on an idle connection: never reuse it
             return
         self._received_any = True
         try:
             self.parser.feed_data(data)
-            if self.handler is not None:
-                self.handler.on_upstream_data_end()
+            handler = self.current_handler()  # the parser's callbacks may have finished the response
+            if handler is not None:
+                handler.on_upstream_data_end()
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             self._fail(cause if isinstance(cause, UpstreamError) else
@@ -130,12 +123,13 @@ class UpstreamConnection(asyncio.Protocol):
     def on_headers_complete(self) -> None:
         status = self.parser.get_status_code()
         self._keep_alive = self.parser.should_keep_alive()  # only valid in this callback
-        assert self.handler is not None
+        handler = self.handler
+        assert handler is not None
         if 100 <= status < 200:
             if status == 101:  # the ALB drops Upgrade (hop-by-hop): there is nothing to switch to
                 raise UpstreamError("bad_response", 502, "101 Switching Protocols to a request without Upgrade")
             self._interim = True
-            self.handler.on_upstream_interim(status, self._status_text)
+            handler.on_upstream_interim(status, self._status_text)
             return
         content_length = None
         chunked = False
@@ -147,8 +141,8 @@ class UpstreamConnection(asyncio.Protocol):
                 chunked = True
         self._framed = chunked or content_length is not None or status in (204, 304) or self._head_only
         self._head_seen = True
-        self.handler.on_upstream_head(status, self._status_text, self._headers, content_length, chunked)
-        if self._head_only and self.handler is not None:
+        handler.on_upstream_head(status, self._status_text, self._headers, content_length, chunked)
+        if self._head_only and self.current_handler() is not None:
             # httptools cannot be told a HEAD response has no body: finish here, never reuse.
             self._complete(reusable=False)
 
@@ -165,16 +159,21 @@ class UpstreamConnection(asyncio.Protocol):
             self._complete(reusable=self._keep_alive)
 
     # --- used by the ALB request path ------------------------------------------------
+    def current_handler(self) -> ClientConnection | None:
+        """`self.handler` read afresh. After a call that may have changed it, use this: the compiled
+        build keeps mypy's narrowing of `self.handler` across calls and would reject a None."""
+        return self.handler
+
     @property
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
-    def start(self, handler: UpstreamHandler, head: bytes, *, head_only: bool) -> None:
+    def start(self, handler: ClientConnection, head: bytes, *, head_only: bool) -> None:
         assert self.transport is not None
         self.handler = handler
         self._reset_message()
         self._head_only = head_only
-        self.last_activity = self.loop.time()  # the pool's sweep times the response out from here
+        self.last_activity = self.now()  # the pool's sweep times the response out from here
         self.transport.write(head)
 
     def send_body(self, data: bytes, chunked: bool) -> None:
