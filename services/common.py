@@ -37,7 +37,7 @@ def iso_time(epoch: float) -> str:
     micros = int(round((epoch - second) * 1_000_000))
     if micros >= 1_000_000:
         second, micros = second + 1, micros - 1_000_000
-    return _prefix.of(second) + DIGITS3[micros // 1000] + DIGITS3[micros % 1000] + "Z"
+    return f"{_prefix.of(second)}{DIGITS3[micros // 1000]}{DIGITS3[micros % 1000]}Z"
 
 
 class ListenAddressError(ValueError):

@@ -103,8 +103,9 @@ class Target(NamedTuple):
 
 def parse_target(url: bytes) -> Target:
     if url.startswith(b"/") and b"#" not in url:  # origin form, the common case
-        path, _, query = url.decode("latin-1").partition("?")
-        return Target(path, query, url, None)
+        text = url.decode("latin-1")
+        q = text.find("?")
+        return Target(text, "", url, None) if q < 0 else Target(text[:q], text[q + 1:], url, None)
     text = url.decode("latin-1")
     authority = None
     if not text.startswith("/") and "://" in text:

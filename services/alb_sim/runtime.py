@@ -112,12 +112,12 @@ class AccessLogWriter:
     def write(self, line: str) -> None:
         if not self._pending:
             self.loop.call_soon(self.flush)
-        self._pending.append(line + "\n")
+        self._pending.append(line)
         self.lines += 1
 
     def flush(self) -> None:
         if self._pending and not self._file.closed:
-            self._file.write("".join(self._pending))
+            self._file.write("\n".join(self._pending) + "\n")
             self._file.flush()
         self._pending.clear()
 

@@ -74,6 +74,13 @@ class ClientConnection(asyncio.Protocol):
         self.log_part: ConnectionPart | None = None  # the access-log fields fixed for this connection
         self._ua_raw: str | None = None  # the last User-Agent logged, and its quoted field
         self._ua_field = '"-"'
+        # Host-derived values of this connection's last request: the Host received, sent upstream,
+        # and logged (recomputed whenever the Host or routing.http.preserve_host_header changes).
+        self._host_in: str | None = None
+        self._host_preserved = False
+        self._host_out = ""
+        self._log_host_in: str | None = None
+        self._log_host = ""
         self.log_type = lr.scheme  # access-log `type`: http | https (h2 on HTTP/2 streams)
 
     # --- asyncio.Protocol ---------------------------------------------------------------
@@ -329,9 +336,14 @@ class ClientConnection(asyncio.Protocol):
         ex.member = member
         ex.target = member.addr
         ex.t_pick = self.now()
-        host = httpmsg.upstream_host(ex.host or None, listener_port=self.lr.listener.port,
-                                     preserve=attrs.preserve_host, absolute_authority=target.authority,
-                                     dns_name=self.alb.config.dns_name)
+        if target.authority is None and ex.host == self._host_in and attrs.preserve_host == self._host_preserved:
+            host = self._host_out  # the same Host as this connection's last request (usual on keep-alive)
+        else:
+            host = httpmsg.upstream_host(ex.host or None, listener_port=self.lr.listener.port,
+                                         preserve=attrs.preserve_host, absolute_authority=target.authority,
+                                         dns_name=self.alb.config.dns_name)
+            if target.authority is None:
+                self._host_in, self._host_preserved, self._host_out = ex.host, attrs.preserve_host, host
         framing = (b"Transfer-Encoding: chunked" if ex.chunked_in else
                    b"Content-Length: " + ex.content_length if ex.content_length is not None else None)
         ex.head = httpmsg.build_upstream_head(ex.method, target.origin_form, ex.headers, host=host, xff=xff.value,
@@ -571,8 +583,10 @@ class ClientConnection(asyncio.Protocol):
         """Access-log `request` of a request that was routed: Host without its port (else the node's
         address), the request target as forwarded."""
         lr = self.lr
-        return request_field(ex.method.decode("latin-1"), lr.scheme,
-                             host_without_port(ex.host) if ex.host else lr.node.address, lr.listener.port,
+        if ex.host != self._log_host_in:  # else the same Host as this connection's last request
+            self._log_host_in = ex.host
+            self._log_host = host_without_port(ex.host) if ex.host else lr.node.address
+        return request_field(ex.method.decode("latin-1"), lr.scheme, self._log_host, lr.listener.port,
                              ex.uri, f"HTTP/{ex.version}")
 
     def _log_entry(self, ex: Exchange) -> None:

@@ -290,7 +290,9 @@ class UpstreamPool:
         if self.retired:
             conn.close()
             return
-        conns = self.idle.setdefault(conn.key, deque())
+        conns = self.idle.get(conn.key)
+        if conns is None:
+            conns = self.idle[conn.key] = deque()
         if len(conns) >= self.MAX_IDLE_PER_KEY:
             conn.close()
             return

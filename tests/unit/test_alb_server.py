@@ -680,3 +680,35 @@ def test_relayed_requests_log_what_the_general_formatter_would(lab: Lab, monkeyp
     assert wait_for(lambda: len(compared) == 6), len(compared)
     for relayed, general in compared:
         assert len(relayed) == 2 and relayed == general
+
+
+def test_host_follows_each_request_and_a_live_attribute_change_on_one_connection(lab: Lab) -> None:
+    """The Host sent upstream and logged is worked out per request, even on one keep-alive
+    connection whose requests change Host, and after preserve_host_header is modified live."""
+    from tests.unit.test_alb_nodes import admin
+
+    def preserve(value: str) -> None:
+        assert admin(lab, "POST", "/attributes", {"Attributes": [
+            {"Key": "routing.http.preserve_host_header.enabled", "Value": value}]})[0] == 200
+
+    conn = lab.https()
+    sent = []
+    try:
+        for host, flag in [("www.lab.test", None), ("other.lab.test:443", None), ("www.lab.test", None),
+                           ("www.lab.test", "true"), ("other.lab.test:443", None)]:
+            if flag:
+                preserve(flag)
+            status, _, body = lab.get(f"/api/host-{len(sent)}", {"Host": host}, conn=conn)
+            assert status == 200
+            sent.append(header_values(echoed(body), "Host"))
+    finally:
+        preserve("false")
+        conn.close()
+    port = lab.https_port
+    assert sent == [[f"www.lab.test:{port}"], ["other.lab.test"], [f"www.lab.test:{port}"],
+                    ["www.lab.test"], ["other.lab.test:443"]]
+    assert wait_for(lambda: sum("/api/host-" in line for line in lab.log_lines()) == 5)
+    logged = [re.search(r'"GET https://([^/]+)/api/host-(\d)', line) for line in lab.log_lines()]
+    assert [m.groups() for m in logged if m] == [
+        (f"www.lab.test:{port}", "0"), (f"other.lab.test:{port}", "1"), (f"www.lab.test:{port}", "2"),
+        (f"www.lab.test:{port}", "3"), (f"other.lab.test:{port}", "4")]
