@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from typing import Iterable, NamedTuple, Sequence
+from dataclasses import dataclass
+from typing import Iterable, Sequence
 
 Headers = Sequence[tuple[bytes, bytes]]
 
@@ -93,8 +94,10 @@ def upstream_host(received: str | None, *, listener_port: int, preserve: bool,
     return host
 
 
-class Target(NamedTuple):
-    """What a parsed request-target tells us."""
+@dataclass(slots=True)
+class Target:
+    """What a parsed request-target tells us. (A NamedTuple's constructor runs in the interpreter:
+    a native class is several times cheaper to make, once per request.)"""
     path: str
     query: str
     origin_form: bytes
