@@ -52,3 +52,4 @@ bench: venv
 	@$(LAB) compile
 	@$(VENV)/bin/python bench/nlb.py
 	@$(VENV)/bin/python bench/alb.py
+	@$(VENV)/bin/python bench/alb_path.py
