@@ -28,6 +28,8 @@ def resolve_topology_path(name_or_file: str) -> Path:
     if candidate.suffix in (".yaml", ".yml") or candidate.parent != Path("."):
         if candidate.is_file():
             return candidate
+        if candidate.exists():
+            raise TopologyError(f"topology file {name_or_file} is not a regular file")
         raise TopologyError(f"topology file {name_or_file} does not exist")
     named = TOPOLOGY_DIR / f"{name_or_file}.yaml"
     if named.is_file():

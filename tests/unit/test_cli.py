@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,8 +13,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def lab(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, capture_output=True, text=True, timeout=60)
+def lab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lab", *args], cwd=ROOT, capture_output=True, text=True, timeout=60,
+                          env=None if env is None else {**os.environ, **env})
 
 
 def one_line_error(result: subprocess.CompletedProcess) -> str:
@@ -150,6 +152,25 @@ def test_logs_of_an_unknown_service_is_one_line():
     assert "nlb" in services and "client" in services
     assert one_line_error(lab("logs", "nlb", "nosuch")) == (
         f"lab logs: error: no service 'nosuch' in this topology (services: {', '.join(services)})")
+
+
+def test_logs_without_an_engine_says_so_in_one_line():
+    """Was docker-compose's own traceback, then "`docker-compose logs ...` failed (exit 1)"."""
+    result = lab("logs", env={"DOCKER_HOST": "unix:///nonexistent/docker.sock"})
+    assert one_line_error(result).startswith("lab logs: error: cannot reach the Docker engine")
+
+
+@pytest.mark.parametrize("tail", ["-5", "x", "1.5"])
+def test_logs_tail_must_be_a_line_count_or_all(tail):
+    result = lab("logs", "--tail", tail)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"lab logs: error: argument --tail: {tail!r} is not a number of lines (0 or more) or 'all'")
+
+
+def test_topology_path_that_is_not_a_regular_file(tmp_path):
+    assert one_line_error(lab("render", "--topology", str(tmp_path))) == (
+        f"lab render: error: topology file {tmp_path} is not a regular file")
 
 
 def test_alb_tg_attributes_usage_error_names_only_the_missing_argument():
