@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import time
 
 from lab import model as m
@@ -18,10 +19,20 @@ def say(message: str) -> None:
     print(f"lab: {message}", flush=True)
 
 
+def wait_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = float("nan")
+    if not 0 < seconds <= 86400:  # also false for nan
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (more than 0, at most 86400)")
+    return seconds
+
+
 def register(verbs) -> None:
     parser = verbs.add_parser("up", help="bring the whole chain up and wait until it is healthy")
     add_topology_option(parser)
-    parser.add_argument("--timeout", type=float, default=180, help="seconds to wait for health (default 180)")
+    parser.add_argument("--timeout", type=wait_seconds, default=180, help="seconds to wait for health (default 180)")
     parser.set_defaults(run=run)
 
 

@@ -168,6 +168,15 @@ def test_logs_tail_must_be_a_line_count_or_all(tail):
         f"lab logs: error: argument --tail: {tail!r} is not a number of lines (0 or more) or 'all'")
 
 
+@pytest.mark.parametrize("timeout", ["-1", "0", "abc", "nan", "inf"])
+def test_up_timeout_must_be_positive_seconds(timeout):
+    """`--timeout -1` used to start the lab and then wait no time at all."""
+    result = lab("up", "--timeout", timeout)
+    assert result.returncode == 2 and "lab: starting" not in result.stdout
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"lab up: error: argument --timeout: {timeout!r} is not a number of seconds (more than 0, at most 86400)")
+
+
 def test_topology_path_that_is_not_a_regular_file(tmp_path):
     assert one_line_error(lab("render", "--topology", str(tmp_path))) == (
         f"lab render: error: topology file {tmp_path} is not a regular file")
