@@ -77,7 +77,7 @@ class H2Stream(ClientConnection):
             self.request_ended = True
         self.queue.append(ex)
         if self.ended:  # never to be answered (the client's GOAWAY came with it): only logged, 460
-            ex.uri = httpmsg.parse_target(req.path).origin_form.decode("latin-1")
+            ex.uri = httpmsg.parse_target(req.path).uri
             return
         self._start(ex)
 
@@ -108,7 +108,7 @@ class H2Stream(ClientConnection):
     def on_upstream_head(self, status: int, text: bytes, headers: list[tuple[bytes, bytes]],
                          content_length: bytes | None, chunked: bool) -> None:
         ex = self.queue[0]
-        ex.t_head = self.now()
+        ex.t_head = ex.upstream.last_activity if ex.upstream is not None else self.now()  # as the head arrived
         ex.target_status = status
         ex.response_started = True
         fields = h2msg.response_fields(status, headers, content_length=None if chunked else content_length,

@@ -102,13 +102,14 @@ class Target:
     query: str
     origin_form: bytes
     authority: str | None  # from an absolute-form URI
+    uri: str  # origin_form as text (what the access log shows)
 
 
 def parse_target(url: bytes) -> Target:
     if url.startswith(b"/") and b"#" not in url:  # origin form, the common case
         text = url.decode("latin-1")
         q = text.find("?")
-        return Target(text, "", url, None) if q < 0 else Target(text[:q], text[q + 1:], url, None)
+        return Target(text, "", url, None, text) if q < 0 else Target(text[:q], text[q + 1:], url, None, text)
     text = url.decode("latin-1")
     authority = None
     if not text.startswith("/") and "://" in text:
@@ -122,7 +123,7 @@ def parse_target(url: bytes) -> Target:
             text = "/" + text
     path, _, query = text.partition("?")
     path = path.split("#", 1)[0]
-    return Target(path=path, query=query, origin_form=text.encode("latin-1"), authority=authority)
+    return Target(path=path, query=query, origin_form=text.encode("latin-1"), authority=authority, uri=text)
 
 
 _FORWARDED_LINES: dict[tuple[str, int], bytes] = {}  # X-Forwarded-Proto/Port lines per listener

@@ -160,7 +160,7 @@ class ClientConnection(asyncio.Protocol):
 
     # --- httptools callbacks (the request being parsed is self.current) -----------------
     def on_message_begin(self) -> None:
-        self.current = Exchange(self.alb.clock(), self.now())
+        self.current = Exchange(self.alb.clock(), self.last_activity)  # set as these bytes arrived
 
     def on_url(self, url: bytes) -> None:
         ex = self.current
@@ -278,7 +278,7 @@ class ClientConnection(asyncio.Protocol):
             ex.keep_alive = False  # a draining node answers with `Connection: close`
         url = b"".join(ex.url)
         target = httpmsg.parse_target(url)
-        ex.uri = target.origin_form.decode("latin-1")
+        ex.uri = target.uri
         if target.authority:
             ex.host = target.authority
         if ex.reject is not None:
@@ -395,8 +395,8 @@ class ClientConnection(asyncio.Protocol):
 
     def _dispatch(self, ex: Exchange, conn: UpstreamConnection, reused: bool) -> None:
         ex.upstream, ex.reused = conn, reused
-        ex.t_sent = self.now()
-        conn.start(self, ex.head, head_only=ex.method == b"HEAD")
+        ex.t_sent = ex.t_pick if reused else self.now()  # a pooled connection: sent as it was picked
+        conn.start(self, ex.head, head_only=ex.method == b"HEAD", now=ex.t_sent)
         if ex.body_buf:
             for chunk in ex.body_buf:
                 conn.send_body(chunk, ex.chunked_in)
@@ -416,7 +416,7 @@ class ClientConnection(asyncio.Protocol):
     def on_upstream_head(self, status: int, text: bytes, headers: list[tuple[bytes, bytes]],
                          content_length: bytes | None, chunked: bool) -> None:
         ex = self.queue[0]
-        ex.t_head = self.now()
+        ex.t_head = ex.upstream.last_activity if ex.upstream is not None else self.now()  # as the head arrived
         ex.target_status = status
         no_body = ex.method == b"HEAD" or status in (204, 304)
         if no_body:

@@ -168,12 +168,12 @@ class UpstreamConnection(asyncio.Protocol):
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
-    def start(self, handler: ClientConnection, head: bytes, *, head_only: bool) -> None:
+    def start(self, handler: ClientConnection, head: bytes, *, head_only: bool, now: float) -> None:
         assert self.transport is not None
         self.handler = handler
         self._reset_message()
         self._head_only = head_only
-        self.last_activity = self.now()  # the pool's sweep times the response out from here
+        self.last_activity = now  # the pool's sweep times the response out from here
         self.transport.write(head)
 
     def send_body(self, data: bytes, chunked: bool) -> None:
@@ -296,7 +296,8 @@ class UpstreamPool:
         if len(conns) >= self.MAX_IDLE_PER_KEY:
             conn.close()
             return
-        conn.idle_since = self.loop.time()
+        # A connection that carried a response is released as its last bytes arrived.
+        conn.idle_since = conn.last_activity if conn.last_activity else self.loop.time()
         conns.append(conn)
 
     def retire(self) -> int:
