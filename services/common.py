@@ -13,21 +13,27 @@ from typing import Any, Callable, Coroutine, NoReturn, Protocol
 Address = tuple[str, int]
 
 
-class _SecondPrefix:
-    """The date-and-time part of the last second formatted (each access-log line has two times)."""
+class PerSecond:
+    """`format(second)` for whole epoch seconds, formatted again only when the second changes:
+    access-log times, trace ids and Date headers format the same second many times over."""
 
-    def __init__(self) -> None:
+    def __init__(self, format: Callable[[int], str]) -> None:
+        self.format = format
         self.second = -1
         self.text = ""
 
     def of(self, second: int) -> str:
         if second != self.second:
-            self.text = datetime.datetime.fromtimestamp(second, tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+            self.text = self.format(second)
             self.second = second
         return self.text
 
 
-_prefix = _SecondPrefix()
+def _utc_prefix(second: int) -> str:
+    return datetime.datetime.fromtimestamp(second, tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
+
+
+_prefix = PerSecond(_utc_prefix)  # iso_time's date-and-time part
 DIGITS3: tuple[str, ...] = tuple("%03d" % i for i in range(1000))  # "000".."999": no per-call formatting
 
 

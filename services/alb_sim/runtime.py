@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Callable, Coroutine, TextIO
 
 from services.certselect import CertFacts, read_facts, select_by_sni
+from services.common import PerSecond
 
 from .config import (AlbConfig, Certificate, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup,
                      TargetGroupAttributes)
@@ -344,6 +345,10 @@ class NodeState:
         return out
 
 
+def _http_date(second: int) -> str:
+    return email.utils.formatdate(second, usegmt=True)
+
+
 class AlbRuntime:
     def __init__(self, config: AlbConfig, loop: asyncio.AbstractEventLoop, *,
                  clock: Callable[[], float] = time.time, rng: random.Random | None = None) -> None:
@@ -364,8 +369,7 @@ class AlbRuntime:
                          if l.protocol == "HTTPS" else None for l in config.listeners}
         self.tables = {l.port: RuleTable(l) for l in config.listeners}
         self.runtimes: list[ListenerRuntime] = []
-        self._date_second = -1
-        self._date = ""
+        self._date = PerSecond(_http_date)
 
     def node_state(self, node: Node) -> NodeState:
         """A node's run-time state with its own upstream pool, whose connections come from the
@@ -410,11 +414,7 @@ class AlbRuntime:
             ctx.set_alpn_protocols(alpn_protocols(enabled))
 
     def http_date(self) -> str:
-        now = self.clock()
-        if int(now) != self._date_second:
-            self._date_second = int(now)
-            self._date = email.utils.formatdate(now, usegmt=True)
-        return self._date
+        return self._date.of(int(self.clock()))
 
     def choose_group(self, action: ForwardAction) -> TargetGroupRuntime:
         groups = action.target_groups

@@ -11,6 +11,8 @@ from __future__ import annotations
 import random
 from typing import Callable
 
+from services.common import PerSecond
+
 Clock = Callable[[], float]
 
 
@@ -25,21 +27,17 @@ class TraceIdGenerator:
     def __init__(self, clock: Clock, rng: random.Random | None = None) -> None:
         self._clock = clock
         self._rng = rng if rng is not None else random.Random()
-        self._second = -1
-        self._prefix = ""  # "1-<8 hex>-" of self._second
+        self._prefix = PerSecond(_epoch_part)
         self._random_hex = ""
         self._left = 0  # random parts not used yet; the next one ends at 24 * self._left
 
     def new_id(self) -> str:
-        second = int(self._clock()) & 0xFFFFFFFF
-        if second != self._second:
-            self._second, self._prefix = second, "1-%08x-" % second
         left = self._left
         if left == 0:
             self._random_hex = "%0*x" % (24 * BATCH, self._rng.getrandbits(96 * BATCH))
             left = BATCH
         self._left = left - 1
-        return self._prefix + self._random_hex[24 * left - 24:24 * left]
+        return self._prefix.of(int(self._clock())) + self._random_hex[24 * left - 24:24 * left]
 
     def process(self, received: str | None) -> str:
         """Return the header value to forward upstream."""
@@ -51,6 +49,10 @@ class TraceIdGenerator:
         if has_root:
             return ";".join([f"Self={self.new_id()}", *others])
         return ";".join([f"Root={self.new_id()}", *others])
+
+
+def _epoch_part(second: int) -> str:
+    return "1-%08x-" % (second & 0xFFFFFFFF)
 
 
 def _key(field: str) -> str:
