@@ -22,24 +22,9 @@ import uvloop
 
 from services.alb_sim.app import AlbSimulator
 from services.alb_sim.config import load_config
+from tests.ports import free_ports
 
 TRACE_ROOT = re.compile(r"^Root=1-[0-9a-f]{8}-[0-9a-f]{24}$")
-
-
-def free_port() -> int:
-    return free_ports(1)[0]
-
-
-def free_ports(n: int) -> list[int]:
-    """`n` distinct free ports: all held open until each is chosen, so none is handed out twice."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def listening_socket() -> socket.socket:

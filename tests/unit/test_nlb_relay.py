@@ -26,6 +26,7 @@ import uvloop
 from services.nlb_sim.app import NlbApp
 from services.nlb_sim.config import load_config
 from services.nlb_sim.proxy_v2 import NEED_DATA, Command, ProxyDecoder, ProxyHeader
+from tests.ports import free_port
 
 LO = "127.0.0.1"
 HC_IPS = ("127.0.0.3", "127.0.0.4")
@@ -36,12 +37,6 @@ def run(coro: Awaitable[None], timeout: float = 60) -> None:
     async def bounded() -> None:
         await asyncio.wait_for(coro, timeout)
     uvloop.run(bounded())
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("", 0))
-        return s.getsockname()[1]
 
 
 async def wait_until(pred: Callable[[], bool], what: str, timeout: float = 10.0) -> None:

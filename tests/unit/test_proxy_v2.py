@@ -40,6 +40,7 @@ from services.nlb_sim.proxy_v2 import (
     encode_v2_local,
     encode_v2_proxy,
 )
+from tests.ports import free_port
 
 # reference/aws-elb.md section 3: observed NLB bytes (PROPROT test, K8S-57250 tcpdump)
 AWS_PRIVATELINK = bytes.fromhex(
@@ -459,17 +460,11 @@ frontend fe
 """
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def haproxy_port(tmp_path_factory: pytest.TempPathFactory) -> Iterator[int]:
     if not Path(HAPROXY).exists():
         pytest.fail(f"haproxy is not installed at {HAPROXY}: `make test` installs it (lab engine --test-tools)")
-    port = _free_port()
+    port = free_port()
     cfg = tmp_path_factory.mktemp("haproxy") / "haproxy.cfg"
     cfg.write_text(HAPROXY_CFG.format(port=port))
     proc = subprocess.Popen([HAPROXY, "-db", "-f", str(cfg)],
