@@ -44,13 +44,10 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 HAPROXY = "/usr/sbin/haproxy"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.ports import free_ports  # noqa: E402  (distinct, and none a connection can take)
 
 
 BACKEND = r'''
@@ -224,7 +221,7 @@ def main() -> int:
     ca = trustme.CA(key_type=trustme.KeyType.ECDSA)
     pem = tmp / "www.pem"
     ca.issue_cert("www.lab.test", key_type=trustme.KeyType.ECDSA).private_key_and_cert_chain_pem.write_to_path(str(pem))
-    backend_port, alb_port, admin_port, hap_port, floor_port = (free_port() for _ in range(5))
+    backend_port, alb_port, admin_port, hap_port, floor_port = free_ports(5)
     (tmp / "alb.json").write_text(json.dumps(alb_config(pem, alb_port, admin_port, backend_port, tmp / "logs")))
     (tmp / "haproxy.cfg").write_text(haproxy_cfg(pem, hap_port, backend_port))
     py = sys.executable

@@ -30,12 +30,13 @@ import uvloop
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.alb import FLOOR, alb_config, free_port  # noqa: E402
+from bench.alb import FLOOR, alb_config  # noqa: E402
 from services import native  # noqa: E402
 from services.alb_sim.app import AlbSimulator  # noqa: E402
 from services.alb_sim.config import load_config  # noqa: E402
 from services.alb_sim.server import ClientConnection  # noqa: E402
 from services.alb_sim.upstream import UpstreamConnection  # noqa: E402
+from tests.ports import free_ports  # noqa: E402
 
 REQUEST = b"GET /api/bench HTTP/1.1\r\nHost: 127.0.0.1:8443\r\n\r\n"  # what wrk sends
 BODY = b'{"ok":true,"service":"bench"}'
@@ -99,7 +100,7 @@ async def simulator_path(requests: int, rounds: int) -> float:
             str(pem))
         target = await loop.create_server(HealthyTarget, "127.0.0.1", 0)
         target_port = target.sockets[0].getsockname()[1]
-        config = load_config(alb_config(pem, free_port(), free_port(), target_port, Path(tmp) / "logs"))
+        config = load_config(alb_config(pem, *free_ports(2), target_port, Path(tmp) / "logs"))
         sim = AlbSimulator(config, announce=lambda line: None)
         task = loop.create_task(sim.run())
         await sim.ready.wait()
