@@ -71,6 +71,8 @@ class AdminApi:
                 doc = json.loads(body or b"{}")
             except ValueError as exc:
                 return 400, _error("ValidationError", f"request body is not JSON: {exc}")
+            except RecursionError:
+                return 400, _error("ValidationError", "request body is not JSON: nested too deeply")
             if not isinstance(doc, dict):
                 return 400, _error("ValidationError", "request body must be a JSON object")
             handler = getattr(self.app, path.strip("/").replace("-", "_"))

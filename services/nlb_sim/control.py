@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from .config import (HEALTH_CHECK_PROTOCOLS, HEALTH_CHECK_RANGES, RELAXED_MIN_SECONDS, Listener, NlbConfig,
@@ -342,6 +343,7 @@ def _hc_number(key: str, value: Any, relaxed: bool) -> float:
         except ValueError:
             pass
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
+            or (isinstance(value, float) and not math.isfinite(value)) \
             or (not (relaxed and seconds) and value != int(value)):
         raise _constraint(member, value, "be an integer" if not (relaxed and seconds) else "be a number")
     if value < lo:

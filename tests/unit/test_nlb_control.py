@@ -326,6 +326,21 @@ def admin_get(c, url: str) -> tuple[int, Any]:
     return AdminApi(NlbApp(c)).handle("GET", url.encode())
 
 
+@pytest.mark.parametrize("body, message", [
+    (b"{not json", "request body is not JSON: Expecting property name enclosed in double quotes"),
+    (b"\xff\xfe", "request body is not JSON"),
+    (b"[" * 100_000 + b"]" * 100_000, "request body is not JSON: nested too deeply"),
+    (b"[1, 2]", "request body must be a JSON object"),
+    (b"null", "request body must be a JSON object"),
+])
+def test_admin_post_bodies_that_are_not_a_json_object_get_a_validation_error(body: bytes, message: str) -> None:
+    from services.nlb_sim.admin import AdminApi
+    from services.nlb_sim.app import NlbApp
+    status, doc = AdminApi(NlbApp(cfg())).handle("POST", b"/register-targets", body)
+    assert status == 400 and doc["Error"]["Code"] == "ValidationError"
+    assert doc["Error"]["Message"].startswith(message)
+
+
 def test_describe_target_group_attributes_lists_every_key_with_aws_defaults() -> None:
     c = cfg()  # haproxy-https sets only preserve_client_ip, proxy_protocol_v2, deregistration delay
     assert admin_get(c, "/attributes?target_group=haproxy-https") == (200, {"Attributes": [
@@ -464,6 +479,18 @@ def test_modify_target_group_relaxed_limits_allow_sub_second_checks() -> None:
     assert (tg.health_check.interval_seconds, tg.health_check.timeout_seconds) == (0.2, 0.1)
     with pytest.raises(ApiError, match="Member must have value greater than or equal to 0.05"):
         modify_hc(relaxed=True, HealthCheckIntervalSeconds="0.01")
+
+
+@pytest.mark.parametrize("relaxed", [False, True])
+@pytest.mark.parametrize("value", [float("nan"), float("inf"), "nan", "NaN", "inf", "-inf"])
+def test_modify_target_group_rejects_non_finite_numbers(relaxed: bool, value: Any) -> None:
+    """JSON (as Python writes it) and strings can carry NaN and infinity: a health check every
+    NaN seconds, or an integer conversion error, must not get past validation."""
+    for key, member in (("HealthCheckIntervalSeconds", "healthCheckIntervalSeconds"),
+                        ("HealthCheckTimeoutSeconds", "healthCheckTimeoutSeconds"),
+                        ("HealthyThresholdCount", "healthyThresholdCount")):
+        code, message = error(modify_hc, "haproxy-http", relaxed, {key: value})
+        assert code == "ValidationError" and f"at '{member}' failed to satisfy constraint" in message
 
 
 def test_modify_target_group_alb_target_type_needs_an_http_check() -> None:
