@@ -731,7 +731,7 @@ class _Loader:
             if not any(n.az == az for n in nodes):
                 raise pools_node.child(az, None).fail(f"the ALB has no node in AZ {az!r}")
         return m.AlbRotation(
-            drain_seconds=spec.get("drain_seconds", 120).integer(0, 86400, "drain time in seconds"),
+            drain_seconds=spec.get("drain_seconds", 120).integer(0, m.MAX_DRAIN_SECONDS, "drain time in seconds"),
             interval_seconds=spec.get("interval_seconds", 0).integer(0, 604800, "rotation interval in seconds (0 = off)"),
             pools=pools)
 

@@ -197,6 +197,9 @@ class AlbTargetGroup:
     attributes: Mapping[str, str] = field(default_factory=dict)  # validated by services.alb_sim.config
 
 
+MAX_DRAIN_SECONDS = 86400  # alb.rotation.drain_seconds and `lab alb rotate --drain-seconds`
+
+
 @dataclass(frozen=True)
 class AlbRotation:
     """How the ALB's node addresses change (`lab alb rotate`, or every interval_seconds)."""

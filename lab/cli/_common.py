@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from lab import model as m
 from lab.errors import LabError, LabNotRunning
@@ -13,6 +14,22 @@ from lab.render import ROOT, STATE_DIR, compose_path
 from lab.runtime import exec_in
 
 STATE_FILE = STATE_DIR / "state.json"
+
+
+def seconds_arg(low: float, high: float, *, low_allowed: bool) -> Callable[[str], float]:
+    """An argparse type: a number of seconds from `low` (itself allowed or not) to `high`; refuses
+    words, NaN and infinity with a one-line error that names the range."""
+    bounds = f"{'at least' if low_allowed else 'more than'} {low:g}, at most {high:g}"
+
+    def parse(text: str) -> float:
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = float("nan")
+        if not ((low <= seconds if low_allowed else low < seconds) and seconds <= high):  # false for nan
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds ({bounds})")
+        return seconds
+    return parse
 
 
 def add_topology_option(parser) -> None:

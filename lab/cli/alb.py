@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from lab import model as m
-from lab.cli._common import admin_request, alb_admin_url, current_topology, parse_key_values, require_running
+from lab.cli._common import (admin_request, alb_admin_url, current_topology, parse_key_values, require_running,
+                             seconds_arg)
 from lab.errors import LabError
 from lab.load import read_yaml_file
 from lab.runtime import docker_client
@@ -72,7 +73,8 @@ def register(verbs) -> None:
     p = sub.add_parser("nodes", help="the ALB's nodes (active and draining)")
     p.set_defaults(run=run_nodes)
     p = sub.add_parser("rotate", help="move the ALB to new node addresses (DNS updated, old nodes drain)")
-    p.add_argument("--drain-seconds", type=float, default=None, help="how long old nodes keep serving")
+    p.add_argument("--drain-seconds", type=seconds_arg(0, m.MAX_DRAIN_SECONDS, low_allowed=True), default=None,
+                   help="how long old nodes keep serving (default: the topology's alb.rotation.drain_seconds)")
     p.set_defaults(run=run_rotate)
     p = sub.add_parser("target-health", aliases=["describe-target-health"], help="DescribeTargetHealth")
     p.add_argument("target_group", nargs="?")

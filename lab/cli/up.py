@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import argparse
 import time
 
 from lab import model as m
 from lab.certs import ensure_certificates
 from lab.cli._common import (add_topology_option, clear_state, compose_file_in_use, running_state, save_state,
-                             target_health)
+                             seconds_arg, target_health)
 from lab.errors import EngineError, LabError
 from lab.load import load_topology
 from lab.render import ROOT, compose_path, render_all
@@ -19,20 +18,11 @@ def say(message: str) -> None:
     print(f"lab: {message}", flush=True)
 
 
-def wait_seconds(text: str) -> float:
-    try:
-        seconds = float(text)
-    except ValueError:
-        seconds = float("nan")
-    if not 0 < seconds <= 86400:  # also false for nan
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (more than 0, at most 86400)")
-    return seconds
-
-
 def register(verbs) -> None:
     parser = verbs.add_parser("up", help="bring the whole chain up and wait until it is healthy")
     add_topology_option(parser)
-    parser.add_argument("--timeout", type=wait_seconds, default=180, help="seconds to wait for health (default 180)")
+    parser.add_argument("--timeout", type=seconds_arg(0, 86400, low_allowed=False), default=180,
+                        help="seconds to wait for health (default 180)")
     parser.set_defaults(run=run)
 
 

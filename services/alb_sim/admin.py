@@ -26,6 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .config_changes import (ConfigError, parse_attributes, parse_listener_rules, parse_target_group_attributes,
                              parse_targets, ip_target_error)
+from .config import MAX_DRAIN_SECONDS
 from .nodes import NodeManager, RotationError
 from .runtime import AlbRuntime, TargetGroupRuntime, log_event
 
@@ -59,7 +60,10 @@ class AdminApi:
         self.is_ready = is_ready
 
     def _group(self, name: Any) -> TargetGroupRuntime | Reply:
-        group = self.alb.groups.get(str(name)) if name else None
+        if not isinstance(name, str) or not name:
+            return _error(400, "ValidationError", f"TargetGroupName: expected the name of a target group, got {name!r}"
+                          f" (target groups: {', '.join(sorted(self.alb.groups))})")
+        group = self.alb.groups.get(name)
         if group is None:
             return _error(404, "TargetGroupNotFound", f"Target group '{name}' not found"
                           f" (target groups: {', '.join(sorted(self.alb.groups))})")
@@ -90,7 +94,11 @@ class AdminApi:
         if route == ("GET", "/nodes"):
             return 200, self.nodes.describe()
         if route == ("GET", "/rules"):
-            port = int(query.get("port", "0") or 0)
+            raw_port = query.get("port", "0")
+            if not (raw_port.isascii() and raw_port.isdigit()):
+                return _error(400, "ValidationError", f"port: {raw_port!r} is not a port number "
+                              f"(ports: {', '.join(map(str, self.alb.listeners))})")
+            port = int(raw_port)
             listener = self.alb.listeners.get(port)
             if listener is None:
                 return _error(404, "ListenerNotFound", f"no listener on port {port} "
@@ -101,7 +109,7 @@ class AdminApi:
                 "error": f"no such endpoint {method} {url.path}"}
         try:
             data = json.loads(body or b"{}")
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             return _error(400, "ValidationError", "the request body is not JSON")
         if not isinstance(data, dict):
             return _error(400, "ValidationError", "the request body must be a JSON object")
@@ -113,8 +121,11 @@ class AdminApi:
     async def _post(self, path: str, data: dict[str, Any]) -> Reply:
         if path == "/rotate":
             drain = data.get("DrainSeconds")
-            if drain is not None and (not isinstance(drain, (int, float)) or isinstance(drain, bool) or drain < 0):
-                return _error(400, "ValidationError", f"DrainSeconds: {drain!r} is not a number of seconds >= 0")
+            # as the topology's alb.rotation.drain_seconds; also refuses NaN and infinity (JSON as Python writes it)
+            if drain is not None and (not isinstance(drain, (int, float)) or isinstance(drain, bool)
+                                      or not 0 <= drain <= MAX_DRAIN_SECONDS):
+                return _error(400, "ValidationError", f"DrainSeconds: {drain!r} is not a number of seconds "
+                              f"from 0 to {MAX_DRAIN_SECONDS}")
             try:
                 return 200, await self.nodes.rotate(None if drain is None else float(drain))
             except RotationError as exc:

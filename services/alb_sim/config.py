@@ -35,6 +35,8 @@ class ConfigError(Exception):
     """The configuration is invalid; the message is meant for a human, verbatim."""
 
 
+MAX_DRAIN_SECONDS = 86400  # a rotation's drain time, in the topology and `lab alb rotate`
+
 # Attribute keys AWS accepts on an application load balancer; only some have an effect here.
 KNOWN_ATTRIBUTES = frozenset({
     "access_logs.s3.enabled", "access_logs.s3.bucket", "access_logs.s3.prefix",
@@ -174,7 +176,8 @@ def _cidr(value: Any, path: str, ctx: _Ctx) -> str | None:
 
 
 def _rotation(d: dict[str, Any], nodes: tuple[Node, ...], ctx: _Ctx) -> Rotation:
-    drain = ctx.integer(d.get("drain_seconds", 120), "rotation.drain_seconds", 0, 86400, "drain time in seconds")
+    drain = ctx.integer(d.get("drain_seconds", 120), "rotation.drain_seconds", 0, MAX_DRAIN_SECONDS,
+                        "drain time in seconds")
     interval = ctx.integer(d.get("interval_seconds", 0), "rotation.interval_seconds", 0, 86400 * 7,
                            "rotation interval in seconds (0 = off)")
     pools: dict[str, tuple[str, ...]] = {}

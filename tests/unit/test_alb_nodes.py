@@ -150,12 +150,37 @@ def test_register_and_deregister_targets(rlab: Lab) -> None:
         {"Key": "deregistration_delay.timeout_seconds", "Value": "3601"}]}, "ValidationError",
      "Target group attribute value '3601' is not valid for 'deregistration_delay.timeout_seconds' (0-3600)"),
     ("/rules", {"Port": 0, "Rules": []}, "ListenerNotFound", "no listener on port 0"),
-    ("/rotate", {"DrainSeconds": -1}, "ValidationError", "DrainSeconds: -1 is not a number of seconds >= 0"),
+    ("/register-targets", {"TargetGroupName": ["api"], "Targets": []}, "ValidationError",
+     "TargetGroupName: expected the name of a target group, got ['api'] (target groups: api,"),
+    ("/deregister-targets", {"Targets": []}, "ValidationError",
+     "TargetGroupName: expected the name of a target group, got None"),
+    ("/rotate", {"DrainSeconds": -1}, "ValidationError", "DrainSeconds: -1 is not a number of seconds from 0 to 86400"),
+    ("/rotate", {"DrainSeconds": 86401}, "ValidationError", "DrainSeconds: 86401 is not a number of seconds"),
+    ("/rotate", {"DrainSeconds": float("nan")}, "ValidationError", "DrainSeconds: nan is not a number of seconds"),
+    ("/rotate", {"DrainSeconds": float("inf")}, "ValidationError", "DrainSeconds: inf is not a number of seconds"),
+    ("/rotate", {"DrainSeconds": "5"}, "ValidationError", "DrainSeconds: '5' is not a number of seconds"),
 ])
 def test_admin_writes_are_validated(rlab: Lab, path: str, body: Any, code: str, message: str) -> None:
     status, doc = admin(rlab, "POST", path, body)
     assert status >= 400 and doc["Error"]["Code"] == code
     assert message in doc["Error"]["Message"]
+
+
+@pytest.mark.parametrize("method, path, body, message", [
+    ("POST", "/attributes", b"{not json", "the request body is not JSON"),
+    ("POST", "/attributes", b"[" * 100_000 + b"]" * 100_000, "the request body is not JSON"),  # nested too deeply
+    ("POST", "/rotate", b"[1]", "the request body must be a JSON object"),
+    ("GET", "/rules?port=abc", None, "port: 'abc' is not a port number (ports: "),
+    ("GET", "/rules?port=%D9%A3", None, "port: '\u0663' is not a port number"),  # a digit, but not 0-9
+])
+def test_admin_bad_requests_get_a_validation_error(rlab: Lab, method: str, path: str, body: bytes | None,
+                                                   message: str) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", rlab.admin_port, timeout=30)
+    conn.request(method, path, body=body)
+    resp = conn.getresponse()
+    doc = json.loads(resp.read())
+    assert (resp.status, doc["Error"]["Code"]) == (400, "ValidationError")
+    assert doc["Error"]["Message"].startswith(message)
 
 
 def test_modify_attributes_and_rules_live(rlab: Lab) -> None:

@@ -177,6 +177,16 @@ def test_up_timeout_must_be_positive_seconds(timeout):
         f"lab up: error: argument --timeout: {timeout!r} is not a number of seconds (more than 0, at most 86400)")
 
 
+@pytest.mark.parametrize("drain", ["-1", "86401", "abc", "nan", "inf"])
+def test_alb_rotate_drain_seconds_must_be_a_number_of_seconds(drain):
+    """`nan` used to reach the ALB, which accepted it as a drain time."""
+    result = lab("alb", "rotate", "--drain-seconds", drain)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == (
+        f"lab alb rotate: error: argument --drain-seconds: {drain!r} is not a number of seconds "
+        "(at least 0, at most 86400)")
+
+
 def test_topology_path_that_is_not_a_regular_file(tmp_path):
     assert one_line_error(lab("render", "--topology", str(tmp_path))) == (
         f"lab render: error: topology file {tmp_path} is not a regular file")
