@@ -185,7 +185,7 @@ class ZoneState:
         name = zonemod.normalize_name(name_text, "name")
         try:
             raw = json.loads(body)
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # Recursion: nested too deeply
             raise ZoneError("body", f"not valid JSON ({exc})") from None
         rrset = zonemod.parse_rrset(name, raw)
         overrides = self._overrides.put(rrset)

@@ -327,7 +327,7 @@ def parse_zone(doc: object, source: str | None = None) -> Zone:
 def parse_zone_text(text: str | bytes, source: str | None = None) -> Zone:
     try:
         doc = json.loads(text)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:  # Recursion: nested too deeply
         raise ZoneError("zone file", f"not valid JSON ({exc})", source) from None
     return parse_zone(doc, source)
 

@@ -299,6 +299,7 @@ def test_admin_put_delete_and_persist_across_reloads(server: ServerThread, zone_
         ("PUT", "/records/www.lab.test", {"type": "CNAME", "ttl": 5, "values": ["v6.lab.test"]}, 400,
          "type: www.lab.test would have a CNAME and A record sets; a CNAME must be the only record set at its name"),
         ("PUT", "/records/www.lab.test", "{oops", 400, None),
+        ("PUT", "/records/www.lab.test", "[" * 5000 + "]" * 5000, 400, None),  # json's recursion limit
         ("POST", "/records", {}, 405, "method POST not allowed on /records (allowed: GET)"),
         ("GET", "/zones", None, 404, "no such resource: /zones (try /records or /records/<name>)"),
     ],

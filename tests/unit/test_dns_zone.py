@@ -150,6 +150,8 @@ def test_invalid_json_and_unreadable_file(tmp_path: Path) -> None:
         parse_zone_text('{"records": [', "zone.json")
     assert str(info.value).startswith("zone file: not valid JSON (Expecting value: line 1 column 14")
     assert str(info.value).endswith(" in zone.json")
+    with pytest.raises(ZoneError, match="^zone file: not valid JSON"):
+        parse_zone_text("[" * 5000 + "]" * 5000, "zone.json")  # deeper than json's recursion limit
     missing = tmp_path / "missing.json"
     with pytest.raises(ZoneError) as info:
         load_zone_file(missing)
