@@ -52,7 +52,12 @@ def read_yaml_file(path: Path, what: str, shown: str | None = None, error: type[
     report: '<file>: not valid YAML at line L, column C: <problem>', 'cannot read <what> <file>: ...'."""
     shown = shown or str(path)
     try:
-        return yaml.safe_load(path.read_text())
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[:exc.start].count(b"\n") + 1
+        raise error(f"{shown}: not valid YAML at line {line}: not UTF-8 text (byte 0x{exc.object[exc.start]:02x})") from None
+    except RecursionError:  # PyYAML recurses once per level of nesting
+        raise error(f"{shown}: not valid YAML: nested too deeply") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

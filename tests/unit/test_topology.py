@@ -181,6 +181,21 @@ def test_bad_yaml_reports_line(tmp_path):
     assert str(caught.value).startswith(f"{path}: not valid YAML at line 3")
 
 
+@pytest.mark.parametrize("content, message", [
+    (b"name: x\nnlb: \xff\xfe\n", "not valid YAML at line 2: not UTF-8 text (byte 0xff)"),
+    (b"\x89PNG\r\n\x1a\n", "not valid YAML at line 1: not UTF-8 text (byte 0x89)"),
+    (b"name: x\nnlb: " + b"[" * 5000 + b"]" * 5000 + b"\n", "not valid YAML: nested too deeply"),
+    (b"name: x\nnlb: " + b"{a: " * 3000 + b"1" + b"}" * 3000 + b"\n", "not valid YAML: nested too deeply"),
+])
+def test_topology_file_that_is_not_readable_yaml_is_one_line(tmp_path, content, message):
+    """Binary files and nesting deeper than PyYAML's recursion used to end in a traceback."""
+    path = tmp_path / "bad.yaml"
+    path.write_bytes(content)
+    with pytest.raises(TopologyError) as caught:
+        load_topology(str(path))
+    assert str(caught.value) == f"{path}: {message}"
+
+
 CERTS = {"api": {"domain_name": "api.lab.test"},
          "apps": {"domain_name": "*.apps.lab.test", "subject_alternative_names": ["apps.lab.test"],
                   "key_algorithm": "RSA_2048"}}
