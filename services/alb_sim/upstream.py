@@ -125,20 +125,27 @@ class UpstreamConnection(asyncio.Protocol):
         self._keep_alive = self.parser.should_keep_alive()  # only valid in this callback
         handler = self.handler
         assert handler is not None
-        if 100 <= status < 200:
-            if status == 101:  # the ALB drops Upgrade (hop-by-hop): there is nothing to switch to
-                raise UpstreamError("bad_response", 502, "101 Switching Protocols to a request without Upgrade")
-            self._interim = True
-            handler.on_upstream_interim(status, self._status_text)
-            return
+        if not 100 <= status <= 599:  # llhttp takes any three digits (decisions.md #59)
+            raise UpstreamError("bad_response", 502, f"status code {status:03d} is outside 100-599")
         content_length = None
         chunked = False
+        framed = False
         for name, value in self._headers:
             lname = name.lower()
             if lname == b"content-length":
                 content_length = value.strip()
-            elif lname == b"transfer-encoding" and b"chunked" in value.lower():
-                chunked = True
+            elif lname == b"transfer-encoding":
+                framed = True
+                chunked = chunked or b"chunked" in value.lower()
+        if status < 200:
+            if status == 101:  # the ALB drops Upgrade (hop-by-hop): there is nothing to switch to
+                raise UpstreamError("bad_response", 502, "101 Switching Protocols to a request without Upgrade")
+            if framed or content_length is not None:  # llhttp would read a body into it (decisions.md #59)
+                raise UpstreamError("bad_response", 502, f"{status} interim response with Content-Length or "
+                                    "Transfer-Encoding")
+            self._interim = True
+            handler.on_upstream_interim(status, self._status_text)
+            return
         self._framed = chunked or content_length is not None or status in (204, 304) or self._head_only
         self._head_seen = True
         handler.on_upstream_head(status, self._status_text, self._headers, content_length, chunked)
@@ -147,6 +154,8 @@ class UpstreamConnection(asyncio.Protocol):
             self._complete(reusable=False)
 
     def on_body(self, body: bytes) -> None:
+        if self._interim:  # a 1xx has no content: never relay bytes as if it had
+            raise UpstreamError("bad_response", 502, "body bytes in an interim (1xx) response")
         if self.handler is not None:
             self.handler.on_upstream_body(body)
 

@@ -43,6 +43,7 @@ class EchoBackend:
         self.connections = 0
         self.requests: list[dict[str, Any]] = []
         self.health_checks: list[dict[str, Any]] = []
+        self.raw_reply = b""  # what a request for */raw* gets, verbatim, before the connection closes
         self._ids = itertools.count(1)
 
     def protocol(self) -> asyncio.Protocol:
@@ -82,6 +83,10 @@ class EchoBackend:
                           "body_bytes": self.body, "peer": self.transport.get_extra_info("peername")[0]}
                 ua = [v for k, v in self.headers if k.lower() == "user-agent"]
                 (backend.health_checks if ua == ["ELB-HealthChecker/2.0"] else backend.requests).append(record)
+                if b"/raw" in self.url:  # any bytes at all (test_fuzz_alb's target responses)
+                    self.transport.write(backend.raw_reply)
+                    self.transport.close()
+                    return
                 if self.url.startswith(b"/api/slow"):
                     return  # never answer
                 if self.url.startswith(b"/api/late"):  # answer 0.3 s later
@@ -609,6 +614,40 @@ def test_target_switching_protocols_unasked_is_502(lab: Lab, capsys: pytest.Capt
     assert status == 502 and b"502 Bad Gateway" in body
     assert "HttpParserUpgrade" not in capsys.readouterr().out
     assert lab.get("/api/after-switch")[0] == 200
+
+
+@pytest.mark.parametrize("code", [b"099", b"000", b"600", b"999"])
+def test_target_status_outside_100_to_599_is_502(lab: Lab, code: bytes) -> None:
+    """llhttp takes any three digits: `099` was relayed as `HTTP/1.1 99 OK` (decisions.md #59)."""
+    lab.api.raw_reply = b"HTTP/1.1 " + code + b" OK\r\nContent-Length: 5\r\n\r\nhello"
+    before = len(lab.log_lines())
+    try:
+        status, _, body = lab.get("/api/raw")
+    finally:
+        lab.api.raw_reply = b""
+    assert status == 502 and b"502 Bad Gateway" in body
+    assert wait_for(lambda: len(lab.log_lines()) > before, 2.0)
+    fields = re.findall(r'"[^"]*"|\S+', lab.log_lines()[before])
+    assert (fields[8], fields[9]) == ("502", "-")  # elb_status_code, target_status_code
+
+
+@pytest.mark.parametrize("reply", [
+    b"HTTP/1.1 199 OK\r\nContent-Length: 5\r\n\r\nhello",
+    b"HTTP/1.1 100 Continue\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+])
+def test_interim_response_that_announces_a_body_is_502(lab: Lab, reply: bytes) -> None:
+    """llhttp reads a body into a 1xx that has Content-Length or Transfer-Encoding; relayed, those
+    bytes followed the interim status line as if they were the next response (decisions.md #59)."""
+    lab.api.raw_reply = reply
+    try:
+        sock = lab.raw_tls()
+        sock.sendall(b"GET /api/raw HTTP/1.1\r\nHost: www.lab.test\r\nConnection: close\r\n\r\n")
+        out, rest = read_response(sock)
+        sock.close()
+    finally:
+        lab.api.raw_reply = b""
+    assert out.startswith(b"HTTP/1.1 502 Bad Gateway\r\n"), out[:200]
+    assert b"hello" not in out + rest
 
 
 def test_relayed_requests_log_what_the_general_formatter_would(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -1,4 +1,5 @@
-"""Property tests: mutated and random bytes at the ALB simulator's HTTP/1.1 and HTTP/2 front ends.
+"""Property tests: mutated and random bytes at the ALB simulator's HTTP/1.1 and HTTP/2 front ends,
+and from its targets.
 
 A real simulator runs in-process (the `Lab` of test_alb_server). Whatever arrives, it must answer with
 an HTTP status or close the connection; no handler may fail (its error log and the event loop's
@@ -10,9 +11,11 @@ import socket
 import ssl
 import struct
 from collections.abc import Iterator
+from types import SimpleNamespace
 from typing import Any
 
 import h2.connection
+import httptools
 import h2.config
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -206,3 +209,81 @@ def test_h2_still_serving_after_fuzzing(fuzz_lab: tuple[Lab, Recorder]) -> None:
     with H2ClientContext(lab) as client:
         assert client.get("/fixed").status == 418
     assert rec.errors == []
+
+
+# --- target responses --------------------------------------------------------------------------
+
+VALID_RESPONSES = [
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\nhello",
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
+    b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\n\r\nclose-delimited body",
+    b"HTTP/1.1 204 No Content\r\nContent-Length: 0\r\n\r\n",
+    b"HTTP/1.1 304 Not Modified\r\nETag: x\r\n\r\n",
+    b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 302 Found\r\nLocation: /x\r\nSet-Cookie: a=b\r\nConnection: keep-alive, x\r\nContent-Length: 0\r\n\r\n",
+]
+
+response_header_lines = st.sampled_from([
+    b"Content-Length: 99", b"Content-Length: -1", b"Content-Length: 1, 2", b"Content-Length: 99999999999999999999999",
+    b"Transfer-Encoding: chunked", b"Transfer-Encoding: gzip", b"Connection: close", b"Upgrade: h2c",
+    b"Set-Cookie: AWSALB=forged", b"X: " + b"a" * 33000, b"Bad Header: x", b"\x00: y", b" folded", b"X:\x01\x7f",
+])
+
+
+@st.composite
+def mutated_responses(draw: st.DrawFn) -> bytes:
+    resp = bytearray(draw(st.sampled_from(VALID_RESPONSES)))
+    for _ in range(draw(st.integers(0, 3))):
+        kind = draw(st.sampled_from(["insert", "flip", "delete", "header", "truncate", "status", "version"]))
+        pos = draw(st.integers(0, len(resp)))
+        if kind == "insert":
+            resp[pos:pos] = draw(st.binary(min_size=1, max_size=8) | st.sampled_from([b"\r\n", b"\n", b" "]))
+        elif kind == "flip" and resp:
+            resp[pos % len(resp)] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "delete":
+            del resp[pos:pos + draw(st.integers(1, 6))]
+        elif kind == "header":
+            end = resp.find(b"\r\n")
+            if end != -1:
+                resp[end + 2:end + 2] = draw(response_header_lines) + b"\r\n"
+        elif kind == "truncate":
+            del resp[pos:]
+        elif kind == "status":
+            resp[9:12] = draw(st.sampled_from([b"101", b"199", b"099", b"600", b"999", b"2x0", b"", b"2000"]))
+        else:
+            resp[:8] = draw(st.sampled_from([b"HTTP/2.0", b"HTTP/0.9", b"ICY", b"http/1.1", b"HTTP/1.1 "]))
+    return bytes(resp)
+
+
+@FUZZ
+@given(mutated_responses() | st.binary(max_size=200))
+def test_mutated_target_responses_are_relayed_or_answered_502(fuzz_lab: tuple[Lab, Recorder], reply: bytes) -> None:
+    """Whatever a target answers (then closing its connection), the client gets one status line:
+    the target's, relayed, or the ALB's own 502; the simulator's handlers never fail."""
+    lab, rec = fuzz_lab
+    lab.front.raw_reply = reply
+    out = exchange(lab.http_port, [b"GET /plain/raw HTTP/1.1\r\nHost: www.lab.test\r\nConnection: close\r\n\r\n"],
+                   wait=2)
+    assert out.startswith(b"HTTP/1.1 ") and out[9:12].isdigit() and 100 <= int(out[9:12]) <= 599, out[:300]
+    assert out[12:13] == b" ", out[:300]
+    # Well-formed responses (interim ones first), perhaps cut short where the target failed mid-body.
+    httptools.HttpResponseParser(SimpleNamespace()).feed_data(out)
+    assert rec.errors == []
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(mutated_responses())
+def test_mutated_target_responses_over_http2(fuzz_lab: tuple[Lab, Recorder], reply: bytes) -> None:
+    """The same through the HTTP/2 front end: a response with a valid :status, or the stream reset."""
+    lab, rec = fuzz_lab
+    lab.front.raw_reply = reply
+    with H2ClientContext(lab) as client:
+        r = client.get("/raw")
+    if r.reset is None:
+        assert r.headers is not None and 100 <= int(dict(r.headers)[b":status"]) <= 599, r.headers
+    assert rec.errors == []
+
+
+def test_still_serving_after_fuzzed_target_responses(fuzz_lab: tuple[Lab, Recorder]) -> None:
+    assert_still_serving(fuzz_lab[0])
+    assert fuzz_lab[1].errors == []
