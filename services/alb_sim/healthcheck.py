@@ -34,7 +34,7 @@ async def check_once(ip: str, port: int, *, tls: ssl.SSLContext | None, path: st
             status_line = await reader.readline()
     except TimeoutError:
         return CheckResult.timeout()
-    except (OSError, ssl.SSLError, asyncio.IncompleteReadError):
+    except (OSError, ssl.SSLError, asyncio.IncompleteReadError, ValueError):  # ValueError: a line over 64 KiB
         return CheckResult.failed()
     finally:
         if writer is not None:

@@ -102,7 +102,7 @@ async def put_dns_record(admin: str, name: str, values: list[str], ttl: int, tim
             writer.write(head + body)
             status_line = await reader.readline()
             writer.close()
-    except (OSError, TimeoutError) as exc:
+    except (OSError, TimeoutError, ValueError) as exc:  # ValueError: a status line over 64 KiB
         raise RotationError(f"lab DNS admin API {admin} did not answer: {exc!r}") from None
     parts = status_line.split()
     if len(parts) < 2 or not parts[1].startswith(b"2"):

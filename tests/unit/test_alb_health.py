@@ -101,3 +101,32 @@ def test_least_outstanding_requests_picks_the_least_busy_and_shares_ties() -> No
     # fail open like round robin: nothing healthy -> the least busy registered target
     assert lor.pick(["a", "b"], [UNHEALTHY, UNHEALTHY], [5, 4]) == "b"
     assert lor.pick([], [], []) is None
+
+
+@pytest.mark.parametrize("reply, result", [
+    (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", OK),
+    (b"HTTP/1.1 503 Service Unavailable\r\n\r\n", CheckResult.code_mismatch(503)),
+    (b"x" * 200_000, FAIL),  # no line end within asyncio's 64 KiB limit: readline raised ValueError
+    (b"HTTP/1.1 200 OK" + b"x" * 70_000 + b"\r\n", FAIL),  # a status line longer than the limit
+    (b"\xff\xfe garbage\r\n", FAIL),
+    (b"HTTP/1.1 \xd9\xa3\xd9\xa3\xd9\xa3 OK\r\n", FAIL),  # non-ASCII digits
+    (b"", FAIL),
+])
+def test_a_health_check_reads_any_target_answer_as_a_result(reply: bytes, result: CheckResult) -> None:
+    """A check runs in the simulator's TaskGroup: an exception from it would stop the whole ALB."""
+    import asyncio
+
+    from services.alb_sim.healthcheck import check_once
+
+    async def check() -> CheckResult:
+        async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(reply)
+            await writer.drain()
+            writer.close()
+        server = await asyncio.start_server(answer, "127.0.0.1", 0)
+        async with server:
+            return await check_once("127.0.0.1", server.sockets[0].getsockname()[1], tls=None, path="/healthz",
+                                    timeout=5, matcher_matches=lambda code: code == 200)
+
+    assert asyncio.run(check()) == result
