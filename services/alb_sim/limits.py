@@ -17,3 +17,6 @@ MAX_SINGLE_HEADER = 16 * 1024
 MAX_REQUEST_HEADERS = 64 * 1024
 MAX_RESPONSE_HEADERS = 32 * 1024
 TARGET_CONNECT_TIMEOUT = 10.0
+# The lab's own bound, not an AWS quota (decisions.md #60): a client pipelining requests faster than
+# the responses go out has its connection read no further while this many wait for their turn.
+MAX_PIPELINED_REQUESTS = 64

@@ -20,7 +20,7 @@ from . import desync, httpmsg, stickiness
 from .access_log import (AccessLogEntry, ConnectionPart, connection_part_of, format_entry,
                          malformed_request_field, quoted, relayed_line, request_field)
 from .config import FixedResponseAction, ForwardAction, RedirectAction
-from .limits import MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
+from .limits import MAX_PIPELINED_REQUESTS, MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
 from .redirect import RedirectRequest, build_location, redirect_status
 from .rules import LatinHeaders, RequestView, host_without_port
 from .runtime import ListenerRuntime, Member, TargetGroupRuntime, log_event
@@ -225,6 +225,8 @@ class ClientConnection(asyncio.Protocol):
         self.queue.append(ex)
         if len(self.queue) == 1:
             self._start(ex)
+        elif len(self.queue) >= MAX_PIPELINED_REQUESTS:  # read on as responses catch up (decisions.md #60)
+            self._pause_reading()
 
     def _mitigate_desync(self, ex: Exchange) -> None:
         """Classify a request the cheap checks flagged; block it or close after it per the mode."""
@@ -670,7 +672,8 @@ class ClientConnection(asyncio.Protocol):
             self.transport.pause_reading()
 
     def _resume_reading(self) -> None:
-        if self.reading_paused and not self.closing and self.transport is not None:
+        if (self.reading_paused and not self.closing and self.transport is not None
+                and len(self.queue) < MAX_PIPELINED_REQUESTS):
             self.reading_paused = False
             self.transport.resume_reading()
 

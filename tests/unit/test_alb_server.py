@@ -500,6 +500,29 @@ def test_pipelined_requests_are_answered_in_order(lab: Lab) -> None:
     assert b'"url": "/two"' in third and b"X-Backend: frontend" in third
 
 
+def test_a_pipelining_client_that_does_not_read_is_read_no_further(lab: Lab) -> None:
+    """Requests pipelined faster than their responses go out used to be parsed and queued without
+    limit (3 GB in 20 s from one client). Now the ALB stops reading once MAX_PIPELINED_REQUESTS wait
+    (plus what one read delivered), and every request is answered once the client reads."""
+    from services.alb_sim.limits import MAX_PIPELINED_REQUESTS
+
+    assert lab.sim is not None and lab.sim.nodes is not None
+    req, count = b"GET /plain/flood HTTP/1.1\r\nHost: www.lab.test\r\n\r\n", 20_000
+    sock = socket.create_connection(("127.0.0.1", lab.http_port), 15)
+    sock.sendall(req * count)  # the kernel's buffers take it all; the ALB reads what it will
+    time.sleep(0.5)
+    waiting = max(len(c.queue) for node in lab.sim.nodes.nodes for c in list(node.connections))
+    assert waiting <= MAX_PIPELINED_REQUESTS + 256 * 1024 // len(req) + 1  # one read more at most (uvloop: 256 KiB)
+    marker, tail, answered = b"HTTP/1.1 200 OK", b"", 0
+    while answered < count:
+        chunk = sock.recv(1 << 20)
+        assert chunk, f"closed after {answered} responses"
+        answered += (tail + chunk).count(marker)
+        tail = (tail + chunk)[-(len(marker) - 1):]
+    sock.close()
+    assert answered == count
+
+
 def test_head_keeps_content_length_without_body(lab: Lab) -> None:
     conn = lab.https()
     status, headers, body = lab.get("/api/head", {"Host": "www.lab.test"}, method="HEAD", conn=conn)
