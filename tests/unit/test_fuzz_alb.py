@@ -12,7 +12,7 @@ import ssl
 import struct
 from collections.abc import Iterator
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Callable
 
 import h2.connection
 import httptools
@@ -121,33 +121,51 @@ bodies = st.sampled_from([b"", b"0\r\n\r\n", b"5\r\nhello\r\n0\r\n\r\n", b"zz\r\
                           b"-1\r\n", b"5\r\nhel"])
 
 
+Mutation = Callable[[st.DrawFn, bytearray, int], bytearray]
+
+
+def mutate(draw: st.DrawFn, valid: list[bytes], headers: st.SearchStrategy[bytes],
+           special: dict[str, Mutation]) -> bytes:
+    """0-3 mutations of one of `valid`: bytes inserted, flipped or deleted, a line from `headers`
+    after the start line, or one of the message type's own (`special`, each given the position)."""
+    msg = bytearray(draw(st.sampled_from(valid)))
+    for _ in range(draw(st.integers(0, 3))):
+        kind = draw(st.sampled_from(["insert", "flip", "delete", "header", *special]))
+        pos = draw(st.integers(0, len(msg)))
+        if kind == "insert":
+            msg[pos:pos] = draw(st.binary(min_size=1, max_size=8) | st.sampled_from([b"\r\n", b"\n", b" ", b"\x00"]))
+        elif kind == "flip":
+            if msg:
+                msg[pos % len(msg)] ^= 1 << draw(st.integers(0, 7))
+        elif kind == "delete":
+            del msg[pos:pos + draw(st.integers(1, 6))]
+        elif kind == "header":
+            end = msg.find(b"\r\n")
+            if end != -1:
+                msg[end + 2:end + 2] = draw(headers) + b"\r\n"
+        else:
+            msg = special[kind](draw, msg, pos)
+    return bytes(msg)
+
+
+def _new_method(draw: st.DrawFn, req: bytearray, pos: int) -> bytearray:
+    req[:req.find(b" ") + 1 if b" " in req else 0] = draw(
+        st.sampled_from([b"TRACE ", b"CONNECT ", b"PRI ", b"get ", b"", b"G\x00T ", b"X" * 40 + b" "]))
+    return req
+
+
+REQUEST_MUTATIONS: dict[str, Mutation] = {
+    "body": lambda draw, req, pos: req + draw(bodies),
+    "pipeline": lambda draw, req, pos: req + draw(st.sampled_from(VALID)),
+    "method": _new_method,
+    "version": lambda draw, req, pos: req.replace(b"HTTP/1.1\r\n", draw(st.sampled_from(
+        [b"HTTP/2.0\r\n", b"HTTP/0.9\r\n", b"HTTP/1.2\r\n", b"HTTP/1.1 \r\n", b"HTTP/11\r\n", b"\r\n"])), 1),
+}
+
+
 @st.composite
 def mutated_requests(draw: st.DrawFn) -> bytes:
-    req = bytearray(draw(st.sampled_from(VALID)))
-    for _ in range(draw(st.integers(0, 3))):
-        kind = draw(st.sampled_from(["insert", "flip", "delete", "header", "body", "pipeline", "method", "version"]))
-        pos = draw(st.integers(0, len(req)))
-        if kind == "insert":
-            req[pos:pos] = draw(st.binary(min_size=1, max_size=8) | st.sampled_from([b"\r\n", b"\n", b" ", b"\x00"]))
-        elif kind == "flip" and req:
-            req[pos % len(req)] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "delete":
-            del req[pos:pos + draw(st.integers(1, 6))]
-        elif kind == "header":
-            end = req.find(b"\r\n")
-            if end != -1:
-                req[end + 2:end + 2] = draw(header_lines) + b"\r\n"
-        elif kind == "body":
-            req += draw(bodies)
-        elif kind == "pipeline":
-            req += draw(st.sampled_from(VALID))
-        elif kind == "method":
-            req[:req.find(b" ") + 1 if b" " in req else 0] = draw(
-                st.sampled_from([b"TRACE ", b"CONNECT ", b"PRI ", b"get ", b"", b"G\x00T ", b"X" * 40 + b" "]))
-        else:
-            req = req.replace(b"HTTP/1.1\r\n", draw(st.sampled_from(
-                [b"HTTP/2.0\r\n", b"HTTP/0.9\r\n", b"HTTP/1.2\r\n", b"HTTP/1.1 \r\n", b"HTTP/11\r\n", b"\r\n"])), 1)
-    return bytes(req)
+    return mutate(draw, VALID, header_lines, REQUEST_MUTATIONS)
 
 
 def split(data: bytes, cuts: list[int]) -> list[bytes]:
@@ -230,29 +248,23 @@ response_header_lines = st.sampled_from([
 ])
 
 
+def _status(draw: st.DrawFn, resp: bytearray, pos: int) -> bytearray:
+    resp[9:12] = draw(st.sampled_from([b"101", b"199", b"099", b"600", b"999", b"2x0", b"", b"2000"]))
+    return resp
+
+
+def _version(draw: st.DrawFn, resp: bytearray, pos: int) -> bytearray:
+    resp[:8] = draw(st.sampled_from([b"HTTP/2.0", b"HTTP/0.9", b"ICY", b"http/1.1", b"HTTP/1.1 "]))
+    return resp
+
+
+RESPONSE_MUTATIONS: dict[str, Mutation] = {
+    "truncate": lambda draw, resp, pos: resp[:pos], "status": _status, "version": _version}
+
+
 @st.composite
 def mutated_responses(draw: st.DrawFn) -> bytes:
-    resp = bytearray(draw(st.sampled_from(VALID_RESPONSES)))
-    for _ in range(draw(st.integers(0, 3))):
-        kind = draw(st.sampled_from(["insert", "flip", "delete", "header", "truncate", "status", "version"]))
-        pos = draw(st.integers(0, len(resp)))
-        if kind == "insert":
-            resp[pos:pos] = draw(st.binary(min_size=1, max_size=8) | st.sampled_from([b"\r\n", b"\n", b" "]))
-        elif kind == "flip" and resp:
-            resp[pos % len(resp)] ^= 1 << draw(st.integers(0, 7))
-        elif kind == "delete":
-            del resp[pos:pos + draw(st.integers(1, 6))]
-        elif kind == "header":
-            end = resp.find(b"\r\n")
-            if end != -1:
-                resp[end + 2:end + 2] = draw(response_header_lines) + b"\r\n"
-        elif kind == "truncate":
-            del resp[pos:]
-        elif kind == "status":
-            resp[9:12] = draw(st.sampled_from([b"101", b"199", b"099", b"600", b"999", b"2x0", b"", b"2000"]))
-        else:
-            resp[:8] = draw(st.sampled_from([b"HTTP/2.0", b"HTTP/0.9", b"ICY", b"http/1.1", b"HTTP/1.1 "]))
-    return bytes(resp)
+    return mutate(draw, VALID_RESPONSES, response_header_lines, RESPONSE_MUTATIONS)
 
 
 @FUZZ
