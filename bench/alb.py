@@ -20,6 +20,8 @@ wrk with one connection (closed loop, so latency = service time), p50/p99 differ
 XFF, a pooled backend connection; none of the ALB's behaviours), to show how much of the gap is
 Python's I/O floor and how much the simulator's own per-request work. It is not in RESULT.
 
+Before it, the peak resident memory of both proxies after the runs (VmHWM; simulator / HAProxy):
+    MEMORY alb sim_peak_rss_mib=<x.x> haproxy_peak_rss_mib=<x.x> rss_ratio=<x.xx>
 Ends with one line:
     RESULT alb rps_ratio=<x.xx> p50_added_ms=<x.xx> p99_added_ms=<x.xx>
 Needs: wrk, taskset, /usr/sbin/haproxy (Debian: apt-get install wrk util-linux haproxy); the
@@ -29,7 +31,6 @@ script says what is missing rather than installing anything.
 from __future__ import annotations
 
 import argparse
-import os
 import json
 import re
 import shutil
@@ -47,6 +48,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 HAPROXY = "/usr/sbin/haproxy"
 
+from bench.procstat import cpu_seconds, memory_line, peak_rss_mib  # noqa: E402
 from tests.ports import free_ports  # noqa: E402  (distinct, and none a connection can take)
 
 
@@ -173,12 +175,6 @@ def wait_port(port: int, what: str, timeout: float = 20) -> None:
 _UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of a process (and its threads), from /proc: robust against a busy machine."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
 def parse_wrk(out: str) -> dict[str, float]:
     rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
     total = re.search(r"(\d+) requests in", out)
@@ -272,6 +268,7 @@ def main() -> int:
             print(f"median floor (bare relay, no ALB behaviours) {med['floor']['rps']:.0f} req/s, "
                   f"{med['floor']['cpu_us']:.1f} us CPU per request: rps ratio to haproxy "
                   f"{med['floor']['rps'] / med['haproxy']['rps']:.2f}")
+        print(memory_line("alb", peak_rss_mib(pids["alb"]), peak_rss_mib(pids["haproxy"])))
         print(f"RESULT alb rps_ratio={med['alb']['rps'] / med['haproxy']['rps']:.2f} "
               f"p50_added_ms={med['alb']['p50'] - med['haproxy']['p50']:.2f} "
               f"p99_added_ms={med['alb']['p99'] - med['haproxy']['p99']:.2f}")

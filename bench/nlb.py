@@ -13,7 +13,9 @@ The simulator runs exactly as in the lab (uvloop, splice for plain TCP), with an
 (no client IP preservation, so no IP_TRANSPARENT or policy routing is needed on the host).
 
 Needs iperf3, wrk, haproxy and taskset; installs nothing: it names what is missing and exits 2.
-Ends with one line: ``RESULT nlb throughput_ratio=<x.xx> conn_ratio=<x.xx>`` (simulator / HAProxy).
+Before that line, ``MEMORY nlb sim_peak_rss_mib=<x.x> haproxy_peak_rss_mib=<x.x> rss_ratio=<x.xx>`` (peak resident
+memory after the runs). Ends with one line: ``RESULT nlb throughput_ratio=<x.xx> conn_ratio=<x.xx>``
+(simulator / HAProxy).
 """
 
 from __future__ import annotations
@@ -31,6 +33,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.procstat import memory_line, peak_rss_mib  # noqa: E402
+
 TOOLS = {"iperf3": "iperf3", "wrk": "wrk", "haproxy": "haproxy", "taskset": "util-linux"}
 
 NLB_IP, NLB_PRIVATE, ADMIN_IP = "127.0.0.10", "127.0.0.12", "127.0.0.13"
@@ -174,10 +180,11 @@ def main(argv: list[str] | None = None) -> int:
             procs.start(["haproxy", "-db", "-f", str(tmp / "backend.cfg")], args.load_cpu, tmp / "backend.log")
             wait_port("127.0.0.1", BACKEND_PORT)
             wait_port("127.0.0.1", IPERF_PORT)
-            procs.start(["haproxy", "-db", "-f", str(tmp / "under-test.cfg")], args.proxy_cpu, tmp / "haproxy.log")
+            under_test = procs.start(["haproxy", "-db", "-f", str(tmp / "under-test.cfg")], args.proxy_cpu,
+                                     tmp / "haproxy.log")
             env = {**os.environ, "PYTHONPATH": str(ROOT)}
-            procs.start([sys.executable, "-m", "services.nlb_sim", "--config", str(tmp / "nlb.json"),
-                         "--log-level", "WARNING"], args.proxy_cpu, tmp / "nlb.log", env=env, cwd=ROOT)
+            sim = procs.start([sys.executable, "-m", "services.nlb_sim", "--config", str(tmp / "nlb.json"),
+                               "--log-level", "WARNING"], args.proxy_cpu, tmp / "nlb.log", env=env, cwd=ROOT)
             wait_port(HAPROXY_IP, CONN_FRONT)
             wait_port(NLB_IP, CONN_FRONT)
             time.sleep(0.5)  # the simulator's first health check (against the HTTP backend)
@@ -192,6 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name in order:
                     conns[name].append(wrk(contenders[name], args.seconds, args.load_cpu))
                     print(f"run {run + 1} {name:8} new connections {conns[name][-1]:.0f}/s", flush=True)
+            memory = memory_line("nlb", peak_rss_mib(sim.pid), peak_rss_mib(under_test.pid))
         except RuntimeError as exc:
             logs = "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-600:]}" for p in sorted(tmp.glob("*.log")))
             print(f"bench/nlb.py: {exc}\n{logs}", file=sys.stderr)
@@ -202,6 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median  nlb      {med['nlb'][0]:.2f} GB/s  {med['nlb'][1]:.0f} conn/s")
     print(f"median  haproxy  {med['haproxy'][0]:.2f} GB/s  {med['haproxy'][1]:.0f} conn/s"
           " (mode tcp, nbthread 1, option splice-auto, tune.pipesize 1048576)")
+    print(memory)
     print(f"RESULT nlb throughput_ratio={med['nlb'][0] / med['haproxy'][0]:.2f}"
           f" conn_ratio={med['nlb'][1] / med['haproxy'][1]:.2f}")
     return 0
