@@ -56,7 +56,7 @@ def alb_response(status: int, *, date: str, body: bytes, content_type: str = "te
     lines.extend(f"{k}: {v}" for k, v in extra)
     lines.append("Connection: keep-alive" if keep_alive else "Connection: close")
     head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
-    return head if head_only else head + body
+    return head if head_only else b"".join((head, body))
 
 
 def connection_tokens(headers: Headers) -> frozenset[bytes]:
@@ -156,7 +156,7 @@ def build_upstream_head(method: bytes, target: bytes, headers: Headers, *, host:
     """
     out = [method, b" ", target, b" HTTP/1.1\r\n"]
     if xff is not None:
-        out.append(b"X-Forwarded-For: " + xff.encode("latin-1") + b"\r\n")
+        out += (b"X-Forwarded-For: ", xff.encode("latin-1"), b"\r\n")
     forwarded = _FORWARDED_LINES.get((proto, port))
     if forwarded is None:
         forwarded = f"X-Forwarded-Proto: {proto}\r\nX-Forwarded-Port: {port}\r\n".encode()
@@ -192,6 +192,11 @@ def build_response_head(status: int, status_text: bytes, headers: Headers, *, fr
         out.append(b"Connection: keep-alive\r\n")
     out.append(b"\r\n")
     return b"".join(out)
+
+
+def content_length_line(value: bytes) -> bytes:
+    """`Content-Length: <value>` (no line end)."""
+    return b"".join((b"Content-Length: ", value))
 
 
 def bad_transfer_encoding(value: bytes) -> bool:

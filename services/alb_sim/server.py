@@ -347,7 +347,7 @@ class ClientConnection(asyncio.Protocol):
             if target.authority is None:
                 self._host_in, self._host_preserved, self._host_out = ex.host, attrs.preserve_host, host
         framing = (b"Transfer-Encoding: chunked" if ex.chunked_in else
-                   b"Content-Length: " + ex.content_length if ex.content_length is not None else None)
+                   httpmsg.content_length_line(ex.content_length) if ex.content_length is not None else None)
         ex.head = httpmsg.build_upstream_head(ex.method, target.origin_form, ex.headers, host=host, xff=xff.value,
                                               proto=self.lr.scheme, port=self.lr.listener.port,
                                               trace_id=ex.trace, framing=framing)
@@ -422,9 +422,9 @@ class ClientConnection(asyncio.Protocol):
         ex.target_status = status
         no_body = ex.method == b"HEAD" or status in (204, 304)
         if no_body:
-            framing = b"Content-Length: " + content_length if content_length is not None else None
+            framing = httpmsg.content_length_line(content_length) if content_length is not None else None
         elif content_length is not None and not chunked:
-            framing = b"Content-Length: " + content_length
+            framing = httpmsg.content_length_line(content_length)
         elif ex.version == "1.1":
             framing, ex.resp_chunked = b"Transfer-Encoding: chunked", True
         else:
@@ -448,13 +448,13 @@ class ClientConnection(asyncio.Protocol):
         if ex.resp_chunked:
             self._write(ex, b"".join((head, b"%x\r\n" % len(data), data, b"\r\n")))
         else:
-            self._write(ex, head + data if head else data)
+            self._write(ex, b"".join((head, data)) if head else data)
 
     def on_upstream_complete(self, reusable: bool) -> None:
         ex = self.queue[0]
         head, ex.pending_head = ex.pending_head, b""
         if ex.resp_chunked or head:
-            self._write(ex, head + b"0\r\n\r\n" if ex.resp_chunked else head)
+            self._write(ex, b"".join((head, b"0\r\n\r\n")) if ex.resp_chunked else head)
         conn, ex.upstream = ex.upstream, None
         if conn is not None:
             if reusable and ex.body_done and not ex.close_target:

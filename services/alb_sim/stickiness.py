@@ -67,13 +67,13 @@ class StickyCodec:
 
 def app_cookie_set(headers: list[tuple[bytes, bytes]], name: bytes) -> bool:
     """True if a response sets the application cookie `name` (`Set-Cookie: <name>=...`)."""
-    prefix = name + b"="
+    prefix = b"".join((name, b"="))
     return any(n.lower() == b"set-cookie" and v.lstrip().startswith(prefix) for n, v in headers)
 
 
 def cookie_value(headers: list[tuple[bytes, bytes]], name: str) -> str | None:
     """The value of cookie `name` in the request's Cookie header lines (first one wins)."""
-    prefix = name.encode() + b"="
+    prefix = b"".join((name.encode(), b"="))
     for n, v in headers:
         if n.lower() != b"cookie":
             continue
