@@ -138,7 +138,10 @@ class AdminApi:
             return 200, {"Attributes": [{"Key": k, "Value": v} for k, v in sorted(self.alb.attributes.raw.items())]}
         if path == "/rules":
             port = data.get("Port")
-            listener = self.alb.listeners.get(port) if isinstance(port, int) else None
+            if not isinstance(port, int) or isinstance(port, bool):
+                return _error(400, "ValidationError", f"Port: expected a listener's port number, got {port!r} "
+                              f"(ports: {', '.join(map(str, self.alb.listeners))})")
+            listener = self.alb.listeners.get(port)
             if listener is None:
                 return _error(404, "ListenerNotFound", f"no listener on port {port!r}")
             new = parse_listener_rules(data.get("Rules"), listener, set(self.alb.groups))

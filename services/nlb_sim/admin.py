@@ -65,7 +65,8 @@ class AdminApi:
         """Route one request (no socket I/O) -> (status, JSON body or str for text/plain)."""
         parsed = httptools.parse_url(url)
         path = parsed.path.decode("latin-1")
-        query = parse_qs(parsed.query.decode("latin-1")) if parsed.query else {}
+        # Blank values kept: `?target_group=` is a missing name, not a request without the parameter.
+        query = parse_qs(parsed.query.decode("latin-1"), keep_blank_values=True) if parsed.query else {}
         if method == "POST" and path in _POSTS:
             try:
                 doc = json.loads(body or b"{}")
@@ -96,7 +97,7 @@ class AdminApi:
                  "Port": tg.port, "TargetType": tg.target_type} for tg in self.cfg.target_groups]}
         if path == "/target-health":
             names = query.get("target_group")
-            if not names:
+            if not names or not names[0]:
                 return 400, _error("ValidationError", "target_group is required, e.g."
                                    " /target-health?target_group=" + self.cfg.target_groups[0].name)
             name = names[0]

@@ -150,6 +150,8 @@ def test_register_and_deregister_targets(rlab: Lab) -> None:
         {"Key": "deregistration_delay.timeout_seconds", "Value": "3601"}]}, "ValidationError",
      "Target group attribute value '3601' is not valid for 'deregistration_delay.timeout_seconds' (0-3600)"),
     ("/rules", {"Port": 0, "Rules": []}, "ListenerNotFound", "no listener on port 0"),
+    ("/rules", {"Port": "443", "Rules": []}, "ValidationError", "Port: expected a listener's port number, got '443'"),
+    ("/rules", {"Rules": []}, "ValidationError", "Port: expected a listener's port number, got None"),
     ("/register-targets", {"TargetGroupName": ["api"], "Targets": []}, "ValidationError",
      "TargetGroupName: expected the name of a target group, got ['api'] (target groups: api,"),
     ("/deregister-targets", {"Targets": []}, "ValidationError",

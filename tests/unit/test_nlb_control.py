@@ -341,6 +341,17 @@ def test_admin_post_bodies_that_are_not_a_json_object_get_a_validation_error(bod
     assert doc["Error"]["Message"].startswith(message)
 
 
+@pytest.mark.parametrize("url, code, message", [
+    ("/attributes?target_group=", "ValidationError", "TargetGroupName is required, e.g. 'haproxy-https'"),
+    ("/target-health?target_group=", "ValidationError", "target_group is required, e.g."),
+    ("/target-health", "ValidationError", "target_group is required, e.g."),
+])
+def test_admin_blank_or_missing_target_group_is_an_error(url: str, code: str, message: str) -> None:
+    """`?target_group=` used to be read as no parameter: /attributes answered the load balancer's."""
+    status, doc = admin_get(cfg(), url)
+    assert status == 400 and doc["Error"]["Code"] == code and doc["Error"]["Message"].startswith(message)
+
+
 def test_describe_target_group_attributes_lists_every_key_with_aws_defaults() -> None:
     c = cfg()  # haproxy-https sets only preserve_client_ip, proxy_protocol_v2, deregistration delay
     assert admin_get(c, "/attributes?target_group=haproxy-https") == (200, {"Attributes": [
