@@ -32,6 +32,14 @@ def seconds_arg(low: float, high: float, *, low_allowed: bool) -> Callable[[str]
     return parse
 
 
+def target_group_name(text: str) -> str:
+    """An argparse type for a target group name: an empty one used to mean "not given" (every group,
+    or the load balancer's attributes)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("a target group name cannot be empty")
+    return text
+
+
 def add_topology_option(parser) -> None:
     parser.add_argument("--topology", "-t", default=None, metavar="NAME|FILE",
                         help="a name under topologies/ (default: the running one, else `default`) or a YAML file")

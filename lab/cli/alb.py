@@ -20,7 +20,7 @@ from typing import Any
 
 from lab import model as m
 from lab.cli._common import (admin_request, alb_admin_url, current_topology, parse_key_values, require_running,
-                             seconds_arg)
+                             seconds_arg, target_group_name)
 from lab.errors import LabError
 from lab.load import read_yaml_file
 from lab.runtime import docker_client
@@ -77,11 +77,11 @@ def register(verbs) -> None:
                    help="how long old nodes keep serving (default: the topology's alb.rotation.drain_seconds)")
     p.set_defaults(run=run_rotate)
     p = sub.add_parser("target-health", aliases=["describe-target-health"], help="DescribeTargetHealth")
-    p.add_argument("target_group", nargs="?")
+    p.add_argument("target_group", nargs="?", type=target_group_name)
     p.set_defaults(run=run_target_health)
     for verb in ("register", "deregister"):
         p = sub.add_parser(verb, aliases=[f"{verb}-targets"], help=f"{verb.capitalize()}Targets")
-        p.add_argument("target_group")
+        p.add_argument("target_group", type=target_group_name)
         p.add_argument("targets", nargs="+", metavar="IP[:PORT]")
         p.add_argument("--availability-zone", dest="az", default=None, metavar="AZ",
                        help="`all` (or a zone) for an address outside the VPC, as AWS requires")
@@ -90,7 +90,7 @@ def register(verbs) -> None:
     p.add_argument("pairs", nargs="*", metavar="KEY=VALUE")
     p.set_defaults(run=run_attributes)
     p = sub.add_parser("tg-attributes", help="Describe/ModifyTargetGroupAttributes")
-    p.add_argument("target_group")
+    p.add_argument("target_group", type=target_group_name)
     p.add_argument("pairs", nargs="*", default=[], metavar="KEY=VALUE")  # a default: optional in usage errors
     p.set_defaults(run=run_tg_attributes)
     p = sub.add_parser("rules", help="a listener's rules; --set FILE replaces them")

@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lab import model as m
-from lab.cli._common import admin_request, current_topology, parse_key_values, require_running
+from lab.cli._common import admin_request, current_topology, parse_key_values, require_running, target_group_name
 from lab.errors import LabError
 from lab.runtime import docker_client
 from services.nlb_sim import control
@@ -36,24 +36,24 @@ def register(verbs) -> None:
     parser = verbs.add_parser("nlb", help="NLB run-time API: target health, (de)register targets, attributes")
     actions = parser.add_subparsers(dest="action", metavar="ACTION", required=True)
     p = actions.add_parser("describe-target-health", help="target states and reasons (consensus of the nodes)")
-    p.add_argument("--target-group", default=None, help="default: every target group")
+    p.add_argument("--target-group", type=target_group_name, default=None, help="default: every target group")
     p.add_argument("--node", default=None, help="one node's own view, e.g. nlb-a")
     p.add_argument("--json", action="store_true")
     for name, helptext in (("register-targets", "register targets (ID[:PORT][@AZ])"),
                            ("deregister-targets", "deregister targets (ID[:PORT][@AZ]): draining, then unused")):
         p = actions.add_parser(name, help=helptext)
-        p.add_argument("--target-group", required=True)
+        p.add_argument("--target-group", type=target_group_name, required=True)
         p.add_argument("targets", nargs="+", metavar="ID[:PORT][@AZ]")
     p = actions.add_parser("describe-attributes", help="attributes of the LB, a target group or a listener")
     group = p.add_mutually_exclusive_group()
-    group.add_argument("--target-group", default=None)
+    group.add_argument("--target-group", type=target_group_name, default=None)
     group.add_argument("--listener", type=int, default=None, metavar="PORT")
     p = actions.add_parser("modify-target-group", help="health check KEY=VALUE ... (AWS parameter names),"
                                                        " applied to the next check")
-    p.add_argument("--target-group", required=True)
+    p.add_argument("--target-group", type=target_group_name, required=True)
     p.add_argument("settings", nargs="+", metavar="KEY=VALUE")
     p = actions.add_parser("modify-target-group-attributes", help="KEY=VALUE ... (AWS keys)")
-    p.add_argument("--target-group", required=True)
+    p.add_argument("--target-group", type=target_group_name, required=True)
     p.add_argument("attributes", nargs="+", metavar="KEY=VALUE")
     p = actions.add_parser("modify-load-balancer-attributes", help="KEY=VALUE ... (AWS keys)")
     p.add_argument("attributes", nargs="+", metavar="KEY=VALUE")

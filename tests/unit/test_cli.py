@@ -187,6 +187,22 @@ def test_alb_rotate_drain_seconds_must_be_a_number_of_seconds(drain):
         "(at least 0, at most 86400)")
 
 
+@pytest.mark.parametrize("args, prefix", [
+    (["nlb", "describe-attributes", "--target-group", ""], "lab nlb describe-attributes: error: argument --target-group"),
+    (["nlb", "describe-target-health", "--target-group", " "], "lab nlb describe-target-health: error: argument --target-group"),
+    (["nlb", "modify-target-group", "--target-group", "", "HealthCheckIntervalSeconds=10"],
+     "lab nlb modify-target-group: error: argument --target-group"),
+    (["alb", "target-health", ""], "lab alb target-health: error: argument target_group"),
+    (["alb", "tg-attributes", ""], "lab alb tg-attributes: error: argument target_group"),
+    (["alb", "register", "", "10.20.1.41"], "lab alb register: error: argument target_group"),
+])
+def test_target_group_name_cannot_be_empty(args, prefix):
+    """An empty name used to be taken as not given: the load balancer's attributes, or every group."""
+    result = lab(*args)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1] == f"{prefix}: a target group name cannot be empty"
+
+
 def test_topology_path_that_is_not_a_regular_file(tmp_path):
     assert one_line_error(lab("render", "--topology", str(tmp_path))) == (
         f"lab render: error: topology file {tmp_path} is not a regular file")
