@@ -111,7 +111,10 @@ class H2Stream(ClientConnection):
         ex.t_head = ex.upstream.last_activity if ex.upstream is not None else self.now()  # as the head arrived
         ex.target_status = status
         ex.response_started = True
-        fields = h2msg.response_fields(status, headers, content_length=None if chunked else content_length,
+        # 204/304 have no content: their content-length (allowed on a 304) would make strict HTTP/2
+        # clients (python's h2, so httpx) expect DATA that never comes (decisions.md #62)
+        length = None if chunked or status in (204, 304) else content_length
+        fields = h2msg.response_fields(status, headers, content_length=length,
                                        extra=ex.cookies or ())
         ex.sent_bytes += h2msg.fields_size(fields)
         self._send_head(fields)

@@ -166,6 +166,21 @@ def log_entry(lab: Lab, marker: str) -> list[str]:
     return re.findall(r'"[^"]*"|\S+', line)
 
 
+@pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])
+def test_no_content_responses_carry_no_content_length(lab: Lab, client: H2Client, status: bytes) -> None:
+    """Found by fuzzing target responses: a 304 with `Content-Length: 99` was relayed with that
+    content-length and no DATA, which h2 (the library httpx uses) rejects (decisions.md #62)."""
+    lab.front.raw_reply = b"HTTP/1.1 " + status + b"\r\nContent-Length: 99\r\nETag: x\r\n\r\n"
+    try:
+        r = client.get("/raw-no-content")
+    finally:
+        lab.front.raw_reply = b""
+    assert r.headers is not None and r.ended and r.reset is None and r.body == b""
+    fields = dict(r.headers)
+    assert fields[b":status"] == status[:3] and b"content-length" not in fields
+    assert status != b"304 Not Modified" or fields[b"etag"] == b"x"
+
+
 def test_https_listener_negotiates_h2_and_still_http11(lab: Lab) -> None:
     h2c, h1 = H2Client(lab), H2Client(lab, alpn=("http/1.1",))
     assert (h2c.alpn, h1.alpn) == ("h2", "http/1.1")
