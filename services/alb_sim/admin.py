@@ -59,14 +59,19 @@ class AdminApi:
         self.nodes = nodes
         self.is_ready = is_ready
 
+    def _known_groups(self) -> str:
+        return f"(target groups: {', '.join(sorted(self.alb.groups))})"
+
+    def _known_ports(self) -> str:
+        return f"(ports: {', '.join(map(str, self.alb.listeners))})"
+
     def _group(self, name: Any) -> TargetGroupRuntime | Reply:
         if not isinstance(name, str) or not name:
-            return _error(400, "ValidationError", f"TargetGroupName: expected the name of a target group, got {name!r}"
-                          f" (target groups: {', '.join(sorted(self.alb.groups))})")
+            return _error(400, "ValidationError",
+                          f"TargetGroupName: expected the name of a target group, got {name!r} {self._known_groups()}")
         group = self.alb.groups.get(name)
         if group is None:
-            return _error(404, "TargetGroupNotFound", f"Target group '{name}' not found"
-                          f" (target groups: {', '.join(sorted(self.alb.groups))})")
+            return _error(404, "TargetGroupNotFound", f"Target group '{name}' not found {self._known_groups()}")
         return group
 
     async def handle(self, method: str, target: str, body: bytes) -> Reply:
@@ -96,13 +101,11 @@ class AdminApi:
         if route == ("GET", "/rules"):
             raw_port = query.get("port", "0")
             if not (raw_port.isascii() and raw_port.isdigit()):
-                return _error(400, "ValidationError", f"port: {raw_port!r} is not a port number "
-                              f"(ports: {', '.join(map(str, self.alb.listeners))})")
+                return _error(400, "ValidationError", f"port: {raw_port!r} is not a port number {self._known_ports()}")
             port = int(raw_port)
             listener = self.alb.listeners.get(port)
             if listener is None:
-                return _error(404, "ListenerNotFound", f"no listener on port {port} "
-                              f"(ports: {', '.join(map(str, self.alb.listeners))})")
+                return _error(404, "ListenerNotFound", f"no listener on port {port} {self._known_ports()}")
             return 200, describe_rules(listener)
         if method != "POST":
             return 405 if url.path in ("/health", "/target-health", "/nodes") else 404, {
@@ -139,8 +142,8 @@ class AdminApi:
         if path == "/rules":
             port = data.get("Port")
             if not isinstance(port, int) or isinstance(port, bool):
-                return _error(400, "ValidationError", f"Port: expected a listener's port number, got {port!r} "
-                              f"(ports: {', '.join(map(str, self.alb.listeners))})")
+                return _error(400, "ValidationError",
+                              f"Port: expected a listener's port number, got {port!r} {self._known_ports()}")
             listener = self.alb.listeners.get(port)
             if listener is None:
                 return _error(404, "ListenerNotFound", f"no listener on port {port!r}")
