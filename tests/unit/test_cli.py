@@ -18,6 +18,12 @@ def lab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
                           env=None if env is None else {**os.environ, **env})
 
 
+def usage_error(result: subprocess.CompletedProcess) -> str:
+    """argparse's error line (after its usage lines): exit 2, no traceback."""
+    assert result.returncode == 2 and "Traceback" not in result.stderr, result.stderr
+    return result.stderr.strip().splitlines()[-1]
+
+
 def one_line_error(result: subprocess.CompletedProcess) -> str:
     assert result.returncode != 0
     assert "Traceback" not in result.stderr
@@ -162,9 +168,7 @@ def test_logs_without_an_engine_says_so_in_one_line():
 
 @pytest.mark.parametrize("tail", ["-5", "x", "1.5"])
 def test_logs_tail_must_be_a_line_count_or_all(tail):
-    result = lab("logs", "--tail", tail)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert usage_error(lab("logs", "--tail", tail)) == (
         f"lab logs: error: argument --tail: {tail!r} is not a number of lines (0 or more) or 'all'")
 
 
@@ -172,17 +176,15 @@ def test_logs_tail_must_be_a_line_count_or_all(tail):
 def test_up_timeout_must_be_positive_seconds(timeout):
     """`--timeout -1` used to start the lab and then wait no time at all."""
     result = lab("up", "--timeout", timeout)
-    assert result.returncode == 2 and "lab: starting" not in result.stdout
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert "lab: starting" not in result.stdout
+    assert usage_error(result) == (
         f"lab up: error: argument --timeout: {timeout!r} is not a number of seconds (more than 0, at most 86400)")
 
 
 @pytest.mark.parametrize("drain", ["-1", "86401", "abc", "nan", "inf"])
 def test_alb_rotate_drain_seconds_must_be_a_number_of_seconds(drain):
     """`nan` used to reach the ALB, which accepted it as a drain time."""
-    result = lab("alb", "rotate", "--drain-seconds", drain)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert usage_error(lab("alb", "rotate", "--drain-seconds", drain)) == (
         f"lab alb rotate: error: argument --drain-seconds: {drain!r} is not a number of seconds "
         "(at least 0, at most 86400)")
 
@@ -198,9 +200,7 @@ def test_alb_rotate_drain_seconds_must_be_a_number_of_seconds(drain):
 ])
 def test_target_group_name_cannot_be_empty(args, prefix):
     """An empty name used to be taken as not given: the load balancer's attributes, or every group."""
-    result = lab(*args)
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == f"{prefix}: a target group name cannot be empty"
+    assert usage_error(lab(*args)) == f"{prefix}: a target group name cannot be empty"
 
 
 def test_topology_path_that_is_not_a_regular_file(tmp_path):
@@ -210,9 +210,7 @@ def test_topology_path_that_is_not_a_regular_file(tmp_path):
 
 def test_alb_tg_attributes_usage_error_names_only_the_missing_argument():
     """KEY=VALUE is optional (no pairs: describe); the usage error listed it as required."""
-    result = lab("alb", "tg-attributes")
-    assert result.returncode == 2 and "Traceback" not in result.stderr
-    assert result.stderr.strip().splitlines()[-1] == (
+    assert usage_error(lab("alb", "tg-attributes")) == (
         "lab alb tg-attributes: error: the following arguments are required: target_group")
 
 
