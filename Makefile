@@ -10,7 +10,7 @@ LAB    := $(VENV)/bin/lab
 PYTEST := $(VENV)/bin/pytest
 TOPOLOGY ?= default
 
-.PHONY: up down test status logs render venv unit bench
+.PHONY: up down test status logs render venv unit fuzz bench
 
 $(VENV)/.installed: pyproject.toml
 	@echo "lab: creating $(VENV) and installing the lab's Python packages ..."
@@ -46,6 +46,16 @@ test: venv
 unit: venv
 	@$(LAB) compile
 	@LAB_NATIVE=1 $(PYTEST) -q tests/unit tests/render
+
+# The property tests with new random examples each round (make test always uses the same ones).
+FUZZ_ROUNDS ?= 5
+fuzz: venv
+	@$(LAB) compile
+	@for round in $$(seq 1 $(FUZZ_ROUNDS)); do \
+	  echo "lab: fuzz round $$round of $(FUZZ_ROUNDS) (random examples)"; \
+	  LAB_NATIVE=1 $(PYTEST) -q -p no:cacheprovider --hypothesis-profile=explore \
+	    $$(grep -l '@given' tests/unit/*.py) || exit 1; \
+	done
 
 # Benchmarks (not tests): simulator vs real HAProxy on the same pinned CPUs; prints ratios.
 bench: venv
