@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
 import json
 import shutil
@@ -22,15 +23,40 @@ from services.native import MANIFEST, MODULES, SOURCE_DIR, abi, check, default_d
 MYPY_FLAGS = ("--ignore-missing-imports", "--follow-imports=silent", "--python-version=3.11")
 
 
+def compiler() -> str | None:
+    """The installed compiler, as a build's manifest names it (`mypy 2.4.1`); None if none is."""
+    try:
+        return f"mypy {importlib.metadata.version('mypy')}"
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+def outdated(out: Path) -> str | None:
+    """Why `lab compile` must rebuild `out`, or None: another source or Python (native.check), or
+    another compiler than the installed one (its code generation, and its bugs, differ: #61, #64).
+    Only a rebuild reads this; a build made by another compiler still runs where none is installed."""
+    problem = check(out)
+    if problem is not None:
+        return problem
+    installed = compiler()
+    try:
+        made_by = json.loads((out / MANIFEST).read_text()).get("compiler")
+    except (OSError, ValueError) as exc:
+        return f"unreadable manifest in {out}: {exc}"
+    if installed is not None and made_by != installed:
+        return f"built by {made_by or 'an older mypy'}, {installed} is installed"
+    return None
+
+
 def build(out: Path, say=print) -> None:
     """Compile MODULES with mypyc into `out` (replaced as a whole, so a failed build leaves none)."""
     root = SOURCE_DIR.parent
     out = out.resolve()
     if importlib.util.find_spec("mypyc") is None:
         raise RuntimeError(f"mypyc is not installed for {sys.executable} (pyproject.toml's `native` or `test` extra)")
-    compiler = str(sysconfig.get_config_var("CC") or "cc").split()[0]
-    if shutil.which(compiler) is None:
-        raise RuntimeError(f"no C compiler: {compiler} is not on PATH")
+    c_compiler = str(sysconfig.get_config_var("CC") or "cc").split()[0]
+    if shutil.which(c_compiler) is None:
+        raise RuntimeError(f"no C compiler: {c_compiler} is not on PATH")
     if not (Path(sysconfig.get_paths()["include"]) / "Python.h").exists():
         raise RuntimeError(f"no Python headers: {sysconfig.get_paths()['include']}/Python.h is missing")
     digests = source_digests()
@@ -59,8 +85,8 @@ def build(out: Path, say=print) -> None:
         runtime = [p.name.split(".")[0] for p in staged.glob("*__mypyc*")]  # named after a hash of the modules
         if len(runtime) != 1:
             raise RuntimeError(f"expected one mypyc runtime library in the build, found {runtime}")
-        (staged / MANIFEST).write_text(json.dumps({"abi": abi(), "runtime": runtime[0], "modules": digests},
-                                                  indent=1) + "\n")
+        (staged / MANIFEST).write_text(json.dumps({"abi": abi(), "runtime": runtime[0], "compiler": compiler(),
+                                                   "modules": digests}, indent=1) + "\n")
         if out.exists():
             shutil.rmtree(out)
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -76,8 +102,8 @@ def main(argv: list[str]) -> int:
         return 2
     out = Path(args[0]) if args else default_dir()
     if status:
-        problem = check(out)
-        print(problem or f"compiled build in {out} matches the source")
+        problem = outdated(out)
+        print(problem or f"compiled build in {out} matches the source and the compiler")
         return 1 if problem else 0
     try:
         build(out)

@@ -18,10 +18,12 @@ def run(args) -> int:
     from services import native, native_build
 
     out = native.default_dir()
-    problem = native.check(out)
+    problem = native_build.outdated(out)
     if problem is None and not args.force:
         print(f"lab: compiled ALB simulator in {out} is up to date")
         return 0
+    if problem is not None and not args.force:
+        print(f"lab: rebuilding: {problem.removesuffix(' (run `lab compile`)')}")
     try:
         native_build.build(out, say=lambda message: print(f"lab: {message}", flush=True))
     except (RuntimeError, OSError) as exc:

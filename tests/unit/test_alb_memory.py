@@ -1,10 +1,11 @@
 """The ALB's request path keeps nothing once a request is done, in whichever build runs (the
 compiled one under `make test`).
 
-mypyc 1.13 leaks the left operand of every compiled `bytes + bytes` (mypyc issue 1192: the
-primitive is declared to steal it and does not; fixed upstream in python/mypy PR 21469). The
-simulator grew by about 170 bytes per relayed request, 170 MB per million. The compiled modules no
-longer concatenate bytes with `+`; this test drives requests of each kind through the real
+mypyc 1.13, which built the modules until 2026-12-01, leaked the left operand of every compiled
+`bytes + bytes` (mypyc issue 1192: the primitive is declared to steal it and does not; fixed in
+the mypy 2.4 the build now uses, decisions.md #61, #64). The simulator grew by about 170 bytes per
+relayed request, 170 MB per million. The compiled modules still do not concatenate bytes with `+`,
+and a compiler bug of the same kind would show here: this test drives requests of each kind through the real
 ClientConnection and UpstreamConnection (fake transports, as bench/alb_path.py does) and measures
 what stays allocated per request.
 """

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from services import native
+from services import native, native_build
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -67,6 +67,21 @@ def test_a_build_of_other_source_or_for_another_python_is_not_used(tmp_path: Pat
     assert other is not None and other.startswith("built for .cpython-312-aarch64-linux-gnu.so")
 
 
+def test_lab_compile_rebuilds_a_build_another_compiler_made_but_it_still_runs(tmp_path: Path) -> None:
+    """A mypy upgrade must reach the host's build (mypy 1.13's code leaked memory, #61), but where no
+    compiler is installed (the image's runtime stage) the build is still the one to run."""
+    installed = native_build.compiler()
+    assert installed is not None and installed.startswith("mypy ")
+    assert native_build.outdated(_fake_build(tmp_path, compiler=installed)) is None
+    shutil.rmtree(tmp_path / "native")
+    old = _fake_build(tmp_path, compiler="mypy 1.13.0")
+    assert native_build.outdated(old) == f"built by mypy 1.13.0, {installed} is installed"
+    assert native.check(old) is None
+    shutil.rmtree(tmp_path / "native")
+    assert native_build.outdated(_fake_build(tmp_path)) == f"built by an older mypy, {installed} is installed"
+    assert native_build.main(["--status", str(tmp_path / "native")]) == 1
+
+
 def test_a_stale_or_broken_build_falls_back_to_the_source_or_fails_when_required(tmp_path: Path) -> None:
     build = _fake_build(tmp_path)  # matches the source, but its runtime library is missing
     probe = "import services.alb_sim.server as s, services.native as n; print(n.state()); print(s.__file__)"
@@ -90,8 +105,6 @@ def test_the_in_process_alb_passes_its_server_tests_on_the_source_too() -> None:
 
 
 def test_building_without_a_compiler_or_mypyc_says_what_is_missing(tmp_path: Path, monkeypatch, capsys) -> None:
-    from services import native_build
-
     monkeypatch.setattr(native_build.shutil, "which", lambda name: None)
     assert native_build.main([str(tmp_path / "out")]) == 1
     assert "error: no C compiler: " in capsys.readouterr().err
