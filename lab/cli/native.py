@@ -22,7 +22,7 @@ def run(args) -> int:
     if problem is None and not args.force:
         print(f"lab: compiled ALB simulator in {out} is up to date")
         return 0
-    if problem is not None and not args.force:
+    if problem is not None and (out / native.MANIFEST).exists():  # say why an existing build is replaced
         print(f"lab: rebuilding: {problem.removesuffix(' (run `lab compile`)')}")
     try:
         native_build.build(out, say=lambda message: print(f"lab: {message}", flush=True))

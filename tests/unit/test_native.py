@@ -82,6 +82,25 @@ def test_lab_compile_rebuilds_a_build_another_compiler_made_but_it_still_runs(tm
     assert native_build.main(["--status", str(tmp_path / "native")]) == 1
 
 
+def test_lab_compile_says_why_it_rebuilds_and_skips_a_current_build(tmp_path: Path, monkeypatch, capsys) -> None:
+    from types import SimpleNamespace
+
+    from lab.cli import native as compile_verb
+
+    built: list[Path] = []
+    monkeypatch.setattr(native_build, "build", lambda out, say: built.append(out))
+    monkeypatch.setenv("LAB_NATIVE_DIR", str(tmp_path / "native"))
+    assert compile_verb.run(SimpleNamespace(force=False)) == 0  # nothing there yet: built, no "rebuilding"
+    assert built == [tmp_path / "native"] and "rebuilding" not in capsys.readouterr().out
+    _fake_build(tmp_path, compiler="mypy 1.13.0")
+    assert compile_verb.run(SimpleNamespace(force=False)) == 0
+    assert f"lab: rebuilding: built by mypy 1.13.0, {native_build.compiler()} is installed" in capsys.readouterr().out
+    shutil.rmtree(tmp_path / "native")
+    _fake_build(tmp_path, compiler=native_build.compiler())
+    assert compile_verb.run(SimpleNamespace(force=False)) == 0
+    assert "is up to date" in capsys.readouterr().out and len(built) == 2
+
+
 def test_a_stale_or_broken_build_falls_back_to_the_source_or_fails_when_required(tmp_path: Path) -> None:
     build = _fake_build(tmp_path)  # matches the source, but its runtime library is missing
     probe = "import services.alb_sim.server as s, services.native as n; print(n.state()); print(s.__file__)"
