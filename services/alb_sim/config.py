@@ -600,11 +600,16 @@ def _redirect(d: dict[str, Any], rp: str, protocol: str, ctx: _Ctx) -> RedirectA
         raise ctx.fail(f"{rp}.protocol", "ValidationError: You cannot redirect HTTPS to HTTP")
     if values["port"] != "#{port}":
         ctx.integer(values["port"], f"{rp}.port", 1, 65535, "redirect port")
+    if not values["host"]:  # the API's RedirectActionConfig.Host: length 1-128
+        raise ctx.fail(f"{rp}.host", "ValidationError: The redirect host cannot be empty; omit it to keep '#{host}'")
     if not values["path"].startswith("/"):
         raise ctx.fail(f"{rp}.path", f"ValidationError: Redirect path '{values['path']}' must start with '/'")
     for comp in ("host", "path", "query"):
         if len(values[comp]) > 128:
             raise ctx.fail(f"{rp}.{comp}", f"ValidationError: The redirect {comp} is too long; the limit is '128'")
+        if not all("!" <= ch <= "~" for ch in values[comp]):  # it goes into the Location header as written (#65)
+            raise ctx.fail(f"{rp}.{comp}", f"ValidationError: The redirect {comp} {values[comp]!r} can contain only "
+                           "visible ASCII characters (no spaces or control characters); percent-encode the rest")
     status = d.get("status_code", "HTTP_301")
     if status not in ("HTTP_301", "HTTP_302"):
         raise ctx.fail(f"{rp}.status_code", f"ValidationError: Value '{status}' at 'redirectConfig.statusCode' "

@@ -16,9 +16,9 @@ from services.alb_sim.config import (
 )
 
 BASE: dict[str, Any] = {
-    "name": "internal-app",
-    "arn": "arn:aws:elasticloadbalancing:eu-west-2:123456789012:loadbalancer/app/internal-app/50dc6c495c0c9188",
-    "dns_name": "internal-app.alb.lab.internal",
+    "name": "web-app",
+    "arn": "arn:aws:elasticloadbalancing:eu-west-2:123456789012:loadbalancer/app/web-app/50dc6c495c0c9188",
+    "dns_name": "web-app.alb.lab.internal",
     "nodes": [{"name": "alb-a", "az": "a", "address": "10.20.1.30"}, {"name": "alb-b", "az": "b", "address": "10.20.2.30"}],
     "attributes": {"routing.http.xff_header_processing.mode": "append", "routing.http.xff_client_port.enabled": "false",
                    "idle_timeout.timeout_seconds": "60", "routing.http.preserve_host_header.enabled": "false"},
@@ -62,7 +62,7 @@ def rule0(d: dict[str, Any]) -> dict[str, Any]:
 def test_example_config_loads() -> None:
     cfg = load_config(BASE)
     assert [n.name for n in cfg.nodes] == ["alb-a", "alb-b"]
-    assert cfg.lb_id == "app/internal-app/50dc6c495c0c9188"
+    assert cfg.lb_id == "app/web-app/50dc6c495c0c9188"
     https, http = cfg.listeners
     assert https.certificate is not None and https.certificate.pem == "/lab/certs/www.lab.test.pem"
     assert https.rules[0].priority == 10 and https.rules[0].conditions[0].values == ("/api/*",)
@@ -161,6 +161,18 @@ ERRORS: list[tuple[Callable[[dict[str, Any]], None], str]] = [
     (lambda d: d["listeners"][1].update(default_actions=[{"type": "redirect", "redirect": {"host": "#{path}.x.com"}}]),
      "listeners[1].default_actions[0].redirect.host: ValidationError: '#{path}' cannot be used in the redirect host; "
      "allowed: #{host}"),
+    (lambda d: d["listeners"][1].update(default_actions=[{"type": "redirect", "redirect": {
+        "host": "x.com\r\nSet-Cookie: a=b"}}]),
+     "listeners[1].default_actions[0].redirect.host: ValidationError: The redirect host 'x.com\\r\\nSet-Cookie: a=b' "
+     "can contain only visible ASCII characters (no spaces or control characters); percent-encode the rest"),
+    (lambda d: d["listeners"][1].update(default_actions=[{"type": "redirect", "redirect": {
+        "protocol": "HTTPS", "query": "q=caf\u00e9"}}]),
+     "listeners[1].default_actions[0].redirect.query: ValidationError: The redirect query 'q=caf\u00e9' can contain "
+     "only visible ASCII characters (no spaces or control characters); percent-encode the rest"),
+    (lambda d: d["listeners"][1].update(default_actions=[{"type": "redirect", "redirect": {
+        "protocol": "HTTPS", "host": ""}}]),
+     "listeners[1].default_actions[0].redirect.host: ValidationError: The redirect host cannot be empty; omit it to "
+     "keep '#{host}'"),
     (lambda d: d["listeners"][1].update(port=443),
      "listeners[1].port: DuplicateListener: A listener with the specified port already exists."),
     (lambda d: d["listeners"][1].update(port=70000), "listeners[1].port: 70000 is not a valid port (1-65535)"),
