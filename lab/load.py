@@ -106,6 +106,10 @@ CERTIFICATE_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")
 _LABEL = r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?"
 DOMAIN_NAME = re.compile(rf"(?:\*\.)?(?:{_LABEL}\.)+[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?")
 TARGET_GROUP_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,30}[A-Za-z0-9])?")
+HOST_NAME = re.compile(rf"(?:{_LABEL}\.)*[a-z](?:[a-z0-9-]{{0,61}}[a-z0-9])?")  # a DNS name, no wildcard
+TOPOLOGY_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,62}[a-z0-9])?")
+REGION = re.compile(r"[a-z]{2}(?:-[a-z]+)+-[0-9]{1,2}")
+SERVICE_LABEL = re.compile(r"[a-z](?:[a-z0-9-]{0,30}[a-z0-9])?")
 
 
 def _target_group_name(parent: _Node, name: str) -> str:
@@ -113,6 +117,30 @@ def _target_group_name(parent: _Node, name: str) -> str:
         raise parent.child(str(name), None).fail(
             "is not a valid target group name (1-32 letters, digits and hyphens, not starting or ending with a hyphen)")
     return str(name)
+
+
+def _load_balancer_name(node: "_Node") -> str:
+    """CreateLoadBalancer's rule for Name (decisions.md #65)."""
+    name = node.string()
+    if not TARGET_GROUP_NAME.fullmatch(name) or name.startswith("internal-"):
+        raise node.fail(f"{name!r} is not a valid load balancer name (at most 32 characters, only letters, digits"
+                        " and hyphens, not beginning or ending with a hyphen, not beginning with 'internal-')")
+    return name
+
+
+def _host_name(node: "_Node", what: str) -> str:
+    """A DNS name the lab's DNS serves and HAProxy resolves: lower-case labels, no wildcard."""
+    name = node.string()
+    if len(name) > 253 or not HOST_NAME.fullmatch(name):
+        raise node.fail(f"{name!r} is not a {what} (lower-case letters, digits and hyphens in dot-separated labels)")
+    return name
+
+
+def _matching(node: "_Node", pattern: re.Pattern[str], what: str) -> str:
+    value = node.string()
+    if not pattern.fullmatch(value):
+        raise node.fail(f"{value!r} is not {what}")
+    return value
 
 
 class _Node:
@@ -286,9 +314,10 @@ class _Loader:
         self.account = str(top.get("account_id", "123456789012").value)
         if not (self.account.isdigit() and len(self.account) == 12):
             raise top["account_id"].fail(f"{self.account!r} is not a 12-digit AWS account id")
-        self.region = top.get("region", "eu-west-2").string()
-        name = top["name"].string()
-        site = top.get("site", "www.lab.test").string()
+        self.region = _matching(top.get("region", "eu-west-2"), REGION, "an AWS Region name (like eu-west-2)")
+        name = _matching(top["name"], TOPOLOGY_NAME, "a topology name (lower-case letters, digits and hyphens, at"
+                         " most 64; it names .lab/compose.<name>.yaml)")
+        site = _host_name(top.get("site", "www.lab.test"), "DNS name")
 
         nets = top["networks"].mapping(allowed=("internet", "vpc"), required=("internet", "vpc"))
         internet = nets["internet"].mapping(allowed=("subnet",), required=("subnet",))["subnet"].network()
@@ -316,10 +345,11 @@ class _Loader:
         dns = m.Dns(
             vpc_address=self._address(dns_spec["vpc_address"], vpc, "dns"),
             internet_address=self._address(dns_spec["internet_address"], internet, "dns"),
-            public_zone=dns_spec.get("public_zone", "lab.test").string(),
-            private_zone=dns_spec.get("private_zone", "lab.internal").string(),
+            public_zone=_host_name(dns_spec.get("public_zone", "lab.test"), "DNS zone name"),
+            private_zone=_host_name(dns_spec.get("private_zone", "lab.internal"), "DNS zone name"),
             ttl=dns_spec.get("ttl", 60).integer(1, 86400, "TTL"),
         )
+        self.private_zone = dns.private_zone
         if not (site == dns.public_zone or site.endswith("." + dns.public_zone)):
             raise top["site"].fail(f"{site!r} is not inside the public zone {dns.public_zone!r}")
         self.site = site
@@ -416,7 +446,9 @@ class _Loader:
         spec = node.mapping(allowed=("name", "service", "az", "address"), required=("name", "service", "az", "address"))
         name = self._service_name(spec["name"])
         az = self._az(spec["az"])
-        return m.WebService(name=name, service=spec["service"].string(), az=az,
+        service = _matching(spec["service"], SERVICE_LABEL, "a service label (1-32 lower-case letters, digits and"
+                            " hyphens, starting with a letter)")
+        return m.WebService(name=name, service=service, az=az,
                             address=self._vpc_address(spec["address"], az, name))
 
     def _service_name(self, node: _Node) -> str:
@@ -498,7 +530,7 @@ class _Loader:
         spec = node.mapping(allowed=("name", "attributes", "subnet_mappings", "listeners", "target_groups",
                                      "relaxed_limits", "vpc_endpoint_id"),
                             required=("name", "subnet_mappings", "listeners", "target_groups"))
-        name = spec["name"].string()
+        name = _load_balancer_name(spec["name"])
         relaxed = spec.get("relaxed_limits", False).value
         if not isinstance(relaxed, bool):
             raise spec["relaxed_limits"].fail(f"{relaxed!r} must be true or false (lab-only: shorter idle timeouts)")
@@ -635,7 +667,7 @@ class _Loader:
     def _alb(self, node: _Node) -> m.Alb:
         spec = node.mapping(allowed=("name", "dns_name", "nodes", "listeners", "target_groups", "attributes", "rotation"),
                             required=("name", "nodes", "listeners", "target_groups"))
-        name = spec["name"].string()
+        name = _load_balancer_name(spec["name"])
         alb_id = m.aws_id("alb", name)
         nodes = []
         for item in spec["nodes"].items():
@@ -694,9 +726,19 @@ class _Loader:
         return m.Alb(
             name=name,
             arn=f"arn:aws:elasticloadbalancing:{self.region}:{self.account}:loadbalancer/app/{name}/{alb_id}",
-            dns_name=spec.get("dns_name", f"alb.{self.root.value['dns'].get('private_zone', 'lab.internal')}").string(),
+            dns_name=self._alb_dns_name(spec),
             nodes=tuple(nodes), listeners=tuple(listeners), target_groups=tuple(groups.values()),
             attributes=attributes, rotation=self._alb_rotation(spec.get("rotation", {}), nodes))
+
+    def _alb_dns_name(self, spec: "_Map") -> str:
+        """The name HAProxy resolves: served by the lab's DNS, so inside its private zone."""
+        zone = self.private_zone
+        if "dns_name" not in spec:
+            return f"alb.{zone}"
+        name = _host_name(spec["dns_name"], "DNS name")
+        if not name.endswith("." + zone):
+            raise spec["dns_name"].fail(f"{name!r} is not inside the private zone {zone!r}, which the lab's DNS serves")
+        return name
 
     def _alb_rotation(self, node: _Node, nodes: list[m.AlbNode]) -> m.AlbRotation:
         """Address pools default to the 7 free addresses after each node's own (decisions.md #40)."""

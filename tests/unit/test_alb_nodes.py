@@ -96,7 +96,7 @@ def test_rotation_hands_over_to_new_addresses(rlab: Lab) -> None:
     assert status == 200
     assert [(n["Name"], n["Address"]) for n in doc["New"]] == [("alb-a-2", "127.0.0.2")]
     assert [(n["Name"], n["State"]) for n in doc["Draining"]] == [("alb-a", "draining")]
-    assert FakeDns.puts[-1] == ("/records/internal-app.alb.lab.internal",
+    assert FakeDns.puts[-1] == ("/records/web-app.alb.lab.internal",
                                 {"type": "A", "ttl": 5, "values": ["127.0.0.2"]})
     # A draining node still answers, but tells keep-alive clients to go.
     status, headers, _ = get_on(rlab, "127.0.0.1", "/api/during", old_conn)
@@ -212,7 +212,7 @@ def test_metrics_use_aws_names(rlab: Lab) -> None:
     resp = conn.getresponse()
     text = resp.read().decode()
     assert resp.status == 200 and resp.getheader("Content-Type").startswith("text/plain")
-    lb = 'LoadBalancer="app/internal-app/50dc6c495c0c9188"'
+    lb = 'LoadBalancer="app/web-app/50dc6c495c0c9188"'
     values = {line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
               if not line.startswith("#")}
     assert values[f"RequestCount{{{lb}}}"] >= 2

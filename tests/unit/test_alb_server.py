@@ -145,9 +145,9 @@ class Lab:
                     "protocol": "HTTPS", "port": port or 8443, "targets": targets, "health_check": hc}
 
         self.config = load_config({
-            "name": "internal-app",
-            "arn": "arn:aws:elasticloadbalancing:eu-west-2:123456789012:loadbalancer/app/internal-app/50dc6c495c0c9188",
-            "dns_name": "internal-app.alb.lab.internal",
+            "name": "web-app",
+            "arn": "arn:aws:elasticloadbalancing:eu-west-2:123456789012:loadbalancer/app/web-app/50dc6c495c0c9188",
+            "dns_name": "web-app.alb.lab.internal",
             "nodes": [{"name": "alb-a", "az": "a", "address": "127.0.0.1"}],
             "attributes": attributes or {"routing.http.xff_header_processing.mode": "append"},
             "listeners": [
@@ -467,7 +467,7 @@ def test_access_log_one_line_per_request_and_no_health_checks(lab: Lab) -> None:
     assert not any("ELB-HealthChecker" in line for line in lines)
     api_line = next(l for l in lines[before:] if '"GET https://www.lab.test:%d/api/a HTTP/1.1"' % lab.https_port in l)
     fields = re.findall(r'"[^"]*"|\S+', api_line)
-    assert fields[0] == "https" and fields[2] == "app/internal-app/50dc6c495c0c9188"
+    assert fields[0] == "https" and fields[2] == "app/web-app/50dc6c495c0c9188"
     assert fields[4] == f"127.0.0.1:{lab.api_port}" and fields[8:10] == ["200", "200"]
     assert fields[13] == '"lab-test/1.0"' and fields[20] == "10" and fields[22] == '"forward"'
     assert fields[15].startswith("TLSv1.2") and fields[18] == '"www.lab.test"'

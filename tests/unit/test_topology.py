@@ -103,6 +103,28 @@ def test_ip_target_without_proxy_protocol_loses_client_ip():
      "alb.nodes: an Application Load Balancer needs nodes in at least two availability zones in t.yaml"),
     ("nlb.listeners.0.ssl_policy", "Modern", "nlb.listeners[0].ssl_policy: 'Modern' is not an ELB security policy name "
      "(ELBSecurityPolicy-...) in t.yaml"),
+    # Names that reach file names, haproxy.cfg, the DNS zone and certificates (decisions.md #65).
+    ("alb.name", "internal-app", "alb.name: 'internal-app' is not a valid load balancer name (at most 32 characters,"
+     " only letters, digits and hyphens, not beginning or ending with a hyphen, not beginning with 'internal-') in t.yaml"),
+    ("nlb.name", "a b", "nlb.name: 'a b' is not a valid load balancer name (at most 32 characters, only letters,"
+     " digits and hyphens, not beginning or ending with a hyphen, not beginning with 'internal-') in t.yaml"),
+    ("nlb.name", "n" * 33, f"nlb.name: '{'n' * 33}' is not a valid load balancer name (at most 32 characters, only"
+     " letters, digits and hyphens, not beginning or ending with a hyphen, not beginning with 'internal-') in t.yaml"),
+    ("alb.dns_name", "alb.lab.internal\nbind :1", "alb.dns_name: 'alb.lab.internal\\nbind :1' is not a DNS name"
+     " (lower-case letters, digits and hyphens in dot-separated labels) in t.yaml"),
+    ("alb.dns_name", "a..lab.internal", "alb.dns_name: 'a..lab.internal' is not a DNS name (lower-case letters, digits"
+     " and hyphens in dot-separated labels) in t.yaml"),
+    ("alb.dns_name", "alb.example.com", "alb.dns_name: 'alb.example.com' is not inside the private zone"
+     " 'lab.internal', which the lab's DNS serves in t.yaml"),
+    ("dns.private_zone", "l\u00e9.internal", "dns.private_zone: 'l\u00e9.internal' is not a DNS zone name (lower-case"
+     " letters, digits and hyphens in dot-separated labels) in t.yaml"),
+    ("name", "../x", "name: '../x' is not a topology name (lower-case letters, digits and hyphens, at most 64; it"
+     " names .lab/compose.<name>.yaml) in t.yaml"),
+    ("site", "www.lab.test\r\nX: 1", "site: 'www.lab.test\\r\\nX: 1' is not a DNS name (lower-case letters, digits"
+     " and hyphens in dot-separated labels) in t.yaml"),
+    ("region", "eu west 2", "region: 'eu west 2' is not an AWS Region name (like eu-west-2) in t.yaml"),
+    ("web.0.service", "Front End", "web[0].service: 'Front End' is not a service label (1-32 lower-case letters,"
+     " digits and hyphens, starting with a letter) in t.yaml"),
 ])
 def test_errors_name_path_value_and_file(path, value, message):
     with pytest.raises(TopologyError) as caught:
@@ -122,7 +144,7 @@ def test_unknown_key_lists_allowed_keys():
 def test_tls_listener_cannot_forward_to_alb_target_group():
     data = edited("nlb.target_groups.haproxy-https.target_type", "alb")
     data["nlb"]["target_groups"]["haproxy-https"]["protocol"] = "TCP"
-    data["nlb"]["target_groups"]["haproxy-https"]["targets"] = ["internal-app"]
+    data["nlb"]["target_groups"]["haproxy-https"]["targets"] = ["web-app"]
     data["nlb"]["target_groups"]["haproxy-https"]["health_check"] = {"protocol": "HTTPS"}
     with pytest.raises(TopologyError) as caught:
         load(data)
@@ -132,10 +154,10 @@ def test_tls_listener_cannot_forward_to_alb_target_group():
 
 @pytest.mark.parametrize("targets, port, hc, message", [
     (["haproxy-a"], 443, {"protocol": "HTTPS"}, "nlb.target_groups.haproxy-http.targets: a target group of target "
-     "type alb holds exactly one target: the ALB's name ('internal-app') in t.yaml"),
-    (["internal-app"], 8443, {"protocol": "HTTPS"}, "nlb.target_groups.haproxy-http.targets: the target group port "
+     "type alb holds exactly one target: the ALB's name ('web-app') in t.yaml"),
+    (["web-app"], 8443, {"protocol": "HTTPS"}, "nlb.target_groups.haproxy-http.targets: the target group port "
      "8443 must be a listener port of the ALB (443, 80) in t.yaml"),
-    (["internal-app"], 443, {"protocol": "TCP"}, "nlb.target_groups.haproxy-http.health_check.protocol: 'TCP' is "
+    (["web-app"], 443, {"protocol": "TCP"}, "nlb.target_groups.haproxy-http.health_check.protocol: 'TCP' is "
      "not one of HTTP, HTTPS in t.yaml"),
 ])
 def test_alb_target_groups(targets, port, hc, message):
@@ -149,7 +171,7 @@ def test_alb_target_groups(targets, port, hc, message):
 
 def test_alb_target_group_expands_to_the_alb_nodes():
     data = edited("nlb.target_groups.haproxy-http.target_type", "alb")
-    data["nlb"]["target_groups"]["haproxy-http"].update(targets=["internal-app"], health_check={"protocol": "HTTP"})
+    data["nlb"]["target_groups"]["haproxy-http"].update(targets=["web-app"], health_check={"protocol": "HTTP"})
     tg = load(data).nlb.target_group("haproxy-http")
     assert [(t.id, str(t.ip), t.port, t.az) for t in tg.targets] == [("alb-a", "10.20.1.30", 80, "a"),
                                                                      ("alb-b", "10.20.2.30", 80, "b")]
