@@ -22,6 +22,8 @@ Python's I/O floor and how much the simulator's own per-request work. It is not 
 
 Before it, the peak resident memory of both proxies after the runs (VmHWM; simulator / HAProxy):
     MEMORY alb sim_peak_rss_mib=<x.x> haproxy_peak_rss_mib=<x.x> rss_ratio=<x.xx>
+Then, only when the hypervisor gave more than 5 % of the CPU time to other virtual machines during the
+runs (/proc/stat steal), a line starting `STEAL`: the req/s figures of that run are unreliable.
 Ends with one line:
     RESULT alb rps_ratio=<x.xx> p50_added_ms=<x.xx> p99_added_ms=<x.xx>
 Needs: wrk, taskset, /usr/sbin/haproxy (Debian: apt-get install wrk util-linux haproxy); the
@@ -48,7 +50,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 HAPROXY = "/usr/sbin/haproxy"
 
-from bench.procstat import cpu_seconds, memory_line, peak_rss_mib  # noqa: E402
+from bench.procstat import cpu_seconds, cpu_times, memory_line, peak_rss_mib, steal_line  # noqa: E402
 from tests.ports import free_ports  # noqa: E402  (distinct, and none a connection can take)
 
 
@@ -242,6 +244,7 @@ def main() -> int:
             wrk(port, 2, args.connections)
         results: dict[str, dict[str, list[float]]] = {name: {} for name, _ in contenders}
         pids = {name: proc.pid for (name, _), proc in zip(contenders, procs[1:])}
+        steal0 = cpu_times()
         for run in range(args.runs):
             for name, port in contenders:
                 cpu0 = cpu_seconds(pids[name])
@@ -269,6 +272,8 @@ def main() -> int:
                   f"{med['floor']['cpu_us']:.1f} us CPU per request: rps ratio to haproxy "
                   f"{med['floor']['rps'] / med['haproxy']['rps']:.2f}")
         print(memory_line("alb", peak_rss_mib(pids["alb"]), peak_rss_mib(pids["haproxy"])))
+        if warning := steal_line(steal0, cpu_times()):
+            print(warning)
         print(f"RESULT alb rps_ratio={med['alb']['rps'] / med['haproxy']['rps']:.2f} "
               f"p50_added_ms={med['alb']['p50'] - med['haproxy']['p50']:.2f} "
               f"p99_added_ms={med['alb']['p99'] - med['haproxy']['p99']:.2f}")

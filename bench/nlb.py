@@ -14,7 +14,8 @@ The simulator runs exactly as in the lab (uvloop, splice for plain TCP), with an
 
 Needs iperf3, wrk, haproxy and taskset; installs nothing: it names what is missing and exits 2.
 Before that line, ``MEMORY nlb sim_peak_rss_mib=<x.x> haproxy_peak_rss_mib=<x.x> rss_ratio=<x.xx>`` (peak resident
-memory after the runs). Ends with one line: ``RESULT nlb throughput_ratio=<x.xx> conn_ratio=<x.xx>``
+memory after the runs), and a ``STEAL`` line when other virtual machines took more than 5 % of the CPU
+during the runs (the figures are then unreliable). Ends with one line: ``RESULT nlb throughput_ratio=<x.xx> conn_ratio=<x.xx>``
 (simulator / HAProxy).
 """
 
@@ -35,7 +36,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.procstat import memory_line, peak_rss_mib  # noqa: E402
+from bench.procstat import cpu_times, memory_line, peak_rss_mib, steal_line  # noqa: E402
 
 TOOLS = {"iperf3": "iperf3", "wrk": "wrk", "haproxy": "haproxy", "taskset": "util-linux"}
 
@@ -191,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
             contenders = {"nlb": NLB_IP, "haproxy": HAPROXY_IP}
             throughput: dict[str, list[float]] = {k: [] for k in contenders}
             conns: dict[str, list[float]] = {k: [] for k in contenders}
+            steal0 = cpu_times()
             for run in range(args.runs):
                 order = list(contenders) if run % 2 == 0 else list(reversed(contenders))
                 for name in order:
@@ -200,6 +202,7 @@ def main(argv: list[str] | None = None) -> int:
                     conns[name].append(wrk(contenders[name], args.seconds, args.load_cpu))
                     print(f"run {run + 1} {name:8} new connections {conns[name][-1]:.0f}/s", flush=True)
             memory = memory_line("nlb", peak_rss_mib(sim.pid), peak_rss_mib(under_test.pid))
+            steal = steal_line(steal0, cpu_times())
         except RuntimeError as exc:
             logs = "".join(f"--- {p.name}\n{p.read_text(errors='replace')[-600:]}" for p in sorted(tmp.glob("*.log")))
             print(f"bench/nlb.py: {exc}\n{logs}", file=sys.stderr)
@@ -211,6 +214,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"median  haproxy  {med['haproxy'][0]:.2f} GB/s  {med['haproxy'][1]:.0f} conn/s"
           " (mode tcp, nbthread 1, option splice-auto, tune.pipesize 1048576)")
     print(memory)
+    if steal:
+        print(steal)
     print(f"RESULT nlb throughput_ratio={med['nlb'][0] / med['haproxy'][0]:.2f}"
           f" conn_ratio={med['nlb'][1] / med['haproxy'][1]:.2f}")
     return 0
