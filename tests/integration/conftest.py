@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.cli._common import running_state
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -54,6 +56,31 @@ def wait_for(predicate, what: str, timeout: float = 60.0, step: float = 0.5):
 
 
 LOCK_FILE = "/tmp/static-ingress-lab.lock"
+LAB_BEFORE = pytest.StashKey[str]()
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """A lab the user left up is replaced by each module's topology and is down after the tests:
+    say so before and after, rather than let it vanish silently."""
+    try:
+        running = subprocess.run(["docker", "ps", "-q", "--filter", "label=com.docker.compose.project=static-ingress-lab"],
+                                 capture_output=True, text=True, timeout=30).stdout.split()
+    except (OSError, subprocess.TimeoutExpired):
+        return
+    if not running:
+        return
+    state = running_state()
+    which = f"topology {state['topology']}" if state else "started from another checkout"
+    session.config.stash[LAB_BEFORE] = which
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.write_line(f"a lab is up ({which}): the integration tests replace it and leave it down")
+
+
+def pytest_terminal_summary(terminalreporter, config: pytest.Config) -> None:
+    which = config.stash.get(LAB_BEFORE, None)
+    if which is not None:
+        terminalreporter.write_line(f"the lab that was up before the tests ({which}) is down: `make up` brings it back")
 
 
 @pytest.fixture(scope="module")
