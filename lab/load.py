@@ -538,7 +538,7 @@ class _Loader:
         if vpce is not None and not (isinstance(vpce, str) and re.fullmatch(r"vpce-[0-9a-f]{8,17}", vpce)):
             raise spec["vpc_endpoint_id"].fail(f"{vpce!r} is not a VPC endpoint id (vpce- and 8-17 hex digits)")
         nlb_id = m.aws_id("nlb", name)
-        nodes = []
+        nodes: list[m.NlbNode] = []
         for item in spec["subnet_mappings"].items():
             mapping = item.mapping(allowed=("az", "elastic_ip", "private_ipv4_address"),
                                    required=("az", "elastic_ip", "private_ipv4_address"))
@@ -558,7 +558,7 @@ class _Loader:
         for key in tgs_node.mapping().keys():
             tg_name = _target_group_name(tgs_node, key)
             groups[tg_name] = self._nlb_target_group(tgs_node.child(tg_name, tgs_node.value[key]), tg_name)
-        listeners = []
+        listeners: list[m.NlbListener] = []
         for item in spec["listeners"].items():
             ls = item.mapping(allowed=("protocol", "port", "target_group", "certificate", "certificates", "ssl_policy",
                                        "alpn_policy", "attributes"),
@@ -648,12 +648,13 @@ class _Loader:
         alb_name = alb_raw.get("name")
         if len(items) != 1 or items[0].value != alb_name:
             raise node.fail(f"a target group of target type alb holds exactly one target: the ALB's name ({alb_name!r})")
-        listeners = alb_raw.get("listeners") if isinstance(alb_raw.get("listeners"), list) else []
-        ports = [ls.get("port") for ls in listeners if isinstance(ls, dict)]
+        raw_listeners = alb_raw.get("listeners")
+        ports = [ls.get("port") for ls in raw_listeners if isinstance(ls, dict)] if isinstance(raw_listeners, list) else []
         if port not in ports:
             raise node.fail(f"the target group port {port} must be a listener port of the ALB ({', '.join(map(str, ports))})")
         targets = []
-        for n in alb_raw.get("nodes") if isinstance(alb_raw.get("nodes"), list) else []:
+        raw_nodes = alb_raw.get("nodes")
+        for n in raw_nodes if isinstance(raw_nodes, list) else []:
             try:
                 targets.append(m.Target(id=f"alb-{n['az']}", ip=IPv4Address(str(n["address"])), port=port,
                                         az=str(n["az"])))
@@ -669,7 +670,7 @@ class _Loader:
                             required=("name", "nodes", "listeners", "target_groups"))
         name = _load_balancer_name(spec["name"])
         alb_id = m.aws_id("alb", name)
-        nodes = []
+        nodes: list[m.AlbNode] = []
         for item in spec["nodes"].items():
             ns = item.mapping(allowed=("az", "address"), required=("az", "address"))
             az = self._az(ns["az"])

@@ -137,9 +137,9 @@ def target_health(client, topology: m.Topology) -> dict[tuple[str, str], list[di
         doc = admin_get(client, m.NLB_SERVICE, f"{nlb_admin}/target-health?target_group={tg.name}")
         result[("nlb", tg.name)] = doc.get("TargetHealthDescriptions", [])
     alb_admin = alb_admin_url()
-    for tg in topology.alb.target_groups:
-        doc = admin_get(client, m.ALB_SERVICE, f"{alb_admin}/target-health?target_group={tg.name}")
-        result[("alb", tg.name)] = doc.get("TargetHealthDescriptions", [])
+    for alb_tg in topology.alb.target_groups:
+        doc = admin_get(client, m.ALB_SERVICE, f"{alb_admin}/target-health?target_group={alb_tg.name}")
+        result[("alb", alb_tg.name)] = doc.get("TargetHealthDescriptions", [])
     return result
 
 

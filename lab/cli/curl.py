@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from collections.abc import Sequence
 from ipaddress import IPv4Address
 
 from lab import model as m
@@ -36,8 +37,8 @@ def source_address(topology: m.Topology, text: str | None) -> IPv4Address:
     return address
 
 
-def curl_args(source: IPv4Address, url: str, *, include: bool = False, method: str | None = None,
-              headers: list[str] = (), extra: list[str] = ()) -> list[str]:
+def curl_args(source: IPv4Address | str, url: str, *, include: bool = False, method: str | None = None,
+              headers: Sequence[str] = (), extra: Sequence[str] = ()) -> list[str]:
     if not url.startswith(("http://", "https://")):
         raise LabError(f"URL {url!r} must start with http:// or https://")
     for header in headers:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from ipaddress import IPv4Address, IPv4Network
 from typing import Any
 
@@ -27,7 +28,7 @@ def _listening(port: int, udp: bool = False) -> dict[str, Any]:
     }
 
 
-def _netsetup(addresses: list[str] = (), routes: list[str] = (), ranges: list[str] = ()) -> list[str]:
+def _netsetup(addresses: Sequence[str] = (), routes: Sequence[str] = (), ranges: Sequence[str] = ()) -> list[str]:
     """Prefix a command with the container-side network setup (extra node addresses, return routes)."""
     args = ["python3", "-m", "services.netsetup"]
     for address in addresses:

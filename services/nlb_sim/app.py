@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import ssl
 import time
+from collections.abc import Mapping
 from typing import Callable
 
 from . import control, netsetup
@@ -28,8 +30,8 @@ from .tlsconf import server_context, target_context
 log = logging.getLogger("nlb")
 
 
-def _attributes(attrs: dict | object) -> dict:
-    return {"Attributes": [{"Key": k, "Value": v} for k, v in dict(attrs).items()]}  # type: ignore[call-overload]
+def _attributes(attrs: Mapping[str, str]) -> dict:
+    return {"Attributes": [{"Key": k, "Value": v} for k, v in attrs.items()]}
 
 
 class StartupError(Exception):
@@ -162,6 +164,10 @@ class NlbApp:
         return render(per_node, gauges)
 
     # --- health-check lifecycle ---
+    def _target_group_now(self, name: str) -> TargetGroup:
+        """The group as the current configuration has it (attributes and health checks change live)."""
+        return self.cfg.target_group(name)
+
     def _start_checkers(self, tg: TargetGroup, target: Target) -> None:
         assert self._group is not None
         for node in self.cfg.nodes:
@@ -171,7 +177,7 @@ class NlbApp:
             wake = self._wake.setdefault(key, asyncio.Event())
             self._checkers[key] = self._group.create_task(
                 run_checker(self.cfg, node, tg, target, self.registry.get(*key), self._on_health,
-                            lambda name=tg.name: self.cfg.target_group(name), wake),
+                            functools.partial(self._target_group_now, tg.name), wake),
                 name=f"hc {node.name} {tg.name} {target.id}")
 
     def _on_health(self, node: Node, tg: TargetGroup, target: Target, change: Transition) -> None:
@@ -202,7 +208,7 @@ class NlbApp:
         return bool(self.listeners) and all(rt.bound for rt in self.listeners)
 
     def _contexts(self) -> list[tuple[ssl.SSLContext | None, ssl.SSLContext | None]]:
-        out = []
+        out: list[tuple[ssl.SSLContext | None, ssl.SSLContext | None]] = []
         for i, lst in enumerate(self.cfg.listeners):
             tg = self.cfg.target_group(lst.target_group)
             if lst.protocol != "TLS":

@@ -113,13 +113,13 @@ def validate_attributes(raw: Any, allowed: Mapping[str, tuple[str, ...] | tuple[
             raise ApiError("ValidationError", f"{what} attribute key '{key}' is not recognized")
         choices = allowed[key]
         if choices and isinstance(choices[0], int):
-            lo, hi = choices  # type: ignore[misc]
+            lo, hi = choices
             if not (value.isdigit() and lo <= int(value) <= hi):
                 raise ApiError("ValidationError", f"{what} attribute '{key}' value '{value}' is not"
                                                   f" valid: must be an integer from {lo} to {hi}")
         elif value not in choices:
             raise ApiError("ValidationError", f"{what} attribute '{key}' value '{value}' is not"
-                                              f" valid: must be one of {', '.join(choices)}")  # type: ignore[arg-type]
+                                              f" valid: must be one of {', '.join(choices)}")
         out[key] = value
     return out
 
@@ -235,6 +235,7 @@ def register_targets(tg: TargetGroup, raw: Any, known: Iterable[Target],
     for d in target_descriptions(raw):
         d = _with_port(d, tg)
         port = d.port
+        assert port is not None  # _with_port gave it the target group's
         base = next((t for t in known if d.id in (t.id, t.ip)), None)
         if base is None and tg.target_type != "ip":
             raise ApiError("InvalidTarget", f"The following targets are not valid: '{d}'"
@@ -333,6 +334,7 @@ def _constraint(member: str, value: Any, constraint: str) -> ApiError:
 
 def _hc_number(key: str, value: Any, relaxed: bool) -> float:
     member, field = _HC_NUMBERS[key]
+    lo: float
     lo, hi = HEALTH_CHECK_RANGES[field]
     seconds = key.endswith("Seconds")
     if relaxed and seconds:

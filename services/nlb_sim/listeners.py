@@ -49,7 +49,7 @@ class ListenerRuntime:
         self.tasks: set[asyncio.Task[None]] = set()
         self.server: asyncio.AbstractServer | None = None
         self.listen_sock: socket.socket | None = None
-        self.listen_family = socket.AF_INET
+        self.listen_family = int(socket.AF_INET)
         self.loop: asyncio.AbstractEventLoop = asyncio.get_event_loop()
         self.use_splice = HAVE_SPLICE and cfg.splice
         self.pipes = PipePool()

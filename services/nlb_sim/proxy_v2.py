@@ -108,7 +108,7 @@ def _crc_entry(c: int) -> int:
 _CRC_TABLE: Final = tuple(_crc_entry(i) for i in range(256))
 
 
-def crc32c(data: bytes, crc: int = 0) -> int:
+def crc32c(data: bytes | bytearray, crc: int = 0) -> int:
     """CRC32C of ``data``; pass a previous result as ``crc`` to continue it."""
     crc ^= 0xFFFFFFFF
     for byte in data:

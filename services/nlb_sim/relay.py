@@ -211,9 +211,10 @@ class Flow:
             if ctx.proxy_protocol_v2:
                 transport.write(encode_v2_proxy(self.client_addr[0], self.client_addr[1],
                                                 self.local_addr[0], self.local_addr[1], ctx.vpce_id))
-            if ctx.target_ssl is not None:
+            target_ssl = ctx.target_ssl_for(self.tls[5] if self.tls else None)  # None: a TCP target group
+            if target_ssl is not None:
                 transport = await loop.start_tls(
-                    transport, half, ctx.target_ssl_for(self.tls[5] if self.tls else None),
+                    transport, half, target_ssl,
                     server_hostname=None, ssl_handshake_timeout=TARGET_TLS_HANDSHAKE_TIMEOUT)
                 half.transport = transport
                 self.alpn_be = transport.get_extra_info("ssl_object").selected_alpn_protocol()

@@ -19,6 +19,7 @@ other socket once the pipe is empty; a reset on one side becomes a reset (SO_LIN
 from __future__ import annotations
 
 import _socket
+import functools
 import asyncio
 import errno
 import fcntl
@@ -362,9 +363,12 @@ class SpliceFlow:
         self._log_close()
         for sock in (self.client, self.target_sock):
             if sock is not None:
-                self.poller.handlers[sock.fileno()] = lambda events, sock=sock: (
-                    self._rst_speaker(sock) if events & _READABLE else None)
+                self.poller.handlers[sock.fileno()] = functools.partial(self._rst_if_readable, sock)
         return True
+
+    def _rst_if_readable(self, sock: _socket.socket, events: int) -> None:
+        if events & _READABLE:
+            self._rst_speaker(sock)
 
     def _rst_speaker(self, sock: _socket.socket) -> None:
         self.poller.forget(sock.fileno())

@@ -8,6 +8,7 @@ target sees the client. Replies reach this socket only with the policy routing t
 
 from __future__ import annotations
 
+import _socket
 import asyncio
 import errno
 import os
@@ -20,7 +21,7 @@ IP_TRANSPARENT = 19
 IP_BIND_ADDRESS_NO_PORT = 24  # Linux: bind(ip, 0) defers the port choice to connect()
 
 
-def bind_source(sock: socket.socket, source: tuple[str, int] | None, transparent: bool,
+def bind_source(sock: _socket.socket, source: tuple[str, int] | None, transparent: bool,
                 *, defer_port: bool = False) -> None:
     """Bind an upstream socket to ``source`` (the client's address with ``transparent``, needs
     CAP_NET_ADMIN); a taken source port (EADDRINUSE) falls back to an ephemeral one on the same IP.
@@ -64,7 +65,7 @@ async def connect_target(loop: asyncio.AbstractEventLoop, target: tuple[str, int
     return sock
 
 
-def reset(transport: asyncio.BaseTransport) -> None:
+def reset(transport: asyncio.WriteTransport) -> None:
     """Close ``transport`` with a TCP RST (SO_LINGER 0 + abort), not a FIN."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
