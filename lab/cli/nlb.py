@@ -157,4 +157,7 @@ def run(args) -> int:
         return 0
     for attr in doc["Attributes"]:
         print(f"{attr['Key']} = {attr['Value']}")
+    if not doc["Attributes"]:  # only a TLS listener has none (AWS: its idle timeout is fixed)
+        print(f"listener {args.listener} has no attributes: tcp.idle_timeout.seconds is for TCP listeners;"
+              " a TLS listener's idle timeout is fixed at 350 s")
     return 0

@@ -49,21 +49,29 @@ def wait_targets_healthy(client, topology: m.Topology, timeout: float) -> None:
 
 def summary(topology: m.Topology) -> str:
     nlb, alb = topology.nlb, topology.alb
+    straight = {ls.port for ls in nlb.listeners if nlb.target_group(ls.target_group).target_type == "alb"}
     tg = nlb.target_group(nlb.listeners[0].target_group)
-    if tg.proxy_protocol_v2:
+    if tg.target_type == "alb":
+        how = "NLB alb targets keep the client address at TCP level -> ALB -> X-Forwarded-For (no HAProxy)"
+    elif tg.proxy_protocol_v2:
         how = "NLB ip targets + PROXY v2 header -> HAProxy accept-proxy -> X-Forwarded-For"
     elif tg.preserve_client_ip:
         how = f"NLB {tg.target_type} targets keep the client address at TCP level -> HAProxy -> X-Forwarded-For"
     else:
         how = "client IP NOT preserved: HAProxy sees the NLB's private address"
+    haproxies = ", ".join(f"{h.name} {h.address}" for h in topology.haproxy.instances)
+    if len(straight) == len(nlb.listeners):
+        haproxy_line = f"  (HAProxy is not on the path: {haproxies} run, but no NLB listener forwards to them)"
+    else:
+        haproxy_line = f"  -> {haproxies} (accept-proxy {'on' if topology.haproxy.accept_proxy else 'off'})"
     eips = ", ".join(str(n.elastic_ip) for n in nlb.nodes)
     lines = [
         f"The chain is up (topology {topology.name}, {topology.source}):",
         f"  client {topology.client.address} (may send from {topology.client.source_first}-{topology.client.source_last})",
         f"  -> nlb {nlb.name}: Elastic IPs {eips}; listeners "
-        + ", ".join(f"{ls.protocol}:{ls.port}" for ls in nlb.listeners),
-        "  -> " + ", ".join(f"{h.name} {h.address}" for h in topology.haproxy.instances)
-        + f" (accept-proxy {'on' if topology.haproxy.accept_proxy else 'off'})",
+        + ", ".join(f"{ls.protocol}:{ls.port}" + (" (straight to the ALB)" if ls.port in straight else "")
+                    for ls in nlb.listeners),
+        haproxy_line,
         f"  -> alb {alb.name} at {alb.dns_name} (now " + ", ".join(str(n.address) for n in alb.nodes) + ")",
         "  -> " + ", ".join(f"{w.name} {w.address}" for w in topology.web),
         f"  client IP: {how}",

@@ -26,7 +26,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from .config_changes import (ConfigError, parse_attributes, parse_listener_rules, parse_target_group_attributes,
                              parse_targets, ip_target_error)
-from .config import MAX_DRAIN_SECONDS
+from .config import MAX_DRAIN_SECONDS, described_attributes
 from .nodes import NodeManager, RotationError
 from .runtime import AlbRuntime, TargetGroupRuntime, log_event
 
@@ -91,7 +91,7 @@ class AdminApi:
                 return 200, group.describe()
             return 200, group.describe_attributes()
         if route == ("GET", "/attributes"):
-            return 200, {"Attributes": [{"Key": k, "Value": v} for k, v in sorted(self.alb.attributes.raw.items())]}
+            return 200, {"Attributes": described_attributes(self.alb.attributes.raw)}
         if route == ("GET", "/metrics"):
             health = [(name, sum(1 for h in g.health if h.state == "healthy"),
                        sum(1 for h in g.health if h.state == "unhealthy")) for name, g in sorted(self.alb.groups.items())]
@@ -138,7 +138,7 @@ class AdminApi:
             self.alb.set_idle_timeout(self.alb.attributes.idle_timeout)
             self.alb.set_http2(self.alb.attributes.http2)
             log_event("attributes", attributes=dict(self.alb.attributes.raw))
-            return 200, {"Attributes": [{"Key": k, "Value": v} for k, v in sorted(self.alb.attributes.raw.items())]}
+            return 200, {"Attributes": described_attributes(self.alb.attributes.raw)}
         if path == "/rules":
             port = data.get("Port")
             if not isinstance(port, int) or isinstance(port, bool):

@@ -37,16 +37,27 @@ class ConfigError(Exception):
 
 MAX_DRAIN_SECONDS = 86400  # a rotation's drain time, in the topology and `lab alb rotate`
 
-# Attribute keys AWS accepts on an application load balancer; only some have an effect here.
-KNOWN_ATTRIBUTES = frozenset({
-    "access_logs.s3.enabled", "access_logs.s3.bucket", "access_logs.s3.prefix",
-    "connection_logs.s3.enabled", "connection_logs.s3.bucket", "connection_logs.s3.prefix",
-    "client_keep_alive.seconds", "deletion_protection.enabled", "idle_timeout.timeout_seconds",
-    "routing.http.desync_mitigation_mode", "routing.http.drop_invalid_header_fields.enabled",
-    "routing.http.preserve_host_header.enabled", "routing.http.x_amzn_tls_version_and_cipher_suite.enabled",
-    "routing.http.xff_client_port.enabled", "routing.http.xff_header_processing.mode",
-    "routing.http2.enabled", "waf.fail_open.enabled", "zonal_shift.config.enabled",
-})
+# Attribute keys AWS accepts on an application load balancer, with AWS's defaults (API reference,
+# LoadBalancerAttribute); only some have an effect here. DescribeLoadBalancerAttributes shows every
+# key, the default where the topology and the API left it unset (decisions #66).
+ATTRIBUTE_DEFAULTS: dict[str, str] = {
+    "access_logs.s3.enabled": "false", "access_logs.s3.bucket": "", "access_logs.s3.prefix": "",
+    "connection_logs.s3.enabled": "false", "connection_logs.s3.bucket": "", "connection_logs.s3.prefix": "",
+    "client_keep_alive.seconds": "3600", "deletion_protection.enabled": "false",
+    "idle_timeout.timeout_seconds": "60",
+    "routing.http.desync_mitigation_mode": "defensive", "routing.http.drop_invalid_header_fields.enabled": "false",
+    "routing.http.preserve_host_header.enabled": "false",
+    "routing.http.x_amzn_tls_version_and_cipher_suite.enabled": "false",
+    "routing.http.xff_client_port.enabled": "false", "routing.http.xff_header_processing.mode": "append",
+    "routing.http2.enabled": "true", "waf.fail_open.enabled": "false", "zonal_shift.config.enabled": "false",
+}
+KNOWN_ATTRIBUTES = frozenset(ATTRIBUTE_DEFAULTS)
+
+
+def described_attributes(raw: Mapping[str, str]) -> list[dict[str, str]]:
+    """DescribeLoadBalancerAttributes' list: every known key, by name, AWS's default where unset."""
+    merged = {**ATTRIBUTE_DEFAULTS, **raw}
+    return [{"Key": k, "Value": merged[k]} for k in sorted(merged)]
 
 _TG_NAME = re.compile(r"(?!.*--)(?!^-)(?!.*-$)^[A-Za-z0-9-]{1,32}$")
 _PATH_CHARS = re.compile(r"""^[A-Za-z0-9_\-.$/~"'@:+&*?]+$""")

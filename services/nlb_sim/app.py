@@ -118,7 +118,7 @@ class NlbApp:
         tg = control.lookup_target_group(self.cfg, body.get("TargetGroupName"))
         new_tg = control.modify_target_group_attributes(self.cfg, tg, body.get("Attributes"))
         self.set_config(control.replace_target_group(self.cfg, new_tg))
-        return _attributes(new_tg.attributes)
+        return _attributes(control.target_group_attributes(new_tg))
 
     def modify_target_group(self, body: dict) -> dict:
         """ModifyTargetGroup (health check): the next check of every target uses the new settings,
@@ -135,14 +135,13 @@ class NlbApp:
 
     def modify_load_balancer_attributes(self, body: dict) -> dict:
         self.set_config(control.modify_load_balancer_attributes(self.cfg, body.get("Attributes")))
-        return _attributes(self.cfg.attributes)
+        return _attributes(control.load_balancer_attributes(self.cfg))
 
     def modify_listener_attributes(self, body: dict) -> dict:
         listener = control.lookup_listener(self.cfg, body.get("Port"))
         new = control.modify_listener_attributes(listener, body.get("Attributes"), self.cfg.relaxed_limits)
         self.set_config(control.replace_listener(self.cfg, new))
-        return _attributes({"tcp.idle_timeout.seconds": str(new.idle_timeout_seconds),
-                            **new.attributes})
+        return _attributes(control.listener_attributes(new))
 
     def metrics_text(self) -> str:
         per_node = [({"LoadBalancer": self.cfg.name, "AvailabilityZone": n.az}, self.metrics[n.name])

@@ -126,6 +126,7 @@ class TestNlbOperations:
                 "must be an integer from 0 to 3600") in bad.stderr
         bad = lab("nlb", "modify-listener-attributes", "--listener", "443", "tcp.idle_timeout.seconds=100", check=False)
         assert "only supported on TCP listeners, not TLS" in bad.stderr
+        assert "listener 443 has no attributes" in lab("nlb", "describe-attributes", "--listener", "443").stdout
 
     def test_attributes_change_live(self):
         out = lab("nlb", "modify-target-group-attributes", "--target-group", "haproxy-https",
@@ -133,6 +134,7 @@ class TestNlbOperations:
         assert "deregistration_delay.timeout_seconds = 30" in out
         shown = lab("nlb", "describe-attributes", "--target-group", "haproxy-https").stdout
         assert "deregistration_delay.timeout_seconds = 30" in shown
+        assert out == shown  # the whole set, defaults included, like AWS's answer
         assert "tcp.idle_timeout.seconds = 15" in lab("nlb", "describe-attributes", "--listener", "80").stdout
 
     def test_idle_flow_past_the_timeout_gets_a_reset(self):

@@ -190,6 +190,12 @@ def test_modify_attributes_and_rules_live(rlab: Lab) -> None:
         {"Key": "routing.http.xff_header_processing.mode", "Value": "remove"}]})
     assert status == 200
     assert {"Key": "routing.http.xff_header_processing.mode", "Value": "remove"} in doc["Attributes"]
+    # Every key AWS knows, by name, its default where nothing set it; the answer equals a describe.
+    assert doc == admin(rlab, "GET", "/attributes")[1]
+    shown = {a["Key"]: a["Value"] for a in doc["Attributes"]}
+    assert [a["Key"] for a in doc["Attributes"]] == sorted(shown) and len(shown) == 18
+    assert (shown["routing.http2.enabled"], shown["routing.http.desync_mitigation_mode"],
+            shown["client_keep_alive.seconds"], shown["access_logs.s3.enabled"]) == ("true", "defensive", "3600", "false")
     rules = [{"priority": 5, "conditions": [{"field": "path-pattern", "values": ["/live"]}],
               "actions": [{"type": "fixed-response", "status_code": "202", "message_body": "live"}]}]
     status, set_doc = admin(rlab, "POST", "/rules", {"Port": rlab.https_port, "Rules": rules})

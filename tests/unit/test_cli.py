@@ -254,3 +254,22 @@ def test_nlb_modify_target_group_argument_errors_are_one_line():
         " HealthCheckTimeoutSeconds, HealthyThresholdCount, UnhealthyThresholdCount, Matcher")
     assert one_line_error(lab("nlb", "modify-target-group", "--target-group", "haproxy-http", "HealthCheckPort")) == (
         "lab nlb: error: attribute 'HealthCheckPort' is not KEY=VALUE, e.g. HealthCheckIntervalSeconds=10")
+
+
+@pytest.mark.parametrize("topology, path_lines", [
+    ("default", ["listeners TLS:443, TCP:80\n", "  -> haproxy-a 10.20.1.20, haproxy-b 10.20.2.20 (accept-proxy off)\n",
+                 "client IP: NLB instance targets keep the client address at TCP level -> HAProxy -> X-Forwarded-For"]),
+    ("ip-proxy-v2", ["(accept-proxy on)", "client IP: NLB ip targets + PROXY v2 header -> HAProxy accept-proxy"]),
+    ("sni", ["listeners TLS:443, TCP:80, TCP:8443 (straight to the ALB)\n", "  -> haproxy-a 10.20.1.20"]),
+    ("nlb-alb", ["listeners TCP:443 (straight to the ALB), TCP:80 (straight to the ALB)\n",
+                 "  (HAProxy is not on the path: haproxy-a 10.20.1.20, haproxy-b 10.20.2.20 run, but no NLB listener",
+                 "client IP: NLB alb targets keep the client address at TCP level -> ALB -> X-Forwarded-For (no HAProxy)"]),
+])
+def test_up_summary_says_which_hops_the_client_address_crosses(topology: str, path_lines: list[str]) -> None:
+    from lab.cli.up import summary
+    from lab.load import load_topology
+
+    text = summary(load_topology(topology))
+    for line in path_lines:
+        assert line in text
+    assert ("-> haproxy-a" in text) == (topology != "nlb-alb")

@@ -68,7 +68,12 @@ def test_register_deregister_drain_and_attributes_over_the_admin_api(tmp_path: P
                         "Code": "ValidationError", "Message": "Target group attribute key 'nope' is not recognized"}})
                     ok = await http.post("/modify-target-group-attributes", json={
                         "TargetGroupName": "tg", "Attributes": [{"Key": "stickiness.enabled", "Value": "true"}]})
+                    # The answer is the whole set, as DescribeTargetGroupAttributes gives it (AWS).
+                    described_now = (await http.get("/attributes", params={"target_group": "tg"})).json()
+                    assert ok.json()["Attributes"] == described_now["Attributes"]
                     assert {"Key": "stickiness.enabled", "Value": "true"} in ok.json()["Attributes"]
+                    assert {"Key": "target_health_state.unhealthy.connection_termination.enabled",
+                            "Value": "true"} in ok.json()["Attributes"]
                     assert app.listeners[0].sticky is True
                     # source_ip stickiness: every flow from 127.0.0.1 now lands on one target.
                     for _ in range(6):
