@@ -257,10 +257,13 @@ class TargetGroupRuntime:
         return None
 
     def register(self, targets: list[Target]) -> None:
-        """RegisterTargets: a target already registered is left as it is (AWS: idempotent)."""
+        """RegisterTargets: a target already registered is left as it is (AWS: idempotent); one still
+        shown draining is registered afresh (its requests in flight finish on their own)."""
         for target in targets:
             if self.find(target.ip, target.port) is not None:
                 continue
+            for old in [m for m in self.members if m.target.ip == target.ip and m.target.port == target.port]:
+                self._remove(old)
             member = self._member(target)
             self.members.append(member)
             if self.spawn is not None:
@@ -283,7 +286,12 @@ class TargetGroupRuntime:
             member.health.deregister()
             log_event("target_health", target_group=self.tg.name, target=member.addr, state=DRAINING,
                       reason="Target.DeregistrationInProgress")
-            if member.inflight == 0 or self.loop is None:
+            if member.task is not None:  # a draining target is not checked: its state no longer moves
+                member.task.cancel()
+                member.task = None
+            # AWS: no new requests from now; with none in flight deregistration is complete at once,
+            # but the target is shown `draining` until the delay passes either way (decisions #42).
+            if self.loop is None:
                 self._remove(member)
             else:
                 member.drain_timer = self.loop.call_later(self.deregistration_delay, self._remove, member)
@@ -291,8 +299,6 @@ class TargetGroupRuntime:
 
     def request_done(self, member: Member) -> None:
         member.inflight -= 1
-        if member.inflight <= 0 and member.health.state == DRAINING:
-            self._remove(member)
 
     def _remove(self, member: Member) -> None:
         if member.drain_timer is not None:
