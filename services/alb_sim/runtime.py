@@ -27,7 +27,7 @@ from .metrics import Metrics
 from .stickiness import StickyCodec
 from .rules import RuleTable
 from .trace_id import TraceIdGenerator
-from .upstream import UpstreamPool
+from .upstream import UpstreamError, UpstreamPool
 
 # ELBSecurityPolicy-2016-08 (the default policy): TLS 1.0-1.2 and these OpenSSL ciphers.
 POLICY_2016_08_CIPHERS = ":".join([
@@ -169,7 +169,8 @@ class TargetGroupRuntime:
         self.app_key = f"{tg.name}#app"  # AWSALBAPP values name this, so an AWSALB value is not one
         self.spawn: Spawn | None = None  # set once the simulator's TaskGroup runs
         self.check_source: Callable[[], str | None] = lambda: None  # health checks connect from this address
-        self.on_removed: Callable[[Member], None] | None = None
+        # Deregistration delay over with requests still in flight to the member: they fail (502).
+        self.on_drain_over: Callable[[Member], None] | None = None
 
     def _member(self, target: Target) -> Member:
         hc = self.tg.health_check
@@ -294,8 +295,14 @@ class TargetGroupRuntime:
             if self.loop is None:
                 self._remove(member)
             else:
-                member.drain_timer = self.loop.call_later(self.deregistration_delay, self._remove, member)
+                member.drain_timer = self.loop.call_later(self.deregistration_delay, self._drain_over, member)
         return missing
+
+    def _drain_over(self, member: Member) -> None:
+        member.drain_timer = None
+        if member.inflight > 0 and self.on_drain_over is not None:
+            self.on_drain_over(member)
+        self._remove(member)
 
     def request_done(self, member: Member) -> None:
         member.inflight -= 1
@@ -311,8 +318,6 @@ class TargetGroupRuntime:
         if member in self.members:
             self.members.remove(member)
             log_event("target_health", target_group=self.tg.name, target=member.addr, state="removed")
-        if self.on_removed is not None:
-            self.on_removed(member)
 
     def describe(self) -> dict[str, object]:
         """DescribeTargetHealth's shape."""
@@ -364,6 +369,8 @@ class AlbRuntime:
         self.rng = rng if rng is not None else random.Random()
         self.attributes = config.attributes
         self.groups = {tg.name: TargetGroupRuntime(tg, loop) for tg in config.target_groups}
+        for group in self.groups.values():
+            group.on_drain_over = self._cut_requests
         self.pools: dict[str, UpstreamPool] = {}  # per node address: each node connects from its own
         self.trace = TraceIdGenerator(clock, self.rng)
         self.metrics = Metrics(config.lb_id)
@@ -376,6 +383,12 @@ class AlbRuntime:
         self.tables = {l.port: RuleTable(l) for l in config.listeners}
         self.runtimes: list[ListenerRuntime] = []
         self._date = PerSecond(_http_date)
+
+    def _cut_requests(self, member: Member) -> None:
+        """AWS: a request still in flight when the deregistration delay ends gets a 502."""
+        error = UpstreamError("deregistered", 502, f"deregistration delay of {member.addr} elapsed with the request in flight")
+        for pool in self.pools.values():
+            pool.fail_requests_to(member.target.ip, member.target.port, error)
 
     def node_state(self, node: Node) -> NodeState:
         """A node's run-time state with its own upstream pool, whose connections come from the

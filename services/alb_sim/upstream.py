@@ -319,6 +319,11 @@ class UpstreamPool:
             conns.clear()
         return sum(1 for c in self.live if not c.closed)
 
+    def fail_requests_to(self, ip: str, port: int, error: UpstreamError) -> None:
+        """Every request waiting on a connection to (ip, port) fails with `error` (its connection closes)."""
+        for conn in [c for c in self.live if c.handler is not None and c.key[0] == ip and c.key[1] == port]:
+            conn._fail(error)
+
     def forget(self, conn: UpstreamConnection) -> None:
         conns = self.idle.get(conn.key)
         if conns and conn in conns:

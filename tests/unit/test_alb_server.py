@@ -759,3 +759,31 @@ def test_host_follows_each_request_and_a_live_attribute_change_on_one_connection
     assert [m.groups() for m in logged if m] == [
         (f"www.lab.test:{port}", "0"), (f"other.lab.test:{port}", "1"), (f"www.lab.test:{port}", "2"),
         (f"www.lab.test:{port}", "3"), (f"other.lab.test:{port}", "4")]
+
+
+def test_a_request_in_flight_when_the_deregistration_delay_ends_gets_a_502(tmp_path: Path) -> None:
+    """AWS lists "deregistration delay elapsed mid-request" among the causes of a 502 (reference
+    section 11); until then the draining target keeps serving what it already has."""
+    from lab.cli.trace import parse_alb_entry
+    from tests.unit.test_alb_nodes import admin
+
+    lab = Lab(tmp_path)
+    lab.start()
+    try:
+        assert admin(lab, "POST", "/target-group-attributes", {"TargetGroupName": "api", "Attributes": [
+            {"Key": "deregistration_delay.timeout_seconds", "Value": "1"}]})[0] == 200
+        replies: list[tuple[int, http.client.HTTPMessage, bytes]] = []
+        waiting = threading.Thread(target=lambda: replies.append(lab.get("/api/slow/1", {"Host": "www.lab.test"})))
+        waiting.start()
+        assert wait_for(lambda: any(r["url"] == "/api/slow/1" for r in lab.api.requests), 10.0)
+        target = {"Id": "127.0.0.1", "Port": lab.api_port}
+        assert admin(lab, "POST", "/deregister-targets", {"TargetGroupName": "api", "Targets": [target]})[0] == 200
+        waiting.join(15)
+        [(status, _, body)] = replies
+        assert status == 502 and b"502 Bad Gateway" in body
+        entry = parse_alb_entry([line for line in lab.log_lines() if "/api/slow/1" in line][-1])
+        assert (entry["elb_status_code"], entry["target_status_code"], entry["target:port"]) == (
+            "502", "-", f"127.0.0.1:{lab.api_port}")
+        assert admin(lab, "GET", "/target-health?target_group=api")[1] == {"TargetHealthDescriptions": []}
+    finally:
+        lab.stop()
