@@ -13,6 +13,8 @@ from pathlib import Path
 import pytest
 
 from lab.cli._common import running_state
+from lab.errors import EngineError
+from lab.runtime import docker_client, project_containers
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -63,11 +65,9 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     """A lab the user left up is replaced by each module's topology and is down after the tests:
     say so before and after, rather than let it vanish silently."""
     try:
-        running = subprocess.run(["docker", "ps", "-q", "--filter", "label=com.docker.compose.project=static-ingress-lab"],
-                                 capture_output=True, text=True, timeout=30).stdout.split()
-    except (OSError, subprocess.TimeoutExpired):
-        return
-    if not running:
+        if not any(c.status == "running" for c in project_containers(docker_client())):
+            return
+    except EngineError:  # no engine: no lab either (the fixtures say what is wrong)
         return
     state = running_state()
     which = f"topology {state['topology']}" if state else "started from another checkout"
