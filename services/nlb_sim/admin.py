@@ -124,7 +124,7 @@ class AdminApi:
                 attrs = control.load_balancer_attributes(cfg)
         except ApiError as exc:
             return exc.status, _error(exc.code, exc.message)
-        return 200, {"Attributes": [{"Key": k, "Value": v} for k, v in attrs.items()]}
+        return 200, control.attributes_answer(attrs)
 
     async def start(self) -> asyncio.AbstractServer:
         loop = asyncio.get_running_loop()

@@ -8,7 +8,6 @@ import logging
 import random
 import ssl
 import time
-from collections.abc import Mapping
 from typing import Callable
 
 from . import control, netsetup
@@ -28,10 +27,6 @@ from .metrics import Metrics, render
 from .tlsconf import server_context, target_context
 
 log = logging.getLogger("nlb")
-
-
-def _attributes(attrs: Mapping[str, str]) -> dict:
-    return {"Attributes": [{"Key": k, "Value": v} for k, v in attrs.items()]}
 
 
 class StartupError(Exception):
@@ -118,7 +113,7 @@ class NlbApp:
         tg = control.lookup_target_group(self.cfg, body.get("TargetGroupName"))
         new_tg = control.modify_target_group_attributes(self.cfg, tg, body.get("Attributes"))
         self.set_config(control.replace_target_group(self.cfg, new_tg))
-        return _attributes(control.target_group_attributes(new_tg))
+        return control.attributes_answer(control.target_group_attributes(new_tg))
 
     def modify_target_group(self, body: dict) -> dict:
         """ModifyTargetGroup (health check): the next check of every target uses the new settings,
@@ -135,13 +130,13 @@ class NlbApp:
 
     def modify_load_balancer_attributes(self, body: dict) -> dict:
         self.set_config(control.modify_load_balancer_attributes(self.cfg, body.get("Attributes")))
-        return _attributes(control.load_balancer_attributes(self.cfg))
+        return control.attributes_answer(control.load_balancer_attributes(self.cfg))
 
     def modify_listener_attributes(self, body: dict) -> dict:
         listener = control.lookup_listener(self.cfg, body.get("Port"))
         new = control.modify_listener_attributes(listener, body.get("Attributes"), self.cfg.relaxed_limits)
         self.set_config(control.replace_listener(self.cfg, new))
-        return _attributes(control.listener_attributes(new))
+        return control.attributes_answer(control.listener_attributes(new))
 
     def metrics_text(self) -> str:
         per_node = [({"LoadBalancer": self.cfg.name, "AvailabilityZone": n.az}, self.metrics[n.name])

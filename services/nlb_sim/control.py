@@ -76,6 +76,11 @@ def listener_attributes(listener: Listener) -> dict[str, str]:
     return {"tcp.idle_timeout.seconds": str(listener.idle_timeout_seconds)}
 
 
+def attributes_answer(attrs: Mapping[str, str]) -> dict[str, list[dict[str, str]]]:
+    """The `Attributes` list of a Describe*Attributes or Modify*Attributes answer."""
+    return {"Attributes": [{"Key": k, "Value": v} for k, v in attrs.items()]}
+
+
 def _flag(value: bool) -> str:
     return "true" if value else "false"
 
