@@ -151,6 +151,10 @@ class Nlb:
     def target_group(self, name: str) -> NlbTargetGroup:
         return next(tg for tg in self.target_groups if tg.name == name)
 
+    def straight_to_alb(self, listener: NlbListener) -> bool:
+        """The listener forwards to a target group of type `alb`: its flows skip HAProxy."""
+        return self.target_group(listener.target_group).target_type == "alb"
+
 
 @dataclass(frozen=True)
 class HaproxyInstance:

@@ -89,10 +89,8 @@ def haproxy_skipped(topology: m.Topology, listener: str | None) -> str | None:
     group is of type `alb` sends flows straight to the ALB (topologies nlb-alb, sni's TCP:8443)."""
     _, _, port = (listener or "").partition(":")
     for ls in topology.nlb.listeners:
-        if str(ls.port) == port:
-            tg = topology.nlb.target_group(ls.target_group)
-            if tg.target_type == "alb":
-                return f"not on this path: the NLB's {listener} forwards to the alb target group {tg.name}"
+        if str(ls.port) == port and topology.nlb.straight_to_alb(ls):
+            return f"not on this path: the NLB's {listener} forwards to the alb target group {ls.target_group}"
     return None
 
 

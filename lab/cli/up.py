@@ -49,7 +49,7 @@ def wait_targets_healthy(client, topology: m.Topology, timeout: float) -> None:
 
 def summary(topology: m.Topology) -> str:
     nlb, alb = topology.nlb, topology.alb
-    straight = {ls.port for ls in nlb.listeners if nlb.target_group(ls.target_group).target_type == "alb"}
+    straight = {ls.port for ls in nlb.listeners if nlb.straight_to_alb(ls)}
     tg = nlb.target_group(nlb.listeners[0].target_group)
     if tg.target_type == "alb":
         how = "NLB alb targets keep the client address at TCP level -> ALB -> X-Forwarded-For (no HAProxy)"
