@@ -261,9 +261,12 @@ def test_new_flows_follow_health_changes_without_any_config_change(tmp_path: Pat
                                                                                     ("t-2", t2.port, "a")])])
             port = cfg["listeners"][0]["port"]
 
-            async def targets_of_new_flows(n: int) -> set[str]:
+            async def targets_of_new_flows(n: int, *, until: set[str] | None = None) -> list[str]:
+                """The target of each of ``n`` new flows, in order; with ``until``, opens flows until all
+                of those targets were seen (at most ``n``). Flows are hashed over the client's random port,
+                so a fixed count could land on one target by chance (1 in 128 for 8 flows)."""
                 before = len(flow_lines(cfg))
-                for _ in range(n):
+                for i in range(n):
                     r, w = await asyncio.open_connection(LO, port)
                     w.write(b"x")
                     try:
@@ -271,25 +274,29 @@ def test_new_flows_follow_health_changes_without_any_config_change(tmp_path: Pat
                     except ConnectionResetError:  # a refused target: the client gets a reset
                         pass
                     w.close()
-                await wait_until(lambda: sum(x["event"] == "close" for x in flow_lines(cfg)[before:]) >= n,
-                                 "flows closed")
-                return {x["target"] for x in flow_lines(cfg)[before:]}
+                    await wait_until(lambda: sum(x["event"] == "close" for x in flow_lines(cfg)[before:]) > i,
+                                     "flow closed")
+                    if until is not None and {x["target"] for x in flow_lines(cfg)[before:]} >= until:
+                        break
+                return [x["target"] for x in flow_lines(cfg)[before:] if x["event"] == "close"]
 
+            both = {"t-1", "t-2"}
             async with running(cfg) as app:
                 await wait_healthy(app, "tg", ["t-1", "t-2"])
-                assert await targets_of_new_flows(8) == {"t-1", "t-2"}
+                assert set(await targets_of_new_flows(64, until=both)) == both
                 assert t1.server is not None
                 t1.server.close()
                 await wait_until(lambda: app.registry.get("nlb-a", "tg", "t-1").state.value == "unhealthy",
                                  "t-1 unhealthy")
-                assert await targets_of_new_flows(6) == {"t-2"}
+                assert set(await targets_of_new_flows(6)) == {"t-2"}
                 assert app.metrics["nlb-a"].counts["UnhealthyRoutingFlowCount"] == 0
                 assert t2.server is not None
                 t2.server.close()
                 await wait_until(lambda: app.registry.get("nlb-a", "tg", "t-2").state.value == "unhealthy",
                                  "t-2 unhealthy")
-                assert await targets_of_new_flows(8) == {"t-1", "t-2"}  # fail open: both again
-                assert app.metrics["nlb-a"].counts["UnhealthyRoutingFlowCount"] == 8
+                failed_open = await targets_of_new_flows(64, until=both)  # fail open: both again
+                assert set(failed_open) == both
+                assert app.metrics["nlb-a"].counts["UnhealthyRoutingFlowCount"] == len(failed_open)
     run(main())
 
 
