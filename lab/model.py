@@ -131,6 +131,17 @@ class NlbTargetGroup:
     def proxy_protocol_v2(self) -> bool:
         return self.attributes["proxy_protocol_v2.enabled"] == "true"
 
+    @property
+    def client_ip_kind(self) -> str:
+        """How the client's address travels past this group (aws-elb.md sections 2, 3, 7): `alb` (kept at
+        TCP level to the ALB), `proxy_v2` (in a PROXY v2 header), `preserved` (the flow's TCP source) or
+        `lost` (the target sees the NLB node's private address)."""
+        if self.target_type == "alb":
+            return "alb"
+        if self.proxy_protocol_v2:
+            return "proxy_v2"
+        return "preserved" if self.preserve_client_ip else "lost"
+
 
 @dataclass(frozen=True)
 class Nlb:

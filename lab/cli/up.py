@@ -47,18 +47,21 @@ def wait_targets_healthy(client, topology: m.Topology, timeout: float) -> None:
         time.sleep(0.5)
 
 
+def client_ip_path(tg: m.NlbTargetGroup) -> str:
+    """How the client's address travels behind an NLB target group, in one line."""
+    return {
+        "alb": "NLB alb targets keep the client address at TCP level -> ALB -> X-Forwarded-For (no HAProxy)",
+        "proxy_v2": f"NLB {tg.target_type} targets + PROXY v2 header -> HAProxy accept-proxy -> X-Forwarded-For",
+        "preserved": f"NLB {tg.target_type} targets keep the client address at TCP level -> HAProxy -> "
+                     "X-Forwarded-For",
+        "lost": "client IP NOT preserved: HAProxy sees the NLB's private address",
+    }[tg.client_ip_kind]
+
+
 def summary(topology: m.Topology) -> str:
     nlb, alb = topology.nlb, topology.alb
     straight = {ls.port for ls in nlb.listeners if nlb.straight_to_alb(ls)}
-    tg = nlb.target_group(nlb.listeners[0].target_group)
-    if tg.target_type == "alb":
-        how = "NLB alb targets keep the client address at TCP level -> ALB -> X-Forwarded-For (no HAProxy)"
-    elif tg.proxy_protocol_v2:
-        how = "NLB ip targets + PROXY v2 header -> HAProxy accept-proxy -> X-Forwarded-For"
-    elif tg.preserve_client_ip:
-        how = f"NLB {tg.target_type} targets keep the client address at TCP level -> HAProxy -> X-Forwarded-For"
-    else:
-        how = "client IP NOT preserved: HAProxy sees the NLB's private address"
+    how = client_ip_path(nlb.target_group(nlb.listeners[0].target_group))
     haproxies = ", ".join(f"{h.name} {h.address}" for h in topology.haproxy.instances)
     if len(straight) == len(nlb.listeners):
         haproxy_line = f"  (HAProxy is not on the path: {haproxies} run, but no NLB listener forwards to them)"
@@ -85,11 +88,14 @@ def summary(topology: m.Topology) -> str:
     return "\n".join(lines)
 
 
-def run(args) -> int:
-    spec = args.topology or "default"
-    topology = load_topology(spec)
+def prepare_engine() -> None:
+    """The Docker engine running and the lab's image built (what every `lab up` needs first)."""
     ensure_engine(say)
     build_image(say)
+
+
+def start(topology: m.Topology, spec: str, timeout: float) -> None:
+    """`topology` (loaded from `spec`) running in place of any other, every target healthy."""
     client = docker_client()
     written = ensure_certificates(topology, ROOT / "certs")
     if written:
@@ -105,8 +111,15 @@ def run(args) -> int:
     save_state(topology, spec)
     say("starting containers ...")
     compose.run("up", "-d", "--force-recreate", "--remove-orphans", capture=True)
-    wait_healthy(client, topology.services(), args.timeout, say)
+    wait_healthy(client, topology.services(), timeout, say)
     say("containers healthy; waiting for NLB and ALB health checks to pass ...")
-    wait_targets_healthy(client, topology, args.timeout)
+    wait_targets_healthy(client, topology, timeout)
+
+
+def run(args) -> int:
+    spec = args.topology or "default"
+    topology = load_topology(spec)
+    prepare_engine()
+    start(topology, spec, args.timeout)
     print(summary(topology), flush=True)
     return 0
