@@ -7,16 +7,16 @@ import sys
 
 from lab.errors import LabError, one_line
 
-VERBS = ("up", "down", "status", "render", "curl", "trace", "logs", "build", "compile", "engine", "nlb", "alb")
+VERBS = ("up", "down", "status", "render", "curl", "trace", "demo", "logs", "build", "compile", "engine", "nlb", "alb")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from lab.cli import alb, build, curl, down, engine, logs, native, nlb, render, status, trace, up
+    from lab.cli import alb, build, curl, demo, down, engine, logs, native, nlb, render, status, trace, up
 
     parser = argparse.ArgumentParser(
         prog="lab", description="static-ingress-lab: the AWS NLB -> HAProxy -> ALB chain, offline.")
     verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
-    for module in (up, down, status, render, curl, trace, logs, build, native, engine, nlb, alb):
+    for module in (up, down, status, render, curl, trace, demo, logs, build, native, engine, nlb, alb):
         module.register(verbs)
     return parser
 

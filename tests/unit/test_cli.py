@@ -273,3 +273,67 @@ def test_up_summary_says_which_hops_the_client_address_crosses(topology: str, pa
     for line in path_lines:
         assert line in text
     assert ("-> haproxy-a" in text) == (topology != "nlb-alb")
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--topologies", "nlb-ip,,default"], "--topologies 'nlb-ip,,default' has an empty name"),
+    (["--topologies", "nlb-ip,nope"], "unknown topology 'nope' (known: alb-rules, default, ip-proxy-v2, nlb-alb, "
+                                      "nlb-ip, nlb-ops, sni; or give a path to a .yaml file)"),
+    (["--from", "10.0.0.1"], "--from 10.0.0.1 is outside the client's source range 198.51.100.100-198.51.100.199"),
+])
+def test_demo_checks_every_argument_before_it_starts_anything(args, message):
+    """A bad topology late in the list must not cost the user three `lab up`s first."""
+    result = lab("demo", "client-ip", *args, env={"DOCKER_HOST": "unix:///nonexistent"})
+    assert one_line_error(result) == f"lab demo: error: {message}"
+    assert "bringing it up" not in result.stdout
+
+
+def demo_hops(haproxy: dict | None, xff: str) -> list[dict]:
+    """`lab trace` hops as collect() returns them, for one request from 198.51.100.123."""
+    return [{"hop": "client", "node": "client", "status": 200},
+            {"hop": "nlb", "node": "nlb-a"},
+            haproxy or {"hop": "haproxy", "node": None, "source_ip": None,
+                        "skipped": "not on this path: the NLB's TCP:443 forwards to the alb target group alb-https"},
+            {"hop": "alb", "node": "alb-a"},
+            {"hop": "web", "node": "web-api-a", "client_ip": xff.split(",")[0], "x_forwarded_for": xff}]
+
+
+def test_demo_rows_say_which_design_keeps_the_client_ip():
+    from lab.cli.demo import row, table
+    from lab.load import load_topology
+
+    def haproxy(client: str, peer: str) -> dict:
+        return {"hop": "haproxy", "node": "haproxy-a", "source_ip": client, "source_port": 41000,
+                "tcp_peer": f"{peer}:41000"}
+
+    rows = [
+        row(load_topology("nlb-ip"), "198.51.100.123",
+            demo_hops(haproxy("10.20.1.10", "10.20.1.10"), "10.20.1.10, 10.20.1.20")),
+        row(load_topology("ip-proxy-v2"), "198.51.100.123",
+            demo_hops(haproxy("198.51.100.123", "10.20.1.10"), "198.51.100.123, 10.20.1.20")),
+        row(load_topology("nlb-alb"), "198.51.100.123", demo_hops(None, "198.51.100.123")),
+        row(load_topology("default"), "198.51.100.123",
+            demo_hops(haproxy("198.51.100.123", "198.51.100.123"), "198.51.100.123, 10.20.1.20")),
+    ]
+    assert [(r.kind, r.kept) for r in rows] == [("lost", False), ("proxy_v2", True), ("alb", True),
+                                               ("preserved", True)]
+    lines = table(rows, "198.51.100.123").splitlines()
+    assert lines[0] == "The client sent from 198.51.100.123."
+    body = {line.split()[0]: line for line in lines[4:8]}
+    assert body["nlb-ip"].split("  ")[-1].strip() == "10.20.1.10 LOST"
+    assert "TLS:443 -> ip + PROXY v2" in body["ip-proxy-v2"] and "198.51.100.123 (peer 10.20.1.10)" in body["ip-proxy-v2"]
+    assert "TCP:443 -> alb (no HAProxy)" in body["nlb-alb"] and "not on the path" in body["nlb-alb"]
+    assert body["default"].endswith("198.51.100.123 kept")
+    assert "What each design costs:" in lines and "Problems" not in "\n".join(lines)
+    assert max(len(line) for line in lines[lines.index("What each design costs:"):]) <= 100
+
+
+def test_demo_reports_a_design_whose_request_failed():
+    from lab.cli.demo import row, table
+    from lab.load import load_topology
+
+    failed = row(load_topology("nlb-ip"), "198.51.100.123",
+                 [{"hop": "client", "node": "client", "status": None, "missing": "the request failed: curl exit 28"}])
+    assert (failed.kept, failed.x_forwarded_for) == (False, "?")
+    assert table([failed], "198.51.100.123").endswith(
+        "Problems (run `lab trace` on that topology):\n  nlb-ip: no answer; client: the request failed: curl exit 28")

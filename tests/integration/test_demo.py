@@ -1,0 +1,52 @@
+"""`lab demo client-ip` on the real chain: the four designs brought up in turn, and what the echo
+service saw of one request from 198.51.100.123 in each (the target-type matrix of aws-elb.md
+section 2, and section 15's alternatives). The demo replaces any running lab; this module takes the
+machine-wide lab lock like the others and leaves the lab down."""
+
+from __future__ import annotations
+
+import fcntl
+import json
+
+import pytest
+
+from lab.load import load_topology
+from tests.integration.conftest import LOCK_FILE, lab
+
+pytestmark = pytest.mark.integration
+SOURCE = "198.51.100.123"
+
+
+@pytest.fixture(scope="module")
+def demo_rows():
+    with open(LOCK_FILE, "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            result = lab("demo", "client-ip", "--from", SOURCE, "--json", timeout=1800)
+            yield {r["topology"]: r for r in json.loads(result.stdout)}
+        finally:
+            lab("down", timeout=300)
+
+
+def test_each_design_in_order_answers_and_the_default_is_left_running(demo_rows):
+    assert list(demo_rows) == ["nlb-ip", "ip-proxy-v2", "nlb-alb", "default"]
+    assert all(r["status"] == 200 and r["problems"] == [] for r in demo_rows.values()), demo_rows
+    assert lab("status").stdout.startswith("topology default ")  # left as `make up` leaves it
+
+
+def test_what_the_application_saw_in_each_design(demo_rows):
+    private = {str(n.private_ip) for n in load_topology("default").nlb.nodes}
+    haproxy = {str(h.address) for h in load_topology("default").haproxy.instances}
+    seen = {name: r["x_forwarded_for"].split(", ") for name, r in demo_rows.items()}
+    # ip targets without PROXY v2: the NLB node's private address, then HAProxy's.
+    assert seen["nlb-ip"][0] in private and seen["nlb-ip"][1] in haproxy and not demo_rows["nlb-ip"]["kept"]
+    # PROXY v2: HAProxy's TCP peer is the NLB node, the header gives it the client.
+    assert demo_rows["ip-proxy-v2"]["haproxy_tcp_peer"] in private
+    assert demo_rows["ip-proxy-v2"]["haproxy_client"] == SOURCE
+    assert seen["ip-proxy-v2"][0] == SOURCE and seen["ip-proxy-v2"][1] in haproxy
+    # alb target type: no HAProxy; the ALB appends its TCP peer, the client itself.
+    assert demo_rows["nlb-alb"]["haproxy_client"] == "not on the path" and seen["nlb-alb"] == [SOURCE]
+    # instance targets: HAProxy's TCP peer is the client.
+    assert demo_rows["default"]["haproxy_tcp_peer"] == demo_rows["default"]["haproxy_client"] == SOURCE
+    assert seen["default"][0] == SOURCE and seen["default"][1] in haproxy
+    assert [r["kept"] for r in demo_rows.values()] == [False, True, True, True]
