@@ -781,6 +781,8 @@ def test_a_request_in_flight_when_the_deregistration_delay_ends_gets_a_502(tmp_p
         waiting.join(15)
         [(status, _, body)] = replies
         assert status == 502 and b"502 Bad Gateway" in body
+        # The access log is written after the answer, on a later turn of the event loop.
+        assert wait_for(lambda: any("/api/slow/1" in line for line in lab.log_lines()))
         entry = parse_alb_entry([line for line in lab.log_lines() if "/api/slow/1" in line][-1])
         assert (entry["elb_status_code"], entry["target_status_code"], entry["target:port"]) == (
             "502", "-", f"127.0.0.1:{lab.api_port}")
