@@ -145,6 +145,15 @@ def last_fields(lab: Lab, before: int) -> list[str]:
     return re.findall(r'"[^"]*"|\S+', lab.log_lines()[before])
 
 
+def fields_for(lab: Lab, path: str) -> list[str]:
+    """The access-log entry of the one request for `path` (written a loop turn after the answer)."""
+    def found() -> list[str]:
+        return [line for line in lab.log_lines() if f"{path} HTTP/" in line]
+    assert wait_for(lambda: found()), f"no access-log entry for {path}"
+    [line] = found()
+    return re.findall(r'"[^"]*"|\S+', line)
+
+
 GET_CL0 = b"GET /api/cl0 HTTP/1.1\r\nHost: www.lab.test\r\nContent-Length: 0\r\n\r\n"
 GET_CL5 = b"GET /api/cl5 HTTP/1.1\r\nHost: www.lab.test\r\nContent-Length: 5\r\n\r\nhello"
 BAD_CL = b"POST /api/x HTTP/1.1\r\nHost: www.lab.test\r\nContent-Length: 1x\r\n\r\nx"
@@ -221,9 +230,9 @@ def test_noncompliant_requests_are_counted(dlab: Lab) -> None:
 def test_invalid_awsalbtg_cookie_is_logged_as_error_reason(dlab: Lab) -> None:
     status, headers, _ = dlab.get("/tg/first", {"Host": "www.lab.test"})
     good = headers.get_all("Set-Cookie")[0].split("=", 1)[1].split(";", 1)[0]
-    for cookie, reason in ((good, "-"), (good.replace("-", "%2D").replace("_", "%5F") + "%3D", "AWSALBTGCookieInvalid"),
-                           ("garbage", "AWSALBTGCookieInvalid")):
-        before = len(dlab.log_lines())
-        status, headers, _ = dlab.get("/tg/again", {"Host": "www.lab.test", "Cookie": f"AWSALBTG={cookie}"})
+    for n, (cookie, reason) in enumerate((
+            (good, "-"), (good.replace("-", "%2D").replace("_", "%5F") + "%3D", "AWSALBTGCookieInvalid"),
+            ("garbage", "AWSALBTGCookieInvalid"))):
+        status, headers, _ = dlab.get(f"/tg/again-{n}", {"Host": "www.lab.test", "Cookie": f"AWSALBTG={cookie}"})
         assert status == 200 and headers.get_all("Set-Cookie")[0].startswith("AWSALBTG=")  # routed, cookie renewed
-        assert last_fields(dlab, before)[24] == f'"{reason}"'
+        assert fields_for(dlab, f"/tg/again-{n}")[24] == f'"{reason}"'
