@@ -152,9 +152,19 @@ class TestNlbOperations:
         assert ends and ends[-1]["end"] == "idle timeout", ends[-1:]
 
     def test_deregistration_drains_then_terminates(self):
+        # The doomed flow must still be waiting when the 10 s drain ends, however long the
+        # deregister call below takes on a busy machine: with the listener's 15 s idle timeout it
+        # had only 4 s to spare, so the timeout goes to 60 s for this test (new flows take it).
+        lab("nlb", "modify-listener-attributes", "--listener", "80", "tcp.idle_timeout.seconds=60")
+        try:
+            self._drain_then_terminate()
+        finally:
+            lab("nlb", "modify-listener-attributes", "--listener", "80", "tcp.idle_timeout.seconds=15")
+
+    def _drain_then_terminate(self):
         held = start_hold(EIP_A, REQUEST_HEAD, 4, REQUEST_END, src="198.51.100.173")  # finishes during drain
-        # Outlives the 10 s drain, but speaks before its 15 s idle timeout would end it.
-        doomed = start_hold(EIP_A, REQUEST_HEAD, 14, REQUEST_END, src="198.51.100.174")
+        # Outlives the 10 s drain (and the deregister call), but speaks before HAProxy's 60 s client timeout.
+        doomed = start_hold(EIP_A, REQUEST_HEAD, 25, REQUEST_END, src="198.51.100.174")
         t0 = time.monotonic()
         lab("nlb", "deregister-targets", "--target-group", "haproxy-http", "haproxy-a")
         state = health("haproxy-http")["haproxy-a"]
@@ -240,19 +250,27 @@ class TestNlbOperations:
         assert out.count(" healthy ") >= 8
 
 
+def flow_log() -> list[dict]:
+    return [json.loads(line) for line in exec_in("nlb", "cat", "/var/log/lab/nlb/flows.log").stdout.splitlines()]
+
+
 def flows(event: str) -> list[dict]:
-    return [json.loads(line) for line in exec_in("nlb", "cat", "/var/log/lab/nlb/flows.log").stdout.splitlines()
-            if f'"{event}"' in line]
+    return [f for f in flow_log() if f["event"] == event]
 
 
 def targets_by_source(eip: str, count: int, sources: list[str]) -> dict[str, set[str]]:
-    """Which targets the flows from each source address went to (the NLB's flow log)."""
+    """Which targets the flows from each source address went to (the NLB's flow log). Only the log
+    lines written after the connections start count: the kernel may give a source port again, so an
+    earlier flow from the same ip:port must not be taken for one of these."""
+    before = len(flow_log())
     result = exec_in("client", "python3", "-c", CONNECT_MANY, eip, str(count), *sources)
     assert result.returncode == 0, result.stderr
-    mine = set(json.loads(result.stdout))
+    connected = json.loads(result.stdout)
+    mine = set(connected)
     out: dict[str, set[str]] = {src: set() for src in sources}
-    opened = [f for f in flows("open") if f["client"] in mine]
-    assert len(opened) == len(mine), (len(opened), len(mine))
+    opened = wait_for(lambda: (new := [f for f in flow_log()[before:] if f["event"] == "open" and f["client"] in mine])
+                      and len(new) >= len(connected) and new, "a flow-log open line per connection", timeout=10)
+    assert len(opened) == len(connected), (len(opened), len(connected))
     for f in opened:
         out[f["client"].rpartition(":")[0]].add(f["target"])
     return out
@@ -292,8 +310,9 @@ class TestNlbTargetChoice:
         assert targets_by_source(EIP_B, 6, ["198.51.100.190"]) == {"198.51.100.190": {"haproxy-b"}}
         set_cross_zone(True)
         try:
-            # Flow hashing with a per-connection sequence number: 16 flows through node a reach both AZs.
-            assert targets_by_source(EIP_A, 16, ["198.51.100.191"]) == {"198.51.100.191": {"haproxy-a", "haproxy-b"}}
+            # Flow hashing with a per-connection sequence number: 24 flows through node a reach both AZs
+            # (all on one target: 1 run in 2^23).
+            assert targets_by_source(EIP_A, 24, ["198.51.100.191"]) == {"198.51.100.191": {"haproxy-a", "haproxy-b"}}
         finally:
             set_cross_zone(False)
         assert targets_by_source(EIP_A, 6, ["198.51.100.192"]) == {"198.51.100.192": {"haproxy-a"}}
