@@ -65,9 +65,11 @@ def register(verbs) -> None:
     parser.set_defaults(run=run)
 
 
-def design(topology: m.Topology) -> tuple[str, str]:
-    """(kind, description) of the NLB listener and target group that carry the first listener's flows."""
-    listener = topology.nlb.listeners[0]
+def design(topology: m.Topology, listener_name: str | None = None) -> tuple[str, str]:
+    """(kind, description) of the NLB listener the flow came in on (`TLS:443`, from its flow log;
+    the first listener when unknown) and the target group behind it."""
+    listeners = topology.nlb.listeners
+    listener = next((ls for ls in listeners if f"{ls.protocol}:{ls.port}" == listener_name), listeners[0])
     tg = topology.nlb.target_group(listener.target_group)
     return tg.client_ip_kind, f"{listener.protocol}:{listener.port} -> {tg.target_type}" + {
         "alb": " (no HAProxy)", "proxy_v2": " + PROXY v2", "preserved": ", client IP preserved",
@@ -91,8 +93,8 @@ class Row:
 
 def row(topology: m.Topology, source: str, hops: list[dict[str, Any]]) -> Row:
     """One design's line of the table, from `lab trace`'s hops."""
-    kind, described = design(topology)
     by_hop = {hop["hop"]: hop for hop in hops}
+    kind, described = design(topology, by_hop.get("nlb", {}).get("listener"))
     haproxy, web = by_hop.get("haproxy", {}), by_hop.get("web", {})
     if "skipped" in haproxy:
         haproxy_client = haproxy_peer = "not on the path"

@@ -337,3 +337,14 @@ def test_demo_reports_a_design_whose_request_failed():
     assert (failed.kept, failed.x_forwarded_for) == (False, "?")
     assert table([failed], "198.51.100.123").endswith(
         "Problems (run `lab trace` on that topology):\n  nlb-ip: no answer; client: the request failed: curl exit 28")
+
+
+def test_demo_describes_the_listener_the_flow_came_in_on():
+    """sni's TCP:8443 goes straight to the ALB while its TLS:443 goes through HAProxy."""
+    from lab.cli.demo import design
+    from lab.load import load_topology
+
+    sni = load_topology("sni")
+    assert design(sni, "TCP:8443") == ("alb", "TCP:8443 -> alb (no HAProxy)")
+    assert design(sni, "TLS:443") == ("preserved", "TLS:443 -> instance, client IP preserved")
+    assert design(sni, None) == design(sni, "TLS:443")  # unknown: the first listener
