@@ -360,7 +360,7 @@ class _Loader:
         self._certificates(top.get("certificates", {}))
 
         haproxy_node = top["haproxy"]
-        haproxy_spec = haproxy_node.mapping(allowed=("instances", "alb_servers", "verify", "accept_proxy"),
+        haproxy_spec = haproxy_node.mapping(allowed=("instances", "alb_servers", "verify", "accept_proxy", "resolve"),
                                             required=("instances",))
         instances = tuple(self._haproxy_instance(n) for n in haproxy_spec["instances"].items())
         if not instances:
@@ -385,6 +385,7 @@ class _Loader:
             verify=haproxy_spec.get("verify", "required").string(("required", "none")),
             accept_proxy=accept_proxy,
             route_internet_via_nlb=any(tg.preserve_client_ip for tg in feeding),
+            resolve=haproxy_spec.get("resolve", "runtime").string(("runtime", "startup")),
         )
         return m.Topology(
             name=name, source=self.source, account_id=self.account, region=self.region, site=site,

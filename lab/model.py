@@ -181,6 +181,10 @@ class Haproxy:
     verify: str  # required | none
     accept_proxy: bool  # resolved from `auto`
     route_internet_via_nlb: bool  # instance targets with client IP preserved need the return route
+    # How HAProxy finds the ALB: `runtime` (a resolvers section re-resolving every second, one
+    # server slot per address) or `startup` (one server resolved once by libc when HAProxy starts,
+    # as configs without a resolvers section do; field notes pain point 8), for demos.
+    resolve: str = "runtime"
 
 
 @dataclass(frozen=True)

@@ -1,9 +1,13 @@
-"""`lab demo client-ip`: the design decision this lab exists for, shown side by side.
+"""`lab demo`: the design decisions this lab exists for, shown side by side on the running chain.
 
-The same request, from the same client address, goes through each way of putting static IPs in
-front of an ALB (aws-elb.md section 15): each topology is brought up in turn and `lab trace`'s
-hops say what HAProxy and the web service saw. The table at the end is what an architecture
-decision record needs: which design keeps the user's IP, and what each one costs.
+- `client-ip`: the same request, from the same client address, goes through each way of putting
+  static IPs in front of an ALB (aws-elb.md section 15); `lab trace`'s hops say what HAProxy and
+  the web service saw.
+- `alb-ip-change`: steady traffic while the ALB's addresses change (`lab alb rotate`), through a
+  HAProxy that resolved the ALB's name once at start and through one that keeps re-resolving it.
+
+Each topology is brought up in turn; the table at the end is what an architecture decision record
+needs: what each design does to real requests, and what it costs.
 """
 
 from __future__ import annotations
@@ -12,6 +16,9 @@ import contextlib
 import json
 import sys
 import textwrap
+import time
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -53,12 +60,20 @@ def register(verbs) -> None:
         description="client-ip: one request from the same client address through each way of keeping the "
                     "user's IP behind static Elastic IPs (topologies " + ", ".join(CLIENT_IP_TOPOLOGIES) + "), "
                     "then a table of what HAProxy and the web service saw and what each design costs. "
-                    "It replaces a running lab and leaves the last topology running.")
-    parser.add_argument("scenario", choices=["client-ip"])
+                    "alb-ip-change: steady requests while `lab alb rotate` gives the ALB new addresses, through "
+                    "a HAProxy that resolved the ALB's name once (haproxy-resolve-once) and one that re-resolves "
+                    "it (default), then a table of what the requests got. Each replaces a running lab and leaves "
+                    "the last topology running.")
+    parser.add_argument("scenario", choices=list(SCENARIOS))
     parser.add_argument("--from", dest="source", default=DEFAULT_SOURCE, metavar="IP",
                         help=f"the client address to send from (default {DEFAULT_SOURCE})")
-    parser.add_argument("--topologies", default=",".join(CLIENT_IP_TOPOLOGIES), metavar="NAME|FILE,...",
-                        help="which topologies, in order (default: " + ",".join(CLIENT_IP_TOPOLOGIES) + ")")
+    parser.add_argument("--topologies", default=None, metavar="NAME|FILE,...",
+                        help="which topologies, in order (default: client-ip " + ",".join(CLIENT_IP_TOPOLOGIES)
+                        + "; alb-ip-change " + ",".join(ALB_IP_CHANGE_TOPOLOGIES) + ")")
+    parser.add_argument("--seconds", type=seconds_arg(10, 600, low_allowed=True), default=30,
+                        help="alb-ip-change: how long the traffic runs (default 30; the rotation comes after 5 s)")
+    parser.add_argument("--drain-seconds", type=seconds_arg(0, 60, low_allowed=True), default=8,
+                        help="alb-ip-change: how long the old ALB nodes drain (default 8)")
     parser.add_argument("--timeout", type=seconds_arg(0, 86400, low_allowed=False), default=180,
                         help="seconds to wait for each topology's health (default 180)")
     parser.add_argument("--json", action="store_true", help="print the rows, with every hop, as JSON")
@@ -111,6 +126,18 @@ def row(topology: m.Topology, source: str, hops: list[dict[str, Any]]) -> Row:
                hops=hops)
 
 
+def layout(intro: list[str], cells: Sequence[tuple[str, ...]], costs: list[tuple[str, str]]) -> list[str]:
+    """The intro lines, `cells` in aligned columns (a rule under the header row), then what each
+    design costs, wrapped at 100 columns."""
+    widths = [max(len(line[i]) for line in cells) for i in range(len(cells[0]))]
+    aligned = ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
+    lines = [*intro, aligned[0], "  ".join("-" * width for width in widths), *aligned[1:], "",
+             "What each design costs:"]
+    for topology, text in costs:
+        lines += textwrap.wrap(text, width=100, initial_indent=f"  {topology}: ", subsequent_indent="    ")
+    return lines
+
+
 def table(rows: list[Row], source: str) -> str:
     header = ("topology", "NLB listener -> target type", "HAProxy's client (TCP peer)",
               "X-Forwarded-For at the app", "the app's client IP")
@@ -120,14 +147,7 @@ def table(rows: list[Row], source: str) -> str:
             f"{r.haproxy_client} (peer {r.haproxy_tcp_peer})"
         cells.append((r.topology, r.nlb_path, haproxy, r.x_forwarded_for or "-",
                       f"{r.app_client_ip or '-'} {'kept' if r.kept else 'LOST'}"))
-    widths = [max(len(line[i]) for line in cells) for i in range(len(header))]
-    lines = [f"The client sent from {source}.", ""]
-    lines += ["  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip() for line in cells]
-    lines.insert(3, "  ".join("-" * width for width in widths))
-    lines += ["", "What each design costs:"]
-    for r in rows:
-        lines += textwrap.wrap(COSTS[r.kind], width=100, initial_indent=f"  {r.topology}: ",
-                               subsequent_indent="    ")
+    lines = layout([f"The client sent from {source}.", ""], cells, [(r.topology, COSTS[r.kind]) for r in rows])
     problems = [f"  {r.topology}: {f'HTTP {r.status}' if r.status else 'no answer'}; {'; '.join(r.problems)}"
                 for r in rows if r.problems or r.status != 200]
     if problems:
@@ -135,41 +155,193 @@ def table(rows: list[Row], source: str) -> str:
     return "\n".join(lines)
 
 
-def bring_up_each(topologies: list[tuple[str, m.Topology]], source: str, timeout: float) -> list[Row]:
-    """Each topology up in turn, one request through it: its row."""
+# ---- alb-ip-change -------------------------------------------------------------------------------
+
+# Runs in the client container: two workers (one keep-alive, one a new connection per request) send
+# GET PATH to the site for SECONDS; prints [time, status, web service's TCP peer, error] per request.
+TRAFFIC = r"""
+import http.client, json, ssl, sys, threading, time
+seconds = float(sys.argv[1])
+path = sys.argv[2] if len(sys.argv) > 2 else "/api/steady"
+site = sys.argv[3] if len(sys.argv) > 3 else "www.lab.test"
+ctx = ssl.create_default_context(cafile="/lab/certs/public-ca.pem")
+results = []
+lock = threading.Lock()
+def worker(keep_alive):
+    conn = None
+    end = time.time() + seconds
+    while time.time() < end:
+        try:
+            if conn is None:
+                conn = http.client.HTTPSConnection(site, 443, context=ctx, timeout=20)
+            conn.request("GET", path, headers={"Connection": "keep-alive" if keep_alive else "close"})
+            resp = conn.getresponse()
+            body = resp.read()
+            peer = json.loads(body)["peer"]["ip"] if resp.status == 200 else None
+            item = (time.time(), resp.status, peer, None)
+            if not keep_alive or resp.getheader("Connection", "").lower() == "close":
+                conn.close(); conn = None
+        except Exception as exc:
+            item = (time.time(), None, None, repr(exc))
+            if conn is not None:
+                conn.close()
+            conn = None
+        with lock:
+            results.append(item)
+        time.sleep(0.02)
+threads = [threading.Thread(target=worker, args=(ka,)) for ka in (True, False)]
+for t in threads: t.start()
+for t in threads: t.join()
+print(json.dumps(results))
+"""
+ALB_IP_CHANGE_TOPOLOGIES = ("haproxy-resolve-once", "default")
+ROTATE_AFTER = 5.0  # seconds of traffic before the rotation
+
+RESOLVE_COSTS = {
+    "startup": "HAProxy resolved the ALB's name once, at start, and keeps that address. AWS changes an "
+               "ALB's addresses when it scales or replaces nodes; once the old nodes are gone, every request "
+               "gets HAProxy's 503 until HAProxy restarts. A config without a resolvers section (or nginx's "
+               "proxy_pass to a name) behaves like this.",
+    "runtime": "a resolvers section with short holds re-resolves the ALB's name every second, and "
+               "server-template gives each address its own server slot: HAProxy moves to the new nodes while "
+               "the old ones drain, and no request fails.",
+}
+
+
+@dataclass
+class RotationRow:
+    topology: str
+    resolve: str  # haproxy.resolve
+    requests: int
+    ok: int
+    failures: dict[str, int]  # "503" or the client's error -> count
+    first_failure_after: float | None  # seconds after the rotation
+    old_addresses: list[str]
+    new_addresses: list[str]
+    served_after_drain_by: list[str]  # ALB node addresses the web service saw after the drain
+
+
+def rotation_row(topology: m.Topology, results: list[list[Any]], rotated: dict[str, Any], rotated_at: float,
+                 drain: float) -> RotationRow:
+    failures: dict[str, int] = {}
+    first: float | None = None
+    for at, status, _, error in results:
+        if status != 200:
+            key = str(status) if status is not None else (error or "no answer").split("(")[0]
+            failures[key] = failures.get(key, 0) + 1
+            first = at - rotated_at if first is None else min(first, at - rotated_at)
+    after_drain = sorted({peer for at, status, peer, _ in results if status == 200 and at > rotated_at + drain + 2})
+    return RotationRow(
+        topology=topology.name, resolve=topology.haproxy.resolve, requests=len(results),
+        ok=sum(1 for r in results if r[1] == 200), failures=failures,
+        first_failure_after=None if first is None else round(first, 1),
+        old_addresses=sorted(n["Address"] for n in rotated["Draining"]),
+        new_addresses=sorted(n["Address"] for n in rotated["New"]), served_after_drain_by=after_drain)
+
+
+def rotation_table(rows: list[RotationRow], drain: float) -> str:
+    header = ("topology", "HAProxy finds the ALB", "requests ok", "failed", "first failure",
+              "ALB addresses serving after the drain")
+    cells = [header]
+    for r in rows:
+        failed = ", ".join(f"{n} x {k}" for k, n in sorted(r.failures.items())) or "none"
+        first = "-" if r.first_failure_after is None else f"{r.first_failure_after:g} s after the rotation"
+        cells.append((r.topology, haproxy_finds_alb(r.resolve), f"{r.ok}/{r.requests}", failed, first,
+                      ", ".join(r.served_after_drain_by) or "none"))
+    intro = [f"`lab alb rotate` {ROTATE_AFTER:g} s into the traffic: the ALB's addresses went from "
+             f"{', '.join(rows[-1].old_addresses)} to {', '.join(rows[-1].new_addresses)};",
+             f"the old nodes drained for {drain:g} s, then went away.", ""]
+    return "\n".join(layout(intro, cells, [(r.topology, RESOLVE_COSTS[r.resolve]) for r in rows]))
+
+
+def haproxy_finds_alb(resolve: str) -> str:
+    return "resolved once at start" if resolve == "startup" else "re-resolved every 1 s"
+
+
+def rotate_under_traffic(client, topology: m.Topology, seconds: float, drain: float) -> RotationRow:
+    """Steady traffic from the client container; `lab alb rotate` after ROTATE_AFTER seconds."""
+    from lab.cli.alb import admin_call
+    from lab.runtime import exec_in
+
+    with ThreadPoolExecutor(1) as pool:
+        traffic = pool.submit(exec_in, client, m.CLIENT_SERVICE,
+                              ["python3", "-c", TRAFFIC, str(seconds), "/api/steady", topology.site])
+        time.sleep(ROTATE_AFTER)
+        rotated = admin_call("POST", "/rotate", {"DrainSeconds": drain})
+        rotated_at = time.time()
+        say(f"  rotated: {', '.join(n['Address'] for n in rotated['Draining'])} -> "
+            f"{', '.join(n['Address'] for n in rotated['New'])}; old nodes gone in {drain:g} s")
+        code, out, err = traffic.result()
+    if code != 0:
+        raise LabError(f"the traffic in the client container failed: {err.decode(errors='replace').strip()[-200:]}")
+    # The client container's clock is the host's (one kernel), so its times compare with rotated_at.
+    return rotation_row(topology, json.loads(out), rotated, rotated_at, drain)
+
+
+# ---- running a scenario ----------------------------------------------------------------------------
+
+def bring_up_each(args, topologies: list[tuple[str, m.Topology]], source: str) -> list[Any]:
+    """Each topology up in turn, the scenario's traffic through it: its row."""
     names = ", ".join(spec for spec, _ in topologies)
-    say(f"demo client-ip: one request from {source} through {len(topologies)} designs, each brought up in turn "
-        f"({names}; about 30-60 s each); the lab is left running {topologies[-1][0]}")
+    if args.scenario == "client-ip":
+        what, each = f"one request from {source}", "about 30-60 s each"
+    else:
+        what, each = f"{args.seconds:g} s of steady requests and an ALB rotation", \
+            f"about {args.seconds + 30:g} s each"
+    say(f"demo {args.scenario}: {what} through {len(topologies)} designs, each brought up in turn "
+        f"({names}; {each}); the lab is left running {topologies[-1][0]}")
     prepare_engine()
     client = docker_client()
-    rows = []
+    rows: list[Any] = []
     for number, (spec, topology) in enumerate(topologies, 1):
         step = f"[{number}/{len(topologies)}] {topology.name}"
         say(f"{step}: bringing it up ...")
-        start(topology, spec, timeout)
-        try:
-            hops = collect(client, topology, source, f"https://{topology.site}/api/client-ip")
-        except LabError as exc:  # a design that does not answer is a finding, not the end of the demo
-            hops = [{"hop": "client", "node": m.CLIENT_SERVICE, "status": None, "missing": str(exc)}]
-        rows.append(row(topology, source, hops))
-        say(f"{step}: HTTP {rows[-1].status}; the web service got X-Forwarded-For: {rows[-1].x_forwarded_for or '-'}")
+        start(topology, spec, args.timeout)
+        if args.scenario == "client-ip":
+            try:
+                hops = collect(client, topology, source, f"https://{topology.site}/api/client-ip")
+            except LabError as exc:  # a design that does not answer is a finding, not the end of the demo
+                hops = [{"hop": "client", "node": m.CLIENT_SERVICE, "status": None, "missing": str(exc)}]
+            rows.append(row(topology, source, hops))
+            say(f"{step}: HTTP {rows[-1].status}; the web service got X-Forwarded-For: "
+                f"{rows[-1].x_forwarded_for or '-'}")
+        else:
+            say(f"{step}: {args.seconds:g} s of requests; the ALB rotates after {ROTATE_AFTER:g} s ...")
+            rows.append(rotate_under_traffic(client, topology, args.seconds, args.drain_seconds))
+            r = rows[-1]
+            say(f"{step}: {r.ok} of {r.requests} requests answered 200")
     return rows
 
 
+SCENARIOS = {"client-ip": CLIENT_IP_TOPOLOGIES, "alb-ip-change": ALB_IP_CHANGE_TOPOLOGIES}
+
+
 def run(args) -> int:
-    specs = [s.strip() for s in args.topologies.split(",")]
+    text = args.topologies if args.topologies is not None else ",".join(SCENARIOS[args.scenario])
+    specs = [s.strip() for s in text.split(",")]
     if not all(specs):
-        raise LabError(f"--topologies {args.topologies!r} has an empty name")
+        raise LabError(f"--topologies {text!r} has an empty name")
     topologies = [(spec, load_topology(spec)) for spec in specs]  # every file checked before anything starts
     source = [str(source_address(topology, args.source)) for _, topology in topologies][0]  # in every client range
+    if args.scenario == "alb-ip-change" and args.seconds < ROTATE_AFTER + args.drain_seconds + 5:
+        raise LabError(f"--seconds {args.seconds:g} is too short to see the drain end: at least "
+                       f"{ROTATE_AFTER + args.drain_seconds + 5:g} with --drain-seconds {args.drain_seconds:g}")
     # With --json, stdout is the JSON document alone: the progress lines go to stderr.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        rows = bring_up_each(topologies, source, args.timeout)
+        rows = bring_up_each(args, topologies, source)
+    # client-ip: a design that did not answer is an error. alb-ip-change: failed requests are what
+    # the demo shows, so only a run that could not be made is.
+    code = 0 if args.scenario != "client-ip" or all(r.status == 200 and not r.problems for r in rows) else 1
     if args.json:
         print(json.dumps([asdict(r) for r in rows], indent=2))
-    else:
+    elif args.scenario == "client-ip":
         print()
         print(table(rows, source))
         print(f"\nThe lab is left running {rows[-1].topology}; `lab trace --from {source}` shows its hops, "
               "`lab down` stops it.")
-    return 0 if all(r.status == 200 and not r.problems for r in rows) else 1
+    else:
+        print()
+        print(rotation_table(rows, args.drain_seconds))
+        print(f"\nThe lab is left running {rows[-1].topology}; `lab alb nodes` shows the ALB's addresses, "
+              "`lab down` stops it.")
+    return code

@@ -103,7 +103,9 @@ def compose_document(topology: m.Topology, config_dir: str = "./.lab/config") ->
             instance.name,
             [*_netsetup(routes=routes), "haproxy", "-db", "-f", f"{CONFIG_DIR}/{instance.name}/haproxy.cfg"],
             {"vpc": instance.address}, cap_add=["NET_ADMIN"], healthcheck=_listening(443),
-            depends_on=_healthy(m.DNS_SERVICE, m.ALB_SERVICE))
+            depends_on=_healthy(m.DNS_SERVICE, m.ALB_SERVICE),
+            # libc resolves the ALB's name at start (haproxy.resolve: startup): the VPC resolver, as on EC2.
+            **({"dns": [str(dns.vpc_address)]} if topology.haproxy.resolve == "startup" else {}))
 
     first_node, *other_nodes = nlb.nodes
     extra_addresses = [str(a) for n in other_nodes for a in (n.elastic_ip, n.private_ip)]

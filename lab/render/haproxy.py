@@ -18,6 +18,26 @@ LOG_FORMAT = (
 )
 
 
+# `haproxy.resolve: runtime` (the default).
+RESOLVERS = """\
+# The VPC resolver. Short holds: re-resolve every second and keep nothing stale, so the ALB's
+# changing addresses are followed (field notes: GOV.UK Verify d8588fa).
+resolvers vpcdns
+    nameserver vpc {vpc_resolver}:53
+    accepted_payload_size 4096
+    resolve_retries 3
+    timeout resolve 1s
+    timeout retry 1s
+    hold valid 1s
+    hold timeout 0s
+    hold nx 0s
+    hold other 0s
+    hold refused 0s
+    hold obsolete 0s
+
+"""
+
+
 def haproxy_config(topology: m.Topology, instance: m.HaproxyInstance) -> str:
     hp = topology.haproxy
     alb = topology.alb
@@ -28,6 +48,19 @@ def haproxy_config(topology: m.Topology, instance: m.HaproxyInstance) -> str:
         verify = "verify none"
     https_port = next((ls.port for ls in alb.listeners if ls.protocol == "HTTPS"), 443)
     log_format = LOG_FORMAT.format(name=instance.name)
+    if hp.resolve == "runtime":
+        resolvers = RESOLVERS.format(vpc_resolver=topology.dns.vpc_address)
+        servers = (
+            "    # One slot per ALB address: a single `server` keeps only one address (verify-infrastructure 24ac501).\n"
+            f"    server-template alb {hp.alb_servers} {alb.dns_name}:{https_port} resolvers vpcdns resolve-prefer ipv4 "
+            f"init-addr none check ssl {verify}")
+    else:
+        resolvers = ""
+        servers = (
+            "    # haproxy.resolve: startup. No resolvers section: libc resolves the name once, when HAProxy\n"
+            "    # starts, and this one server keeps that one address (field notes pain point 8; the\n"
+            "    # hmpps-delius-core config). When the ALB's addresses change, nothing follows them.\n"
+            f"    server alb {alb.dns_name}:{https_port} init-addr last,libc,none check ssl {verify}")
     return f"""\
 # Rendered by `lab render` from {topology.source} for {instance.name} (AZ {instance.az}). Do not edit.
 global
@@ -48,22 +81,7 @@ defaults
     timeout server 60s
     timeout http-keep-alive 55s
 
-# The VPC resolver. Short holds: re-resolve every second and keep nothing stale, so the ALB's
-# changing addresses are followed (field notes: GOV.UK Verify d8588fa).
-resolvers vpcdns
-    nameserver vpc {topology.dns.vpc_address}:53
-    accepted_payload_size 4096
-    resolve_retries 3
-    timeout resolve 1s
-    timeout retry 1s
-    hold valid 1s
-    hold timeout 0s
-    hold nx 0s
-    hold other 0s
-    hold refused 0s
-    hold obsolete 0s
-
-frontend https
+{resolvers}frontend https
     bind {instance.address}:443{accept_proxy} ssl crt {CERT_DIR}/{instance.name}.pem
     capture request header X-Lab-Trace len 64
     log-format "{log_format}"
@@ -80,6 +98,5 @@ backend alb
     balance roundrobin
     http-reuse safe
     default-server inter 2s fall 3 rise 2
-    # One slot per ALB address: a single `server` keeps only one address (verify-infrastructure 24ac501).
-    server-template alb {hp.alb_servers} {alb.dns_name}:{https_port} resolvers vpcdns resolve-prefer ipv4 init-addr none check ssl {verify}
+{servers}
 """

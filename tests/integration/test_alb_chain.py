@@ -10,6 +10,7 @@ import time
 
 import pytest
 
+from lab.cli.demo import TRAFFIC  # steady traffic in the client container, as `lab demo alb-ip-change` sends
 from lab.cli.trace import parse_alb_entry
 from lab.load import load_topology
 from services.alb_sim.access_log import FIELD_NAMES
@@ -19,43 +20,6 @@ TOPOLOGY = "default"
 pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("running_lab")]
 SITE = "www.lab.test"
 CLIENT = "198.51.100.100"
-
-# Runs in the client container: steady HTTPS traffic through the chain for `seconds`, on one
-# keep-alive connection and on a new connection per request, in two threads. Prints a JSON summary.
-TRAFFIC = r"""
-import http.client, json, ssl, sys, threading, time
-seconds = float(sys.argv[1])
-ctx = ssl.create_default_context(cafile="/lab/certs/public-ca.pem")
-results = []
-lock = threading.Lock()
-def worker(keep_alive):
-    conn = None
-    end = time.time() + seconds
-    while time.time() < end:
-        try:
-            if conn is None:
-                conn = http.client.HTTPSConnection("www.lab.test", 443, context=ctx, timeout=20)
-            conn.request("GET", "/api/steady", headers={"Connection": "keep-alive" if keep_alive else "close"})
-            resp = conn.getresponse()
-            body = resp.read()
-            peer = json.loads(body)["peer"]["ip"] if resp.status == 200 else None
-            item = (time.time(), resp.status, peer, None)
-            if not keep_alive or resp.getheader("Connection", "").lower() == "close":
-                conn.close(); conn = None
-        except Exception as exc:
-            item = (time.time(), None, None, repr(exc))
-            if conn is not None:
-                conn.close()
-            conn = None
-        with lock:
-            results.append(item)
-        time.sleep(0.02)
-threads = [threading.Thread(target=worker, args=(ka,)) for ka in (True, False)]
-for t in threads: t.start()
-for t in threads: t.join()
-print(json.dumps(results))
-"""
-
 
 def alb_log_lines() -> list[str]:
     result = exec_in("alb", "sh", "-c", "cat /var/log/lab/alb/*/access.log")

@@ -1,7 +1,13 @@
-"""`lab demo client-ip` on the real chain: the four designs brought up in turn, and what the echo
-service saw of one request from 198.51.100.123 in each (the target-type matrix of aws-elb.md
-section 2, and section 15's alternatives). The demo replaces any running lab; this module takes the
-machine-wide lab lock like the others and leaves the lab down."""
+"""`lab demo` on the real chain.
+
+- client-ip: the four designs brought up in turn, and what the echo service saw of one request
+  from 198.51.100.123 in each (the target-type matrix of aws-elb.md section 2, and section 15's
+  alternatives).
+- alb-ip-change: steady traffic while the ALB's addresses change, through a HAProxy that resolved
+  the ALB's name once and through one that re-resolves it (field notes pain point 8).
+
+The demos replace any running lab; this module takes the machine-wide lab lock like the others
+(once, for both) and leaves the lab down."""
 
 from __future__ import annotations
 
@@ -18,20 +24,26 @@ SOURCE = "198.51.100.123"
 
 
 @pytest.fixture(scope="module")
-def demo_rows():
+def demos():
     with open(LOCK_FILE, "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
-            result = lab("demo", "client-ip", "--from", SOURCE, "--json", timeout=1800)
-            yield {r["topology"]: r for r in json.loads(result.stdout)}
+            client_ip = lab("demo", "client-ip", "--from", SOURCE, "--json", timeout=1800)
+            rotation = lab("demo", "alb-ip-change", "--json", timeout=1800)
+            yield {name: {r["topology"]: r for r in json.loads(result.stdout)}
+                   for name, result in (("client-ip", client_ip), ("alb-ip-change", rotation))}
         finally:
             lab("down", timeout=300)
 
 
-def test_each_design_in_order_answers_and_the_default_is_left_running(demo_rows):
+@pytest.fixture
+def demo_rows(demos):
+    return demos["client-ip"]
+
+
+def test_each_design_in_order_answers(demo_rows):
     assert list(demo_rows) == ["nlb-ip", "ip-proxy-v2", "nlb-alb", "default"]
     assert all(r["status"] == 200 and r["problems"] == [] for r in demo_rows.values()), demo_rows
-    assert lab("status").stdout.startswith("topology default ")  # left as `make up` leaves it
 
 
 def test_what_the_application_saw_in_each_design(demo_rows):
@@ -50,3 +62,21 @@ def test_what_the_application_saw_in_each_design(demo_rows):
     assert demo_rows["default"]["haproxy_tcp_peer"] == demo_rows["default"]["haproxy_client"] == SOURCE
     assert seen["default"][0] == SOURCE and seen["default"][1] in haproxy
     assert [r["kept"] for r in demo_rows.values()] == [False, True, True, True]
+
+
+def test_haproxy_that_resolved_the_alb_once_fails_after_the_old_nodes_go(demos):
+    rows = demos["alb-ip-change"]
+    assert list(rows) == ["haproxy-resolve-once", "default"]
+    once, default = rows["haproxy-resolve-once"], rows["default"]
+    assert once["old_addresses"] == default["old_addresses"] and not set(once["old_addresses"]) & set(
+        once["new_addresses"])
+    # Resolved once: served by the old nodes while they drain (8 s), HAProxy's 503 once they are gone,
+    # and never a request through a new address.
+    assert once["failures"].get("503", 0) > 0, once
+    assert once["first_failure_after"] >= 8, once
+    assert once["served_after_drain_by"] == [], once
+    assert once["ok"] > 0
+    # Re-resolved: no request fails, and both new nodes serve once the old ones are gone.
+    assert default["failures"] == {} and default["ok"] == default["requests"] > 100, default
+    assert default["served_after_drain_by"] == default["new_addresses"], default
+    assert lab("status").stdout.startswith("topology default ")  # left as `make up` leaves it

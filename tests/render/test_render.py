@@ -18,7 +18,7 @@ from lab.render import ROOT, config_files
 from lab.render.compose import IMAGE, compose_yaml
 
 GOLDEN = Path(__file__).parent / "golden"
-TOPOLOGIES = ["default", "ip-proxy-v2"]
+TOPOLOGIES = ["default", "ip-proxy-v2", "haproxy-resolve-once"]
 
 
 def rendered(name: str) -> dict[str, str]:
@@ -86,3 +86,16 @@ def test_haproxy_accepts_every_rendered_config(name, verify, tmp_path):
         result = subprocess.run(_haproxy_check_command(cfg, certs), capture_output=True, text=True)
         assert result.returncode == 0, f"haproxy -c rejected {relative}:\n{result.stdout}{result.stderr}"
         assert "Configuration file is valid" in result.stdout + result.stderr
+
+
+def test_haproxy_resolve_startup_has_one_server_and_no_resolvers():
+    """haproxy.resolve: startup (haproxy-resolve-once): libc resolves the ALB's name once, through the
+    VPC resolver the container is given; `runtime` (default) re-resolves through a resolvers section."""
+    once = rendered("haproxy-resolve-once")
+    cfg = once["haproxy-a/haproxy.cfg"]
+    assert "resolvers" not in cfg.replace("No resolvers section", "") and "server-template" not in cfg
+    assert "    server alb alb.lab.internal:443 init-addr last,libc,none check ssl verify required" in cfg
+    assert yaml.safe_load(once["compose.yaml"])["services"]["haproxy-a"]["dns"] == ["10.20.0.2"]
+    default = rendered("default")
+    assert "resolvers vpcdns\n" in default["haproxy-a/haproxy.cfg"]
+    assert "dns" not in yaml.safe_load(default["compose.yaml"])["services"]["haproxy-a"]

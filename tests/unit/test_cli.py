@@ -36,7 +36,7 @@ def test_unknown_topology():
     result = lab("render", "--topology", "nope")
     assert result.returncode == 2
     assert one_line_error(result) == (
-        "lab render: error: unknown topology 'nope' (known: alb-rules, default, ip-proxy-v2, nlb-alb, nlb-ip, nlb-ops, sni; or give a path to a .yaml file)")
+        "lab render: error: unknown topology 'nope' (known: alb-rules, default, haproxy-resolve-once, ip-proxy-v2, nlb-alb, nlb-ip, nlb-ops, sni; or give a path to a .yaml file)")
 
 
 def test_bad_key_in_topology_file(tmp_path):
@@ -46,7 +46,7 @@ def test_bad_key_in_topology_file(tmp_path):
     result = lab("render", "--topology", str(bad))
     assert one_line_error(result) == (
         f"lab render: error: haproxy.alb_server: unknown key (allowed here: instances, alb_servers, verify, "
-        f"accept_proxy) in {bad}")
+        f"accept_proxy, resolve) in {bad}")
 
 
 def test_missing_topology_file(tmp_path):
@@ -277,7 +277,7 @@ def test_up_summary_says_which_hops_the_client_address_crosses(topology: str, pa
 
 @pytest.mark.parametrize("args, message", [
     (["--topologies", "nlb-ip,,default"], "--topologies 'nlb-ip,,default' has an empty name"),
-    (["--topologies", "nlb-ip,nope"], "unknown topology 'nope' (known: alb-rules, default, ip-proxy-v2, nlb-alb, "
+    (["--topologies", "nlb-ip,nope"], "unknown topology 'nope' (known: alb-rules, default, haproxy-resolve-once, ip-proxy-v2, nlb-alb, "
                                       "nlb-ip, nlb-ops, sni; or give a path to a .yaml file)"),
     (["--from", "10.0.0.1"], "--from 10.0.0.1 is outside the client's source range 198.51.100.100-198.51.100.199"),
 ])
@@ -348,3 +348,38 @@ def test_demo_describes_the_listener_the_flow_came_in_on():
     assert design(sni, "TCP:8443") == ("alb", "TCP:8443 -> alb (no HAProxy)")
     assert design(sni, "TLS:443") == ("preserved", "TLS:443 -> instance, client IP preserved")
     assert design(sni, None) == design(sni, "TLS:443")  # unknown: the first listener
+
+
+def test_demo_alb_ip_change_needs_traffic_past_the_drain():
+    result = lab("demo", "alb-ip-change", "--seconds", "15", "--drain-seconds", "8",
+                 env={"DOCKER_HOST": "unix:///nonexistent"})
+    assert one_line_error(result) == (
+        "lab demo: error: --seconds 15 is too short to see the drain end: at least 18 with --drain-seconds 8")
+    assert usage_error(lab("demo", "alb-ip-change", "--drain-seconds", "61")) == (
+        "lab demo: error: argument --drain-seconds: '61' is not a number of seconds (at least 0, at most 60)")
+
+
+def test_demo_alb_ip_change_rows_count_what_the_requests_got():
+    from lab.cli.demo import rotation_row, rotation_table
+    from lab.load import load_topology
+
+    rotated = {"New": [{"Address": "10.20.1.31"}, {"Address": "10.20.2.31"}],
+               "Draining": [{"Address": "10.20.1.30"}, {"Address": "10.20.2.30"}]}
+    t = 1000.0  # the rotation; the drain is 8 s
+    once = rotation_row(load_topology("haproxy-resolve-once"), [
+        [t - 1, 200, "10.20.1.30", None], [t + 5, 200, "10.20.2.30", None], [t + 15.2, 503, None, None],
+        [t + 16, 503, None, None], [t + 16.5, None, None, "RemoteDisconnected('closed')"]], rotated, t, 8)
+    assert (once.resolve, once.requests, once.ok, once.first_failure_after) == ("startup", 5, 2, 15.2)
+    assert once.failures == {"503": 2, "RemoteDisconnected": 1} and once.served_after_drain_by == []
+    default = rotation_row(load_topology("default"), [
+        [t + 1, 200, "10.20.1.30", None], [t + 11, 200, "10.20.2.31", None], [t + 12, 200, "10.20.1.31", None]],
+        rotated, t, 8)
+    assert default.failures == {} and default.served_after_drain_by == ["10.20.1.31", "10.20.2.31"]
+    lines = rotation_table([once, default], 8).splitlines()
+    assert lines[0].endswith("went from 10.20.1.30, 10.20.2.30 to 10.20.1.31, 10.20.2.31;")
+    body = {line.split()[0]: line for line in lines[5:7]}
+    assert "resolved once at start" in body["haproxy-resolve-once"] and "2/5" in body["haproxy-resolve-once"]
+    assert "2 x 503, 1 x RemoteDisconnected" in body["haproxy-resolve-once"]
+    assert "15.2 s after the rotation" in body["haproxy-resolve-once"]
+    assert body["default"].endswith("10.20.1.31, 10.20.2.31") and "3/3" in body["default"]
+    assert max(len(line) for line in lines[lines.index("What each design costs:"):]) <= 100

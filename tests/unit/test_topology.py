@@ -192,7 +192,7 @@ def test_invalid_alb_rule_is_rejected_at_load(tmp_path):
 def test_unknown_topology_name_lists_known():
     with pytest.raises(TopologyError) as caught:
         resolve_topology_path("nope")
-    assert str(caught.value) == ("unknown topology 'nope' (known: alb-rules, default, ip-proxy-v2, nlb-alb, nlb-ip, nlb-ops, sni; or give a path to a .yaml file)")
+    assert str(caught.value) == ("unknown topology 'nope' (known: alb-rules, default, haproxy-resolve-once, ip-proxy-v2, nlb-alb, nlb-ip, nlb-ops, sni; or give a path to a .yaml file)")
 
 
 def test_bad_yaml_reports_line(tmp_path):
