@@ -84,6 +84,7 @@ def summary(topology: m.Topology) -> str:
         f"  .venv/bin/lab trace --from 198.51.100.150 https://{topology.site}/",
         f"  .venv/bin/lab curl -i 'http://{topology.site}/some/path?q=1'",
         "  .venv/bin/lab status            (make status)     .venv/bin/lab down   (make down)",
+        "  .venv/bin/lab demo client-ip    (each way of keeping the client IP, side by side; replaces this lab)",
     ]
     return "\n".join(lines)
 
