@@ -278,70 +278,101 @@ def rotate_under_traffic(client, topology: m.Topology, seconds: float, drain: fl
     return rotation_row(topology, json.loads(out), rotated, rotated_at, drain)
 
 
-# ---- running a scenario ----------------------------------------------------------------------------
+# ---- the scenarios ----------------------------------------------------------------------------------
 
-def bring_up_each(args, topologies: list[tuple[str, m.Topology]], source: str) -> list[Any]:
+class ClientIpDemo:
+    """One request from `source` through each design; a design that does not answer is an error."""
+
+    topologies = CLIENT_IP_TOPOLOGIES
+
+    def __init__(self, args, source: str) -> None:
+        self.source = source
+
+    def announce(self) -> tuple[str, str]:
+        return f"one request from {self.source}", "about 30-60 s each"
+
+    def measure(self, client, topology: m.Topology, step: str) -> Row:
+        try:
+            hops = collect(client, topology, self.source, f"https://{topology.site}/api/client-ip")
+        except LabError as exc:  # a design that does not answer is a finding, not the end of the demo
+            hops = [{"hop": "client", "node": m.CLIENT_SERVICE, "status": None, "missing": str(exc)}]
+        return row(topology, self.source, hops)
+
+    def progress(self, r: Row) -> str:
+        return f"HTTP {r.status}; the web service got X-Forwarded-For: {r.x_forwarded_for or '-'}"
+
+    def report(self, rows: list[Row]) -> str:
+        return (f"{table(rows, self.source)}\n\nThe lab is left running {rows[-1].topology}; "
+                f"`lab trace --from {self.source}` shows its hops, `lab down` stops it.")
+
+    def exit_code(self, rows: list[Row]) -> int:
+        return 0 if all(r.status == 200 and not r.problems for r in rows) else 1
+
+
+class AlbIpChangeDemo:
+    """Steady traffic and a rotation through each design; failed requests are what it shows, so only
+    a run that could not be made is an error."""
+
+    topologies = ALB_IP_CHANGE_TOPOLOGIES
+
+    def __init__(self, args, source: str) -> None:
+        self.seconds, self.drain = args.seconds, args.drain_seconds
+        if self.seconds < ROTATE_AFTER + self.drain + 5:
+            raise LabError(f"--seconds {self.seconds:g} is too short to see the drain end: at least "
+                           f"{ROTATE_AFTER + self.drain + 5:g} with --drain-seconds {self.drain:g}")
+
+    def announce(self) -> tuple[str, str]:
+        return f"{self.seconds:g} s of steady requests and an ALB rotation", f"about {self.seconds + 30:g} s each"
+
+    def measure(self, client, topology: m.Topology, step: str) -> RotationRow:
+        say(f"{step}: {self.seconds:g} s of requests; the ALB rotates after {ROTATE_AFTER:g} s ...")
+        return rotate_under_traffic(client, topology, self.seconds, self.drain)
+
+    def progress(self, r: RotationRow) -> str:
+        return f"{r.ok} of {r.requests} requests answered 200"
+
+    def report(self, rows: list[RotationRow]) -> str:
+        return (f"{rotation_table(rows, self.drain)}\n\nThe lab is left running {rows[-1].topology}; "
+                "`lab alb nodes` shows the ALB's addresses, `lab down` stops it.")
+
+    def exit_code(self, rows: list[RotationRow]) -> int:
+        return 0
+
+
+SCENARIOS: dict[str, type[ClientIpDemo] | type[AlbIpChangeDemo]] = {
+    "client-ip": ClientIpDemo, "alb-ip-change": AlbIpChangeDemo}
+
+
+def bring_up_each(demo: ClientIpDemo | AlbIpChangeDemo, name: str, topologies: list[tuple[str, m.Topology]],
+                  timeout: float) -> list[Any]:
     """Each topology up in turn, the scenario's traffic through it: its row."""
-    names = ", ".join(spec for spec, _ in topologies)
-    if args.scenario == "client-ip":
-        what, each = f"one request from {source}", "about 30-60 s each"
-    else:
-        what, each = f"{args.seconds:g} s of steady requests and an ALB rotation", \
-            f"about {args.seconds + 30:g} s each"
-    say(f"demo {args.scenario}: {what} through {len(topologies)} designs, each brought up in turn "
-        f"({names}; {each}); the lab is left running {topologies[-1][0]}")
+    what, each = demo.announce()
+    say(f"demo {name}: {what} through {len(topologies)} designs, each brought up in turn "
+        f"({', '.join(spec for spec, _ in topologies)}; {each}); the lab is left running {topologies[-1][0]}")
     prepare_engine()
     client = docker_client()
     rows: list[Any] = []
     for number, (spec, topology) in enumerate(topologies, 1):
         step = f"[{number}/{len(topologies)}] {topology.name}"
         say(f"{step}: bringing it up ...")
-        start(topology, spec, args.timeout)
-        if args.scenario == "client-ip":
-            try:
-                hops = collect(client, topology, source, f"https://{topology.site}/api/client-ip")
-            except LabError as exc:  # a design that does not answer is a finding, not the end of the demo
-                hops = [{"hop": "client", "node": m.CLIENT_SERVICE, "status": None, "missing": str(exc)}]
-            rows.append(row(topology, source, hops))
-            say(f"{step}: HTTP {rows[-1].status}; the web service got X-Forwarded-For: "
-                f"{rows[-1].x_forwarded_for or '-'}")
-        else:
-            say(f"{step}: {args.seconds:g} s of requests; the ALB rotates after {ROTATE_AFTER:g} s ...")
-            rows.append(rotate_under_traffic(client, topology, args.seconds, args.drain_seconds))
-            r = rows[-1]
-            say(f"{step}: {r.ok} of {r.requests} requests answered 200")
+        start(topology, spec, timeout)
+        rows.append(demo.measure(client, topology, step))
+        say(f"{step}: {demo.progress(rows[-1])}")
     return rows
 
 
-SCENARIOS = {"client-ip": CLIENT_IP_TOPOLOGIES, "alb-ip-change": ALB_IP_CHANGE_TOPOLOGIES}
-
-
 def run(args) -> int:
-    text = args.topologies if args.topologies is not None else ",".join(SCENARIOS[args.scenario])
+    kind = SCENARIOS[args.scenario]
+    text = args.topologies if args.topologies is not None else ",".join(kind.topologies)
     specs = [s.strip() for s in text.split(",")]
     if not all(specs):
         raise LabError(f"--topologies {text!r} has an empty name")
     topologies = [(spec, load_topology(spec)) for spec in specs]  # every file checked before anything starts
-    source = [str(source_address(topology, args.source)) for _, topology in topologies][0]  # in every client range
-    if args.scenario == "alb-ip-change" and args.seconds < ROTATE_AFTER + args.drain_seconds + 5:
-        raise LabError(f"--seconds {args.seconds:g} is too short to see the drain end: at least "
-                       f"{ROTATE_AFTER + args.drain_seconds + 5:g} with --drain-seconds {args.drain_seconds:g}")
+    for _, topology in topologies:  # --from must be in every topology's client range
+        source_address(topology, args.source)
+    demo = kind(args, str(source_address(topologies[0][1], args.source)))
     # With --json, stdout is the JSON document alone: the progress lines go to stderr.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        rows = bring_up_each(args, topologies, source)
-    # client-ip: a design that did not answer is an error. alb-ip-change: failed requests are what
-    # the demo shows, so only a run that could not be made is.
-    code = 0 if args.scenario != "client-ip" or all(r.status == 200 and not r.problems for r in rows) else 1
-    if args.json:
-        print(json.dumps([asdict(r) for r in rows], indent=2))
-    elif args.scenario == "client-ip":
-        print()
-        print(table(rows, source))
-        print(f"\nThe lab is left running {rows[-1].topology}; `lab trace --from {source}` shows its hops, "
-              "`lab down` stops it.")
-    else:
-        print()
-        print(rotation_table(rows, args.drain_seconds))
-        print(f"\nThe lab is left running {rows[-1].topology}; `lab alb nodes` shows the ALB's addresses, "
-              "`lab down` stops it.")
-    return code
+        rows = bring_up_each(demo, args.scenario, topologies, args.timeout)
+    print(json.dumps([asdict(r) for r in rows], indent=2) if args.json else f"\n{demo.report(rows)}")
+    return demo.exit_code(rows)
