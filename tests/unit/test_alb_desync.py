@@ -16,7 +16,7 @@ from services.alb_sim.config import ForwardAction, Rule, WeightedTargetGroup
 from services.alb_sim.config import Condition
 from services.alb_sim.desync import (ALLOW, BLOCK, CLOSE, Verdict, classify, classify_head, mitigation,
                                      suspicious_name)
-from tests.unit.test_alb_server import Lab, read_response, wait_for
+from tests.unit.test_alb_server import Lab, log_entry, read_response, wait_for
 
 H = b"Host: a\r\n"
 
@@ -145,15 +145,6 @@ def last_fields(lab: Lab, before: int) -> list[str]:
     return re.findall(r'"[^"]*"|\S+', lab.log_lines()[before])
 
 
-def fields_for(lab: Lab, path: str) -> list[str]:
-    """The access-log entry of the one request for `path` (written a loop turn after the answer)."""
-    def found() -> list[str]:
-        return [line for line in lab.log_lines() if f"{path} HTTP/" in line]
-    assert wait_for(lambda: found()), f"no access-log entry for {path}"
-    [line] = found()
-    return re.findall(r'"[^"]*"|\S+', line)
-
-
 GET_CL0 = b"GET /api/cl0 HTTP/1.1\r\nHost: www.lab.test\r\nContent-Length: 0\r\n\r\n"
 GET_CL5 = b"GET /api/cl5 HTTP/1.1\r\nHost: www.lab.test\r\nContent-Length: 5\r\n\r\nhello"
 BAD_CL = b"POST /api/x HTTP/1.1\r\nHost: www.lab.test\r\nContent-Length: 1x\r\n\r\nx"
@@ -235,4 +226,4 @@ def test_invalid_awsalbtg_cookie_is_logged_as_error_reason(dlab: Lab) -> None:
             ("garbage", "AWSALBTGCookieInvalid"))):
         status, headers, _ = dlab.get(f"/tg/again-{n}", {"Host": "www.lab.test", "Cookie": f"AWSALBTG={cookie}"})
         assert status == 200 and headers.get_all("Set-Cookie")[0].startswith("AWSALBTG=")  # routed, cookie renewed
-        assert fields_for(dlab, f"/tg/again-{n}")[24] == f'"{reason}"'
+        assert log_entry(dlab, f"/tg/again-{n} HTTP/", 5.0)[24] == f'"{reason}"'

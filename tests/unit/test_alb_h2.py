@@ -4,7 +4,6 @@ Lab: HTTPS echo targets, real sockets), driven by a real `h2` client connection 
 from __future__ import annotations
 
 import json
-import re
 import socket
 import ssl
 import time
@@ -20,7 +19,7 @@ from h2.errors import ErrorCodes
 from hyperframe.frame import DataFrame
 
 from services.alb_sim import h2msg
-from tests.unit.test_alb_server import TRACE_ROOT, Lab, header_values, wait_for
+from tests.unit.test_alb_server import TRACE_ROOT, Lab, header_values, log_entry, wait_for
 
 
 @dataclass
@@ -158,12 +157,6 @@ def client(lab: Lab) -> Iterator[H2Client]:
     c = H2Client(lab)
     yield c
     c.close()
-
-
-def log_entry(lab: Lab, marker: str) -> list[str]:
-    assert wait_for(lambda: any(marker in line for line in lab.log_lines()), 3.0), f"no access-log entry for {marker}"
-    line = next(line for line in lab.log_lines() if marker in line)
-    return re.findall(r'"[^"]*"|\S+', line)
 
 
 @pytest.mark.parametrize("status", [b"204 No Content", b"304 Not Modified"])

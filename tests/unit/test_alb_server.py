@@ -310,6 +310,14 @@ def wait_for(predicate: Any, timeout: float = 5.0) -> bool:
     return predicate()
 
 
+def log_entry(lab: Lab, marker: str, timeout: float = 3.0) -> list[str]:
+    """The access-log fields of the one request whose entry holds `marker` (a path of its own). The
+    entry is written a turn of the event loop after the answer, so this waits for it."""
+    assert wait_for(lambda: any(marker in line for line in lab.log_lines()), timeout), f"no access-log entry for {marker}"
+    [line] = [line for line in lab.log_lines() if marker in line]
+    return re.findall(r'"[^"]*"|\S+', line)
+
+
 def test_ready_lines_and_admin_health(lab: Lab) -> None:
     assert lab.lines == [f"alb ready: alb-a HTTPS:127.0.0.1:{lab.https_port} HTTP:127.0.0.1:{lab.http_port}"]
     with urllib.request.urlopen(f"http://127.0.0.1:{lab.admin_port}/health", timeout=5) as r:
@@ -649,8 +657,7 @@ def test_target_status_outside_100_to_599_is_502(lab: Lab, code: bytes) -> None:
     finally:
         lab.api.raw_reply = b""
     assert status == 502 and b"502 Bad Gateway" in body
-    assert wait_for(lambda: any(f"{path} HTTP/" in line for line in lab.log_lines()), 2.0)
-    fields = re.findall(r'"[^"]*"|\S+', next(line for line in lab.log_lines() if f"{path} HTTP/" in line))
+    fields = log_entry(lab, f"{path} HTTP/", 2.0)
     assert (fields[8], fields[9]) == ("502", "-")  # elb_status_code, target_status_code
 
 
