@@ -30,6 +30,7 @@ from lab.cli.up import prepare_engine, say, start
 from lab.errors import LabError
 from lab.load import load_topology
 from lab.runtime import docker_client
+from services.alb_sim.nodes import RETIRE_GRACE_SECONDS
 
 # Ending on `default` leaves the lab as `make up` would.
 CLIENT_IP_TOPOLOGIES = ("nlb-ip", "ip-proxy-v2", "nlb-alb", "default")
@@ -70,8 +71,8 @@ def register(verbs) -> None:
     parser.add_argument("--topologies", default=None, metavar="NAME|FILE,...",
                         help="which topologies, in order (default: client-ip " + ",".join(CLIENT_IP_TOPOLOGIES)
                         + "; alb-ip-change " + ",".join(ALB_IP_CHANGE_TOPOLOGIES) + ")")
-    parser.add_argument("--seconds", type=seconds_arg(10, 600, low_allowed=True), default=30,
-                        help="alb-ip-change: how long the traffic runs (default 30; the rotation comes after 5 s)")
+    parser.add_argument("--seconds", type=seconds_arg(10, 600, low_allowed=True), default=45,
+                        help="alb-ip-change: how long the traffic runs (default 45; the rotation comes after 5 s)")
     parser.add_argument("--drain-seconds", type=seconds_arg(0, 60, low_allowed=True), default=8,
                         help="alb-ip-change: how long the old ALB nodes drain (default 8)")
     parser.add_argument("--timeout", type=seconds_arg(0, 86400, low_allowed=False), default=180,
@@ -196,6 +197,10 @@ print(json.dumps(results))
 """
 ALB_IP_CHANGE_TOPOLOGIES = ("haproxy-resolve-once", "default")
 ROTATE_AFTER = 5.0  # seconds of traffic before the rotation
+# After the drain, a retiring node's busy connections get up to RETIRE_GRACE_SECONDS before its
+# address goes; a HAProxy that resolved once then needs about 10 s more (3 failed checks 2 s apart,
+# a 5 s connect timeout) to mark its one server down and answer 503. The traffic must outlast both.
+AFTER_DRAIN = RETIRE_GRACE_SECONDS + 10
 
 RESOLVE_COSTS = {
     "startup": "HAProxy resolved the ALB's name once, at start, and keeps that address. AWS changes an "
@@ -250,7 +255,8 @@ def rotation_table(rows: list[RotationRow], drain: float) -> str:
                       ", ".join(r.served_after_drain_by) or "none"))
     intro = [f"`lab alb rotate` {ROTATE_AFTER:g} s into the traffic: the ALB's addresses went from "
              f"{', '.join(rows[-1].old_addresses)} to {', '.join(rows[-1].new_addresses)};",
-             f"the old nodes drained for {drain:g} s, then went away.", ""]
+             f"the old nodes drained for {drain:g} s, then went away (a busy connection delays that by up to "
+             f"{RETIRE_GRACE_SECONDS:g} s).", ""]
     return "\n".join(layout(intro, cells, [(r.topology, RESOLVE_COSTS[r.resolve]) for r in rows]))
 
 
@@ -317,9 +323,9 @@ class AlbIpChangeDemo:
 
     def __init__(self, args, source: str) -> None:
         self.seconds, self.drain = args.seconds, args.drain_seconds
-        if self.seconds < ROTATE_AFTER + self.drain + 5:
-            raise LabError(f"--seconds {self.seconds:g} is too short to see the drain end: at least "
-                           f"{ROTATE_AFTER + self.drain + 5:g} with --drain-seconds {self.drain:g}")
+        if self.seconds < ROTATE_AFTER + self.drain + AFTER_DRAIN:
+            raise LabError(f"--seconds {self.seconds:g} is too short to see what follows the drain: at least "
+                           f"{ROTATE_AFTER + self.drain + AFTER_DRAIN:g} with --drain-seconds {self.drain:g}")
 
     def announce(self) -> tuple[str, str]:
         return f"{self.seconds:g} s of steady requests and an ALB rotation", f"about {self.seconds + 30:g} s each"

@@ -351,10 +351,10 @@ def test_demo_describes_the_listener_the_flow_came_in_on():
 
 
 def test_demo_alb_ip_change_needs_traffic_past_the_drain():
-    result = lab("demo", "alb-ip-change", "--seconds", "15", "--drain-seconds", "8",
+    result = lab("demo", "alb-ip-change", "--seconds", "30", "--drain-seconds", "8",
                  env={"DOCKER_HOST": "unix:///nonexistent"})
-    assert one_line_error(result) == (
-        "lab demo: error: --seconds 15 is too short to see the drain end: at least 18 with --drain-seconds 8")
+    assert one_line_error(result) == ("lab demo: error: --seconds 30 is too short to see what follows the drain: "
+                                      "at least 33 with --drain-seconds 8")
     assert usage_error(lab("demo", "alb-ip-change", "--drain-seconds", "61")) == (
         "lab demo: error: argument --drain-seconds: '61' is not a number of seconds (at least 0, at most 60)")
 
