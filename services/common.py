@@ -8,7 +8,7 @@ import datetime
 import ipaddress
 import signal
 import sys
-from typing import Any, Callable, Coroutine, NoReturn, Protocol
+from typing import Any, Callable, Coroutine, Final, NoReturn, Protocol
 
 Address = tuple[str, int]
 
@@ -33,8 +33,8 @@ def _utc_prefix(second: int) -> str:
     return datetime.datetime.fromtimestamp(second, tz=datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.")
 
 
-_prefix = PerSecond(_utc_prefix)  # iso_time's date-and-time part
-DIGITS3: tuple[str, ...] = tuple("%03d" % i for i in range(1000))  # "000".."999": no per-call formatting
+_prefix: Final = PerSecond(_utc_prefix)  # iso_time's date-and-time part
+DIGITS3: Final[tuple[str, ...]] = tuple("%03d" % i for i in range(1000))  # "000".."999": no per-call formatting
 
 
 def iso_time(epoch: float) -> str:

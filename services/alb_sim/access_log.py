@@ -11,11 +11,11 @@ Decision: inside quoted fields `"` and `\\` are backslash-escaped and control by
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import Final
 
 from services.common import DIGITS3, iso_time
 
-FIELD_NAMES: tuple[str, ...] = (
+FIELD_NAMES: Final[tuple[str, ...]] = (
     "type", "time", "elb", "client:port", "target:port", "request_processing_time",
     "target_processing_time", "response_processing_time", "elb_status_code", "target_status_code",
     "received_bytes", "sent_bytes", "request", "user_agent", "ssl_cipher", "ssl_protocol",
@@ -25,36 +25,50 @@ FIELD_NAMES: tuple[str, ...] = (
 )
 
 
-@dataclass(slots=True)
 class AccessLogEntry:
-    type: str                      # http | https | h2 | ws | wss
-    time: float                    # epoch seconds the response finished
-    elb: str                       # app/<name>/<id>
-    client: str                    # ip:port
-    request_creation_time: float   # epoch seconds the request started
-    elb_status_code: int | None = None
-    target: str | None = None      # ip:port, None if not dispatched
-    request_processing_time: float | None = None   # None -> -1
-    target_processing_time: float | None = None
-    response_processing_time: float | None = None
-    target_status_code: int | None = None
-    received_bytes: int = 0
-    sent_bytes: int = 0
-    request: str = "- - -"
-    user_agent: str | None = None
-    ssl_cipher: str | None = None
-    ssl_protocol: str | None = None
-    target_group_arn: str | None = None
-    trace_id: str | None = None
-    domain_name: str | None = None
-    chosen_cert_arn: str | None = None
-    matched_rule_priority: int | None = None     # 0 = default rule; None -> '-'
-    actions_executed: tuple[str, ...] = ()
-    redirect_url: str | None = None
-    error_reason: str | None = None
-    classification: str | None = None
-    classification_reason: str | None = None
-    conn_trace_id: str | None = None
+    """One access-log entry, for every request but a plainly relayed one (that one is formatted
+    straight from its exchange). A plain class, not a dataclass: mypyc leaves a dataclass's
+    generated __init__ to the interpreter (decisions #69)."""
+
+    def __init__(self, *,
+                 type: str, time: float, elb: str, client: str, request_creation_time: float,
+                 elb_status_code: int | None = None, target: str | None = None,
+                 request_processing_time: float | None = None, target_processing_time: float | None = None,
+                 response_processing_time: float | None = None, target_status_code: int | None = None,
+                 received_bytes: int = 0, sent_bytes: int = 0, request: str = "- - -", user_agent: str | None = None,
+                 ssl_cipher: str | None = None, ssl_protocol: str | None = None, target_group_arn: str | None = None,
+                 trace_id: str | None = None, domain_name: str | None = None, chosen_cert_arn: str | None = None,
+                 matched_rule_priority: int | None = None, actions_executed: tuple[str, ...] = (),
+                 redirect_url: str | None = None, error_reason: str | None = None, classification: str | None = None,
+                 classification_reason: str | None = None, conn_trace_id: str | None = None) -> None:
+        self.type = type  # http | https | h2 | ws | wss
+        self.time = time  # epoch seconds the response finished
+        self.elb = elb  # app/<name>/<id>
+        self.client = client  # ip:port
+        self.request_creation_time = request_creation_time  # epoch seconds the request started
+        self.elb_status_code = elb_status_code
+        self.target = target  # ip:port, None if not dispatched
+        self.request_processing_time = request_processing_time  # None -> -1
+        self.target_processing_time = target_processing_time
+        self.response_processing_time = response_processing_time
+        self.target_status_code = target_status_code
+        self.received_bytes = received_bytes
+        self.sent_bytes = sent_bytes
+        self.request = request
+        self.user_agent = user_agent
+        self.ssl_cipher = ssl_cipher
+        self.ssl_protocol = ssl_protocol
+        self.target_group_arn = target_group_arn
+        self.trace_id = trace_id
+        self.domain_name = domain_name
+        self.chosen_cert_arn = chosen_cert_arn
+        self.matched_rule_priority = matched_rule_priority  # 0 = default rule; None -> '-'
+        self.actions_executed = actions_executed
+        self.redirect_url = redirect_url
+        self.error_reason = error_reason
+        self.classification = classification
+        self.classification_reason = classification_reason
+        self.conn_trace_id = conn_trace_id
 
 
 def _seconds(value: float | None) -> str:
@@ -74,7 +88,7 @@ def _bare(value: object | None) -> str:
     return text.replace(" ", "%20") if " " in text else text
 
 
-_NEEDS_ESCAPE = re.compile(r'["\\\x00-\x1f\x7f]')
+_NEEDS_ESCAPE: Final = re.compile(r'["\\\x00-\x1f\x7f]')
 
 
 def _escape_char(m: re.Match[str]) -> str:
@@ -106,13 +120,17 @@ def malformed_request_field(scheme: str, host: str, port: int) -> str:
     return f"- {scheme}://{host}:{port}- -"
 
 
-@dataclass(slots=True)
 class ConnectionPart:
-    """The fields that are the same for every request on one client connection, rendered once."""
-    type: str
-    elb_client: str
-    tls: str
-    names: str
+    """The fields that are the same for every request on one client connection, rendered once.
+    Made once per connection: a plain class, as a dataclass's __init__ would run interpreted
+    (decisions #69)."""
+    __slots__ = ("type", "elb_client", "tls", "names")
+
+    def __init__(self, type: str, elb_client: str, tls: str, names: str) -> None:
+        self.type = type
+        self.elb_client = elb_client
+        self.tls = tls
+        self.names = names
 
 
 def connection_part(e: AccessLogEntry) -> ConnectionPart:

@@ -22,14 +22,14 @@ flag them (`suspicious_name`, an empty or non-ASCII header value, a body on GET/
 from __future__ import annotations
 
 import re
-from typing import NamedTuple, Sequence
+from typing import Final, NamedTuple, Sequence
 
-MODES = ("monitor", "defensive", "strictest")
+MODES: Final = ("monitor", "defensive", "strictest")
 ACCEPTABLE, AMBIGUOUS, SEVERE = "Acceptable", "Ambiguous", "Severe"
-_RANK = {ACCEPTABLE: 1, AMBIGUOUS: 2, SEVERE: 3}
+_RANK: Final = {ACCEPTABLE: 1, AMBIGUOUS: 2, SEVERE: 3}
 
 # AWS's classification reason codes (access-log docs) and the classification each one implies.
-REASONS: dict[str, str] = {
+REASONS: Final[dict[str, str]] = {
     "AmbiguousUri": AMBIGUOUS, "BadContentLength": SEVERE, "BadHeader": SEVERE, "BadTransferEncoding": SEVERE,
     "BadUri": SEVERE, "BadMethod": SEVERE, "BadVersion": SEVERE, "BothTeClPresent": AMBIGUOUS,
     "DuplicateContentLength": AMBIGUOUS, "EmptyHeader": AMBIGUOUS, "GetHeadZeroContentLength": ACCEPTABLE,
@@ -41,13 +41,13 @@ REASONS: dict[str, str] = {
 ALLOW, CLOSE, BLOCK = "allow", "close", "block"
 
 _CL, _TE = b"content-length", b"transfer-encoding"
-_NORMALIZED = (b"contentlength", b"transferencoding")
-_NOT_ALNUM = bytes(b for b in range(256) if not (48 <= b <= 57 or 97 <= b <= 122))
-_TOKEN = re.compile(rb"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
-_CTL = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
-_VERSION_OK = re.compile(rb"^HTTP/1\.[01]$")
-_VERSION_NONCOMPLIANT = re.compile(rb"^HTTP/1\.[2-9]$")
-_NO_BODY_SEMANTICS = (b"GET", b"HEAD")
+_NORMALIZED: Final = (b"contentlength", b"transferencoding")
+_NOT_ALNUM: Final = bytes(b for b in range(256) if not (48 <= b <= 57 or 97 <= b <= 122))
+_TOKEN: Final = re.compile(rb"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
+_CTL: Final = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+_VERSION_OK: Final = re.compile(rb"^HTTP/1\.[01]$")
+_VERSION_NONCOMPLIANT: Final = re.compile(rb"^HTTP/1\.[2-9]$")
+_NO_BODY_SEMANTICS: Final = (b"GET", b"HEAD")
 
 
 class Verdict(NamedTuple):

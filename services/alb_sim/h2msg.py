@@ -10,8 +10,7 @@ on decoded fields, name + value + 4 per field as an HTTP/1.1 line would be (deci
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Final, Iterable, Sequence
 
 from .httpmsg import HOP_BY_HOP, connection_tokens
 
@@ -22,22 +21,24 @@ MAX_SINGLE_HEADER = 8 * 1024
 MAX_REQUEST_HEADERS = 64 * 1024
 
 Fields = Sequence[tuple[bytes, bytes]]
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+_RESPONSE_DROP: Final = HOP_BY_HOP | {b"content-length"}
 
 
-@dataclass(slots=True)
 class H2Request:
-    """One stream's request head, in the shape the HTTP/1.1 pipeline reads."""
-    method: bytes = b""
-    path: bytes = b""
-    authority: str = ""
-    headers: list[tuple[bytes, bytes]] = field(default_factory=list)  # regular fields, names lower case
-    content_length: bytes | None = None
-    user_agent: str | None = None
-    xff_lines: list[str] = field(default_factory=list)
-    trace_in: str | None = None
-    header_bytes: int = 0
-    reject: tuple[int, str] | None = None  # the ALB's own answer, if the request cannot be forwarded
+    """One stream's request head, in the shape the HTTP/1.1 pipeline reads. Made once per stream:
+    a plain class, as a dataclass's generated __init__ would run interpreted (decisions #69)."""
+
+    def __init__(self) -> None:
+        self.method = b""
+        self.path = b""
+        self.authority = ""
+        self.headers: list[tuple[bytes, bytes]] = []  # regular fields, names lower case
+        self.content_length: bytes | None = None
+        self.user_agent: str | None = None
+        self.xff_lines: list[str] = []
+        self.trace_in: str | None = None
+        self.header_bytes = 0
+        self.reject: tuple[int, str] | None = None  # the ALB's own answer, if the request cannot be forwarded
 
 
 def parse_request(fields: Iterable[tuple[bytes, bytes]]) -> H2Request:

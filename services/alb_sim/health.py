@@ -16,11 +16,11 @@ from __future__ import annotations
 import random
 import re
 from dataclasses import dataclass
-from typing import ClassVar, Generic, Sequence, TypeVar
+from typing import ClassVar, Final, Generic, Sequence, TypeVar
 
 INITIAL, HEALTHY, UNHEALTHY, DRAINING, UNUSED = "initial", "healthy", "unhealthy", "draining", "unused"
 
-REASONS = {
+REASONS: Final = {
     "Elb.InitialHealthChecking": "Initial health checks in progress",
     "Target.FailedHealthChecks": "Health checks failed",
     "Target.Timeout": "Request timed out",

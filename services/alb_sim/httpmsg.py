@@ -9,12 +9,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Iterable, Sequence
+from typing import Final, Iterable, Sequence
 
 Headers = Sequence[tuple[bytes, bytes]]
 
-REASONS: dict[int, str] = {
+REASONS: Final[dict[int, str]] = {
     100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",
     301: "Moved Permanently", 302: "Found", 304: "Not Modified",
     400: "Bad Request", 401: "Unauthorized", 403: "Forbidden", 404: "Not Found",
@@ -25,13 +24,13 @@ REASONS: dict[int, str] = {
     505: "HTTP Version Not Supported",
 }
 
-HOP_BY_HOP = frozenset({
+HOP_BY_HOP: Final = frozenset({
     b"connection", b"keep-alive", b"proxy-connection", b"te", b"trailer", b"transfer-encoding", b"upgrade",
 })
 # Set by the ALB itself; whatever the client sent under these names is replaced.
-ALB_OWNED = frozenset({b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-port", b"x-amzn-trace-id"})
-_UPSTREAM_DROP = HOP_BY_HOP | ALB_OWNED | {b"content-length"}
-_RESPONSE_DROP = HOP_BY_HOP | {b"content-length"}
+ALB_OWNED: Final = frozenset({b"host", b"x-forwarded-for", b"x-forwarded-proto", b"x-forwarded-port", b"x-amzn-trace-id"})
+_UPSTREAM_DROP: Final = HOP_BY_HOP | ALB_OWNED | {b"content-length"}
+_RESPONSE_DROP: Final = HOP_BY_HOP | {b"content-length"}
 
 
 def reason(status: int) -> str:
@@ -94,15 +93,22 @@ def upstream_host(received: str | None, *, listener_port: int, preserve: bool,
     return host
 
 
-@dataclass(slots=True)
 class Target:
-    """What a parsed request-target tells us. (A NamedTuple's constructor runs in the interpreter:
-    a native class is several times cheaper to make, once per request.)"""
-    path: str
-    query: str
-    origin_form: bytes
-    authority: str | None  # from an absolute-form URI
-    uri: str  # origin_form as text (what the access log shows)
+    """What a parsed request-target tells us. Made once per request, so a plain class: a
+    NamedTuple's constructor, and a dataclass's generated __init__, run in the interpreter even
+    when this module is compiled (decisions #69)."""
+    __slots__ = ("path", "query", "origin_form", "authority", "uri")
+
+    def __init__(self, path: str, query: str, origin_form: bytes, authority: str | None, uri: str) -> None:
+        self.path = path
+        self.query = query
+        self.origin_form = origin_form
+        self.authority = authority  # from an absolute-form URI
+        self.uri = uri  # origin_form as text (what the access log shows)
+
+    def __repr__(self) -> str:
+        return (f"Target(path={self.path!r}, query={self.query!r}, origin_form={self.origin_form!r}, "
+                f"authority={self.authority!r}, uri={self.uri!r})")
 
 
 def parse_target(url: bytes) -> Target:
@@ -126,8 +132,8 @@ def parse_target(url: bytes) -> Target:
     return Target(path=path, query=query, origin_form=text.encode("latin-1"), authority=authority, uri=text)
 
 
-_FORWARDED_LINES: dict[tuple[str, int], bytes] = {}  # X-Forwarded-Proto/Port lines per listener
-_STATUS_LINES: dict[tuple[int, bytes], bytes] = {}  # response status lines seen from targets
+_FORWARDED_LINES: Final[dict[tuple[str, int], bytes]] = {}  # X-Forwarded-Proto/Port lines per listener
+_STATUS_LINES: Final[dict[tuple[int, bytes], bytes]] = {}  # response status lines seen from targets
 
 
 def _append_headers(out: list[bytes], headers: Headers, drop: frozenset[bytes]) -> None:

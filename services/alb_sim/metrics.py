@@ -11,10 +11,10 @@ Labels: `LoadBalancer` and, where AWS has the dimension, `TargetGroup`.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Iterable
+from typing import Final, Iterable
 
-ELB_CODES_BY_NUMBER = (502, 503, 504, 460, 463)
-_TARGET_CLASS = tuple(f"HTTPCode_Target_{n}XX_Count" for n in range(10))  # by status // 100
+ELB_CODES_BY_NUMBER: Final = (502, 503, 504, 460, 463)
+_TARGET_CLASS: Final = tuple(f"HTTPCode_Target_{n}XX_Count" for n in range(10))  # by status // 100
 
 
 class _GroupCounts:

@@ -12,23 +12,27 @@ placeholder expansion (`#{protocol}`, `#{host}`, `#{port}`, `#{path}`, `#{query}
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import Final
 
 from .model import RedirectAction
 
-STATUS = {"HTTP_301": 301, "HTTP_302": 302}
+STATUS: Final = {"HTTP_301": 301, "HTTP_302": 302}
 
 
-@dataclass(frozen=True)
 class RedirectRequest:
-    protocol: str  # HTTP | HTTPS: the listener's
-    host: str      # without port
-    port: int      # the listener's
-    path: str      # begins with '/'
-    query: str     # without '?'
+    """Made per redirected request: a plain class, as a dataclass's generated __init__ would run
+    interpreted (decisions #69)."""
+    __slots__ = ("protocol", "host", "port", "path", "query")
+
+    def __init__(self, protocol: str, host: str, port: int, path: str, query: str) -> None:
+        self.protocol = protocol  # HTTP | HTTPS: the listener's
+        self.host = host  # without port
+        self.port = port  # the listener's
+        self.path = path  # begins with '/'
+        self.query = query  # without '?'
 
 
-_PLACEHOLDER = re.compile(r"#\{(protocol|host|port|path|query)\}")
+_PLACEHOLDER: Final = re.compile(r"#\{(protocol|host|port|path|query)\}")
 
 
 def expand(template: str, req: RedirectRequest) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from dataclasses import dataclass
-from typing import Callable, ClassVar, Iterable, Iterator, NamedTuple, Sequence
+from typing import Callable, ClassVar, Final, Iterable, Iterator, NamedTuple, Sequence
 
 from .model import Action, Condition, Listener, QueryPair
 
@@ -29,14 +29,20 @@ IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class RequestView(NamedTuple):
-    """What the rule engine may look at: a request as the ALB received it."""
-    method: str
-    path: str
-    query: str
-    host: str
-    headers: Iterable[tuple[str, str]]
-    source_ip: str
+class RequestView:
+    """What the rule engine may look at: a request as the ALB received it. Made per request (when
+    the rules need more than method, path and host): a plain class, as a NamedTuple's constructor
+    runs interpreted even compiled (decisions #69)."""
+    __slots__ = ("method", "path", "query", "host", "headers", "source_ip")
+
+    def __init__(self, method: str, path: str, query: str, host: str, headers: Iterable[tuple[str, str]],
+                 source_ip: str) -> None:
+        self.method = method
+        self.path = path
+        self.query = query
+        self.host = host
+        self.headers = headers
+        self.source_ip = source_ip
 
 
 class LatinHeaders:
@@ -144,7 +150,7 @@ class CompiledRule:
 
 # Conditions that look only at the method, the path and the Host header: a table made of these
 # alone gives the same match for the same (method, path, Host), so it may remember it.
-_KEYED_FIELDS = frozenset({"path-pattern", "host-header", "http-request-method"})
+_KEYED_FIELDS: Final = frozenset({"path-pattern", "host-header", "http-request-method"})
 
 
 class RuleTable:

@@ -14,7 +14,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Coroutine, TextIO
+from typing import Any, Callable, Coroutine, Final, TextIO
 
 from services.certselect import CertFacts, read_facts, select_by_sni
 from services.common import PerSecond
@@ -30,7 +30,7 @@ from .trace_id import TraceIdGenerator
 from .upstream import UpstreamError, UpstreamPool
 
 # ELBSecurityPolicy-2016-08 (the default policy): TLS 1.0-1.2 and these OpenSSL ciphers.
-POLICY_2016_08_CIPHERS = ":".join([
+POLICY_2016_08_CIPHERS: Final = ":".join([
     "ECDHE-ECDSA-AES128-GCM-SHA256", "ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-ECDSA-AES128-SHA256",
     "ECDHE-RSA-AES128-SHA256", "ECDHE-ECDSA-AES128-SHA", "ECDHE-RSA-AES128-SHA",
     "ECDHE-ECDSA-AES256-GCM-SHA384", "ECDHE-RSA-AES256-GCM-SHA384", "ECDHE-ECDSA-AES256-SHA384",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Final
 
 import httptools
 
@@ -31,10 +31,10 @@ from .xff import process_xff
 if TYPE_CHECKING:
     from .h2front import H2ClientConnection
 
-BODY_BUFFER_LIMIT = 1 << 20  # pause reading the client beyond this much unsent request body
+BODY_BUFFER_LIMIT: Final = 1 << 20  # pause reading the client beyond this much unsent request body
 
 
-HEADER_TOO_LARGE = "Request Header Or Cookie Too Large"  # the ALB's 400 page for oversized headers
+HEADER_TOO_LARGE: Final = "Request Header Or Cookie Too Large"  # the ALB's 400 page for oversized headers
 
 
 class Reject(Exception):

@@ -20,14 +20,15 @@ import base64
 import email.utils
 import hashlib
 import hmac
+from typing import Final
 
-COOKIE = "AWSALB"
-CORS_COOKIE = "AWSALBCORS"
-GROUP_COOKIE = "AWSALBTG"  # target group stickiness of a weighted forward action
-GROUP_CORS_COOKIE = "AWSALBTGCORS"
-APP_COOKIES = tuple(f"AWSALBAPP-{i}" for i in range(4))
-APP_COOKIE_REMOVED = "_remove_"
-COOKIE_LIFETIME = 7 * 24 * 3600
+COOKIE: Final = "AWSALB"
+CORS_COOKIE: Final = "AWSALBCORS"
+GROUP_COOKIE: Final = "AWSALBTG"  # target group stickiness of a weighted forward action
+GROUP_CORS_COOKIE: Final = "AWSALBTGCORS"
+APP_COOKIES: Final = tuple(f"AWSALBAPP-{i}" for i in range(4))
+APP_COOKIE_REMOVED: Final = "_remove_"
+COOKIE_LIFETIME: Final = 7 * 24 * 3600
 
 
 class StickyCodec:

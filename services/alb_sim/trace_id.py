@@ -9,14 +9,14 @@ a new Root put first, its other fields kept (Self dropped, as a Self without Roo
 from __future__ import annotations
 
 import random
-from typing import Callable
+from typing import Callable, Final
 
 from services.common import PerSecond
 
 Clock = Callable[[], float]
 
 
-BATCH = 64  # random parts drawn at once
+BATCH: Final = 64  # random parts drawn at once
 
 
 class TraceIdGenerator:

@@ -21,18 +21,28 @@ the ALB appends is not counted. More than 30 -> 463.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Sequence
+from typing import Final, Sequence
 
 from .limits import MAX_XFF_ADDRESSES
 
-MODES = ("append", "preserve", "remove")
+MODES: Final = ("append", "preserve", "remove")
 
 
-@dataclass(slots=True)
 class XffResult:
-    value: str | None  # the single X-Forwarded-For to send upstream; None = send none
-    address_count: int
+    """Made once per request. A plain class, not a dataclass: mypyc compiles a dataclass's fields
+    but leaves the generated __init__ to the interpreter (decisions #69)."""
+    __slots__ = ("value", "address_count")
+
+    def __init__(self, value: str | None, address_count: int) -> None:
+        self.value = value  # the single X-Forwarded-For to send upstream; None = send none
+        self.address_count = address_count
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, XffResult)
+                and (self.value, self.address_count) == (other.value, other.address_count))
+
+    def __repr__(self) -> str:
+        return f"XffResult(value={self.value!r}, address_count={self.address_count!r})"
 
     @property
     def too_many(self) -> bool:
