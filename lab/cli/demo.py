@@ -5,6 +5,9 @@
   the web service saw.
 - `alb-ip-change`: steady traffic while the ALB's addresses change (`lab alb rotate`), through a
   HAProxy that resolved the ALB's name once at start and through one that keeps re-resolving it.
+- `xff-spoofing`: a request that carries the client's own X-Forwarded-For, under each of the ALB's
+  X-Forwarded-For modes (`lab alb attributes`), and which address in what arrives the application
+  can trust (field notes pain point 13).
 
 Each topology is brought up in turn; the table at the end is what an architecture decision record
 needs: what each design does to real requests, and what it costs.
@@ -12,6 +15,7 @@ needs: what each design does to real requests, and what it costs.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import sys
@@ -63,18 +67,24 @@ def register(verbs) -> None:
                     "then a table of what HAProxy and the web service saw and what each design costs. "
                     "alb-ip-change: steady requests while `lab alb rotate` gives the ALB new addresses, through "
                     "a HAProxy that resolved the ALB's name once (haproxy-resolve-once) and one that re-resolves "
-                    "it (default), then a table of what the requests got. Each replaces a running lab and leaves "
-                    "the last topology running.")
+                    "it (default), then a table of what the requests got. xff-spoofing: one request carrying the "
+                    "client's own X-Forwarded-For under each of the ALB's X-Forwarded-For modes (on default), then "
+                    "which address the application can trust. Each replaces a running lab and leaves the last "
+                    "topology running.")
     parser.add_argument("scenario", choices=list(SCENARIOS))
     parser.add_argument("--from", dest="source", default=DEFAULT_SOURCE, metavar="IP",
                         help=f"the client address to send from (default {DEFAULT_SOURCE})")
     parser.add_argument("--topologies", default=None, metavar="NAME|FILE,...",
                         help="which topologies, in order (default: client-ip " + ",".join(CLIENT_IP_TOPOLOGIES)
-                        + "; alb-ip-change " + ",".join(ALB_IP_CHANGE_TOPOLOGIES) + ")")
+                        + "; alb-ip-change " + ",".join(ALB_IP_CHANGE_TOPOLOGIES) + "; xff-spoofing "
+                        + ",".join(XFF_SPOOFING_TOPOLOGIES) + ")")
     parser.add_argument("--seconds", type=seconds_arg(10, 600, low_allowed=True), default=45,
                         help="alb-ip-change: how long the traffic runs (default 45; the rotation comes after 5 s)")
     parser.add_argument("--drain-seconds", type=seconds_arg(0, 60, low_allowed=True), default=8,
                         help="alb-ip-change: how long the old ALB nodes drain (default 8)")
+    parser.add_argument("--spoof", type=spoof_arg, default=DEFAULT_SPOOF, metavar="TEXT",
+                        help="xff-spoofing: what the client claims in its own X-Forwarded-For "
+                             f"(default {DEFAULT_SPOOF})")
     parser.add_argument("--timeout", type=seconds_arg(0, 86400, low_allowed=False), default=180,
                         help="seconds to wait for each topology's health (default 180)")
     parser.add_argument("--json", action="store_true", help="print the rows, with every hop, as JSON")
@@ -284,6 +294,127 @@ def rotate_under_traffic(client, topology: m.Topology, seconds: float, drain: fl
     return rotation_row(topology, json.loads(out), rotated, rotated_at, drain)
 
 
+# ---- xff-spoofing ---------------------------------------------------------------------------------
+
+XFF_SPOOFING_TOPOLOGIES = ("default",)
+XFF_MODE = "routing.http.xff_header_processing.mode"
+XFF_MODES = ("append", "preserve", "remove")  # AWS's values, the default first
+DEFAULT_SPOOF = "127.0.0.1"
+
+def xff_meaning(mode: str, haproxy: bool) -> str:
+    """What `mode` does to the request, with or without HAProxy (and its `option forwardfor`) in front."""
+    if mode == "append":
+        came_from = "HAProxy's; HAProxy had appended the client's" if haproxy else \
+            "the client's, with no HAProxy in front"
+        return (f"AWS's default. The ALB appends the address the request came from ({came_from})"
+                " to the X-Forwarded-For it received: whatever the client wrote stays in front. An application "
+                "must count its own proxies from the right and take the address the first of them added, never "
+                "the first address.")
+    if mode == "preserve":
+        return ("the ALB forwards X-Forwarded-For as it received it and adds nothing: "
+                + ("the last address is the one HAProxy added, the client's, with the client's own text still in "
+                   "front of it." if haproxy else
+                   "with no HAProxy in front, nothing on the way adds the client's address; only the client's own "
+                   "text arrives."))
+    return ("the ALB deletes X-Forwarded-For: the application cannot be fooled, and cannot know the client's "
+            "address either. For targets that must not see client addresses.")
+
+
+@dataclass
+class XffModeRow:
+    mode: str  # routing.http.xff_header_processing.mode
+    haproxy: bool  # HAProxy on the request's path
+    status: int | None
+    x_forwarded_for: str | None  # as the web service received it; None: no header
+    first_address: str | None  # what an application that trusts the first address takes
+    added_by_the_chain: int  # how many addresses from the right the lab's HAProxy and ALB added
+    client_address: str | None  # the address the first of them added: what the application should take
+    problems: list[str]
+    hops: list[dict[str, Any]]
+
+
+@dataclass
+class XffSpoofRow:
+    topology: str
+    spoof: str  # what the client put in its own X-Forwarded-For
+    modes: list[XffModeRow]
+
+
+def xff_mode_row(topology: m.Topology, mode: str, hops: list[dict[str, Any]]) -> XffModeRow:
+    """What the web service got under one mode, and which address in it the lab's own proxies vouch
+    for: HAProxy (when on the path: `option forwardfor` adds its client) and, in append mode, the ALB."""
+    by_hop = {hop["hop"]: hop for hop in hops}
+    kind, _ = design(topology, by_hop.get("nlb", {}).get("listener"))
+    added = (kind != "alb") + (mode == "append")
+    web = by_hop.get("web") or {}
+    xff = web.get("x_forwarded_for") or None
+    addresses = [a.strip() for a in xff.split(",")] if xff else []
+    return XffModeRow(
+        mode=mode, haproxy=kind != "alb", status=by_hop["client"].get("status"), x_forwarded_for=xff,
+        first_address=addresses[0] if addresses else None,
+        added_by_the_chain=added if addresses else 0,
+        client_address=addresses[-added] if addresses and 0 < added <= len(addresses) else None,
+        problems=[f"{h['hop']}: {h['missing']}" for h in hops if "missing" in h], hops=hops)
+
+
+def from_the_right(n: int) -> str:
+    return {1: "the last", 2: "second from the right", 3: "third from the right"}.get(n, f"{n}th from the right")
+
+
+def xff_table(row: XffSpoofRow, source: str) -> str:
+    header = ("ALB xff mode", "X-Forwarded-For at the app", "first address", "the client's address")
+    cells = [header]
+    for r in row.modes:
+        first = "-" if r.first_address is None else \
+            f"{r.first_address} {'SPOOFED' if r.first_address != source else 'right'}"
+        if r.x_forwarded_for is None:
+            client = "LOST (no X-Forwarded-For)"
+        elif r.client_address is None:
+            client = "LOST (the chain added none of it)"
+        else:
+            client = f"{r.client_address} ({from_the_right(r.added_by_the_chain)})"
+        cells.append((r.mode, r.x_forwarded_for or "-", first, client))
+    intro = [f"The client sent from {source} with its own \"X-Forwarded-For: {row.spoof}\" through {row.topology};",
+             "the ALB's routing.http.xff_header_processing.mode was set to each value in turn.", ""]
+    lines = layout(intro, cells, [(r.mode, xff_meaning(r.mode, r.haproxy)) for r in row.modes])
+    lines[lines.index("What each design costs:")] = "What each mode means:"
+    problems = [f"  {r.mode}: {f'HTTP {r.status}' if r.status else 'no answer'}; {'; '.join(r.problems)}"
+                for r in row.modes if r.problems or r.status != 200]
+    if problems:
+        lines += ["", "Problems (run `lab trace` to see the hops):", *problems]
+    return "\n".join(lines)
+
+
+def xff_modes_in_turn(client, topology: m.Topology, source: str, spoof: str) -> list[XffModeRow]:
+    """The same spoofed request under each X-Forwarded-For mode; the ALB's mode is put back after."""
+    from lab.cli.alb import admin_call
+
+    def set_mode(mode: str) -> None:
+        admin_call("POST", "/attributes", {"Attributes": [{"Key": XFF_MODE, "Value": mode}]})
+
+    before = {a["Key"]: a["Value"] for a in admin_call("GET", "/attributes")["Attributes"]}.get(XFF_MODE, "append")
+    rows = []
+    try:
+        for mode in XFF_MODES:
+            set_mode(mode)
+            try:
+                hops = collect(client, topology, source, f"https://{topology.site}/api/client-ip",
+                               headers=[f"X-Forwarded-For: {spoof}"])
+            except LabError as exc:
+                hops = [{"hop": "client", "node": m.CLIENT_SERVICE, "status": None, "missing": str(exc)}]
+            rows.append(xff_mode_row(topology, mode, hops))
+    finally:
+        set_mode(before)
+    return rows
+
+
+def spoof_arg(text: str) -> str:
+    if not text or len(text) > 200 or not text.isascii() or not text.isprintable() or "," in text:
+        raise argparse.ArgumentTypeError(f"{text!r} is not one address-like value (printable ASCII, no comma, "
+                                          "at most 200 characters)")
+    return text
+
+
 # ---- the scenarios ----------------------------------------------------------------------------------
 
 class ClientIpDemo:
@@ -345,11 +476,41 @@ class AlbIpChangeDemo:
         return 0
 
 
-SCENARIOS: dict[str, type[ClientIpDemo] | type[AlbIpChangeDemo]] = {
-    "client-ip": ClientIpDemo, "alb-ip-change": AlbIpChangeDemo}
+class XffSpoofingDemo:
+    """One request carrying the client's own X-Forwarded-For, under each of the ALB's modes; a
+    request that gets no answer is an error."""
+
+    topologies = XFF_SPOOFING_TOPOLOGIES
+
+    def __init__(self, args, source: str) -> None:
+        self.source, self.spoof = source, args.spoof
+
+    def announce(self) -> tuple[str, str]:
+        return (f"one request from {self.source} claiming \"X-Forwarded-For: {self.spoof}\" under each of the ALB's "
+                "X-Forwarded-For modes", "about 30-60 s")
+
+    def measure(self, client, topology: m.Topology, step: str) -> XffSpoofRow:
+        say(f"{step}: the same request with the ALB's {XFF_MODE} set to {', '.join(XFF_MODES)} in turn ...")
+        return XffSpoofRow(topology.name, self.spoof, xff_modes_in_turn(client, topology, self.source, self.spoof))
+
+    def progress(self, r: XffSpoofRow) -> str:
+        return "; ".join(f"{m.mode}: {m.x_forwarded_for or 'no X-Forwarded-For'}" for m in r.modes)
+
+    def report(self, rows: list[XffSpoofRow]) -> str:
+        tables = "\n\n".join(xff_table(r, self.source) for r in rows)
+        return (f"{tables}\n\nThe lab is left running {rows[-1].topology}, the ALB's X-Forwarded-For mode set back "
+                "to the topology's\n(`lab alb attributes`); `lab down` stops it.")
+
+    def exit_code(self, rows: list[XffSpoofRow]) -> int:
+        return 0 if all(r.status == 200 and not r.problems for row in rows for r in row.modes) else 1
 
 
-def bring_up_each(demo: ClientIpDemo | AlbIpChangeDemo, name: str, topologies: list[tuple[str, m.Topology]],
+Demo = ClientIpDemo | AlbIpChangeDemo | XffSpoofingDemo
+SCENARIOS: dict[str, type[Demo]] = {
+    "client-ip": ClientIpDemo, "alb-ip-change": AlbIpChangeDemo, "xff-spoofing": XffSpoofingDemo}
+
+
+def bring_up_each(demo: Demo, name: str, topologies: list[tuple[str, m.Topology]],
                   timeout: float) -> list[Any]:
     """Each topology up in turn, the scenario's traffic through it: its row."""
     what, each = demo.announce()

@@ -12,6 +12,7 @@ import re
 import secrets
 import shlex
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from lab import model as m
@@ -94,9 +95,10 @@ def haproxy_skipped(topology: m.Topology, listener: str | None) -> str | None:
     return None
 
 
-def collect(client, topology: m.Topology, source: str, url: str) -> list[dict[str, Any]]:
+def collect(client, topology: m.Topology, source: str, url: str,
+            headers: Sequence[str] = ()) -> list[dict[str, Any]]:
     trace = secrets.token_hex(8)
-    argv = curl_args(source, url, headers=[f"X-Lab-Trace: {trace}"],
+    argv = curl_args(source, url, headers=[f"X-Lab-Trace: {trace}", *headers],
                      extra=["-w", f"\n{MARK} %{{local_ip}} %{{local_port}} %{{remote_ip}} %{{remote_port}} %{{http_code}}"])
     code, out, err = exec_in(client, m.CLIENT_SERVICE, argv)
     text = out.decode(errors="replace")

@@ -5,6 +5,8 @@
   alternatives).
 - alb-ip-change: steady traffic while the ALB's addresses change, through a HAProxy that resolved
   the ALB's name once and through one that re-resolves it (field notes pain point 8).
+- xff-spoofing: a request carrying its own X-Forwarded-For under each of the ALB's modes (pain
+  point 13).
 
 The demos replace any running lab; this module takes the machine-wide lab lock like the others
 (once, for both) and leaves the lab down."""
@@ -21,6 +23,7 @@ from tests.integration.conftest import LOCK_FILE, lab
 
 pytestmark = pytest.mark.integration
 SOURCE = "198.51.100.123"
+SPOOF = "203.0.113.9"  # what the client claims in its own X-Forwarded-For
 
 
 @pytest.fixture(scope="module")
@@ -30,8 +33,12 @@ def demos():
         try:
             client_ip = lab("demo", "client-ip", "--from", SOURCE, "--json", timeout=1800)
             rotation = lab("demo", "alb-ip-change", "--json", timeout=1800)
-            yield {name: {r["topology"]: r for r in json.loads(result.stdout)}
-                   for name, result in (("client-ip", client_ip), ("alb-ip-change", rotation))}
+            spoofing = lab("demo", "xff-spoofing", "--from", SOURCE, "--spoof", SPOOF, "--json", timeout=1800)
+            mode_after = lab("alb", "attributes").stdout
+            yield {**{name: {r["topology"]: r for r in json.loads(result.stdout)}
+                      for name, result in (("client-ip", client_ip), ("alb-ip-change", rotation),
+                                           ("xff-spoofing", spoofing))},
+                   "attributes after xff-spoofing": mode_after}
         finally:
             lab("down", timeout=300)
 
@@ -80,3 +87,20 @@ def test_haproxy_that_resolved_the_alb_once_fails_after_the_old_nodes_go(demos):
     assert default["failures"] == {} and default["ok"] == default["requests"] > 100, default
     assert default["served_after_drain_by"] == default["new_addresses"], default
     assert lab("status").stdout.startswith("topology default ")  # left as `make up` leaves it
+
+
+def test_a_client_supplied_x_forwarded_for_under_each_alb_mode(demos):
+    (row,) = demos["xff-spoofing"].values()
+    haproxy = {str(h.address) for h in load_topology("default").haproxy.instances}
+    modes = {r["mode"]: r for r in row["modes"]}
+    assert list(modes) == ["append", "preserve", "remove"]
+    assert all(r["status"] == 200 and r["problems"] == [] for r in modes.values()), modes
+    # append: what the client wrote, the client (HAProxy's forwardfor), HAProxy (the ALB's peer).
+    spoofed, client, peer = modes["append"]["x_forwarded_for"].split(", ")
+    assert (spoofed, client) == (SPOOF, SOURCE) and peer in haproxy
+    assert (modes["append"]["first_address"], modes["append"]["client_address"]) == (SPOOF, SOURCE)
+    # preserve: as HAProxy sent it; remove: nothing at all.
+    assert modes["preserve"]["x_forwarded_for"] == f"{SPOOF}, {SOURCE}" and modes["preserve"]["client_address"] == SOURCE
+    assert modes["remove"]["x_forwarded_for"] is None and modes["remove"]["client_address"] is None
+    # The demo sets the mode back (the last one it tried was remove).
+    assert "routing.http.xff_header_processing.mode = append" in demos["attributes after xff-spoofing"]

@@ -383,3 +383,59 @@ def test_demo_alb_ip_change_rows_count_what_the_requests_got():
     assert "15.2 s after the rotation" in body["haproxy-resolve-once"]
     assert body["default"].endswith("10.20.1.31, 10.20.2.31") and "3/3" in body["default"]
     assert max(len(line) for line in lines[lines.index("What each design costs:"):]) <= 100
+
+
+def xff_hops(xff: str | None, listener: str = "TLS:443") -> list[dict]:
+    """collect()'s hops for one request whose web hop got `xff` (None: no X-Forwarded-For)."""
+    web = {"hop": "web", "node": "web-api-a", "client_ip": xff.split(",")[0] if xff else None,
+           "x_forwarded_for": xff or ""}
+    return [{"hop": "client", "node": "client", "status": 200}, {"hop": "nlb", "node": "nlb-a", "listener": listener},
+            {"hop": "alb", "node": "alb-a"}, web]
+
+
+def test_demo_xff_spoofing_rows_say_which_address_the_chain_vouches_for():
+    from lab.cli.demo import XffSpoofRow, xff_mode_row, xff_table
+    from lab.load import load_topology
+
+    default, nlb_alb = load_topology("default"), load_topology("nlb-alb")
+    rows = [xff_mode_row(default, "append", xff_hops("127.0.0.1, 198.51.100.123, 10.20.1.20")),
+            xff_mode_row(default, "preserve", xff_hops("127.0.0.1, 198.51.100.123")),
+            xff_mode_row(default, "remove", xff_hops(None))]
+    assert [(r.added_by_the_chain, r.client_address, r.first_address) for r in rows] == [
+        (2, "198.51.100.123", "127.0.0.1"), (1, "198.51.100.123", "127.0.0.1"), (0, None, None)]
+    lines = xff_table(XffSpoofRow("default", "127.0.0.1", rows), "198.51.100.123").splitlines()
+    assert lines[0] == 'The client sent from 198.51.100.123 with its own "X-Forwarded-For: 127.0.0.1" through default;'
+    body = {line.split()[0]: line for line in lines[5:8]}
+    assert "127.0.0.1 SPOOFED" in body["append"] and body["append"].endswith("198.51.100.123 (second from the right)")
+    assert body["preserve"].endswith("198.51.100.123 (the last)")
+    assert body["remove"].endswith("LOST (no X-Forwarded-For)")
+    assert "HAProxy had appended the client's" in " ".join(" ".join(lines).split()) and "Problems" not in lines
+    assert max(len(line) for line in lines[lines.index("What each mode means:"):]) <= 100
+    # Without HAProxy (the NLB forwards to the ALB): the ALB's own entry is the client, and preserve
+    # passes on only what the client wrote.
+    direct = [xff_mode_row(nlb_alb, "append", xff_hops("127.0.0.1, 198.51.100.123", "TCP:443")),
+              xff_mode_row(nlb_alb, "preserve", xff_hops("127.0.0.1", "TCP:443"))]
+    assert [(r.haproxy, r.added_by_the_chain, r.client_address) for r in direct] == [
+        (False, 1, "198.51.100.123"), (False, 0, None)]
+    text = xff_table(XffSpoofRow("nlb-alb", "127.0.0.1", direct), "198.51.100.123")
+    assert "LOST (the chain added none of it)" in text and "with no HAProxy in front" in " ".join(text.split())
+
+
+def test_demo_xff_spoofing_reports_a_mode_whose_request_failed():
+    from lab.cli.demo import XffSpoofingDemo, XffSpoofRow, xff_mode_row, xff_table
+    from lab.load import load_topology
+
+    failed = xff_mode_row(load_topology("default"), "preserve", [
+        {"hop": "client", "node": "client", "status": None, "missing": "the request failed: curl exit 28"}])
+    assert (failed.x_forwarded_for, failed.client_address) == (None, None)
+    row = XffSpoofRow("default", "127.0.0.1", [failed])
+    assert xff_table(row, "198.51.100.123").endswith(
+        "Problems (run `lab trace` to see the hops):\n  preserve: no answer; client: the request failed: curl exit 28")
+    assert XffSpoofingDemo.exit_code(None, [row]) == 1  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("spoof", ["", "1.2.3.4, 5.6.7.8", "caf\u00e9", "a\tb", "x" * 201])
+def test_demo_xff_spoofing_takes_one_printable_value(spoof):
+    assert usage_error(lab("demo", "xff-spoofing", "--spoof", spoof)) == (
+        f"lab demo: error: argument --spoof: {spoof!r} is not one address-like value (printable ASCII, no comma, "
+        "at most 200 characters)")
