@@ -8,6 +8,8 @@
 - `xff-spoofing`: a request that carries the client's own X-Forwarded-For, under each of the ALB's
   X-Forwarded-For modes (`lab alb attributes`), and which address in what arrives the application
   can trust (field notes pain point 13).
+- `proxy-v2-rollout`: a request through a design without and one with PROXY v2, each as
+  configured and then with only the NLB's side changed (field notes pain point 1).
 
 Each topology is brought up in turn; the table at the end is what an architecture decision record
 needs: what each design does to real requests, and what it costs.
@@ -18,6 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import re
 import sys
 import textwrap
 import time
@@ -69,15 +72,18 @@ def register(verbs) -> None:
                     "a HAProxy that resolved the ALB's name once (haproxy-resolve-once) and one that re-resolves "
                     "it (default), then a table of what the requests got. xff-spoofing: one request carrying the "
                     "client's own X-Forwarded-For under each of the ALB's X-Forwarded-For modes (on default), then "
-                    "which address the application can trust. Each replaces a running lab and leaves the last "
-                    "topology running.")
+                    "which address the application can trust. proxy-v2-rollout: one request through nlb-ip and "
+                    "ip-proxy-v2 as configured, then with the NLB's proxy_protocol_v2.enabled changed alone, and "
+                    "what HAProxy and the NLB's health checks made of it. Each replaces a running lab and leaves "
+                    "the last topology running.")
     parser.add_argument("scenario", choices=list(SCENARIOS))
     parser.add_argument("--from", dest="source", default=DEFAULT_SOURCE, metavar="IP",
                         help=f"the client address to send from (default {DEFAULT_SOURCE})")
     parser.add_argument("--topologies", default=None, metavar="NAME|FILE,...",
                         help="which topologies, in order (default: client-ip " + ",".join(CLIENT_IP_TOPOLOGIES)
                         + "; alb-ip-change " + ",".join(ALB_IP_CHANGE_TOPOLOGIES) + "; xff-spoofing "
-                        + ",".join(XFF_SPOOFING_TOPOLOGIES) + ")")
+                        + ",".join(XFF_SPOOFING_TOPOLOGIES) + "; proxy-v2-rollout " + ",".join(PROXY_V2_TOPOLOGIES)
+                        + ")")
     parser.add_argument("--seconds", type=seconds_arg(10, 600, low_allowed=True), default=45,
                         help="alb-ip-change: how long the traffic runs (default 45; the rotation comes after 5 s)")
     parser.add_argument("--drain-seconds", type=seconds_arg(0, 60, low_allowed=True), default=8,
@@ -415,6 +421,145 @@ def spoof_arg(text: str) -> str:
     return text
 
 
+# ---- proxy-v2-rollout ---------------------------------------------------------------------------
+
+PROXY_V2_TOPOLOGIES = ("nlb-ip", "ip-proxy-v2")
+PROXY_V2 = "proxy_protocol_v2.enabled"
+HEALTH_SETTLE = 2.0  # seconds beyond the health checks' interval x unhealthy threshold
+
+PROXY_V2_LESSON = (
+    "PROXY v2 is a contract between the NLB target group and HAProxy's bind line (accept-proxy). "
+    "Changing either side alone breaks every new connection: HAProxy reads the NLB's header as the "
+    "TLS handshake, or waits for a header that never comes. The NLB's TCP health checks only open a "
+    "connection, so they stay healthy and the NLB keeps sending every client to targets that reject "
+    "them. Connections opened before the change keep working: the NLB applies the attribute to new "
+    "flows. Change both sides in one step, or bring up the new side beside the old (a second "
+    "target group and HAProxy port) and move the listener to it.")
+
+
+@dataclass
+class ProxyV2State:
+    nlb_sends: bool  # the target groups' proxy_protocol_v2.enabled
+    haproxy_expects: bool  # HAProxy binds with accept-proxy
+    changed: bool  # the NLB's side was changed at run time, HAProxy's not
+    status: int | None  # what the client got
+    error: str | None  # why the client got no answer
+    app_client_ip: str | None  # the first X-Forwarded-For address at the web service
+    haproxy_log: list[str]  # what HAProxy logged about connections in the meantime
+    target_health: list[str]  # the NLB's view of each target after the health checks had time to react
+    health_after: float  # seconds after the request that target_health was read
+    hops: list[dict[str, Any]]
+
+
+@dataclass
+class ProxyV2Row:
+    topology: str
+    states: list[ProxyV2State]  # as the topology configures it, then with the NLB's side changed
+
+
+def proxy_v2_state(topology: m.Topology, sends: bool, hops: list[dict[str, Any]], haproxy_log: list[str],
+                   health: list[str], health_after: float) -> ProxyV2State:
+    by_hop = {hop["hop"]: hop for hop in hops}
+    configured = all(tg.proxy_protocol_v2 for tg in topology.nlb.target_groups if tg.target_type != "alb")
+    failed = next((h["missing"] for h in hops if h["hop"] == "client" and "missing" in h), None)
+    return ProxyV2State(
+        nlb_sends=sends, haproxy_expects=topology.haproxy.accept_proxy, changed=sends != configured,
+        status=by_hop["client"].get("status"), error=failed,
+        app_client_ip=(by_hop.get("web") or {}).get("client_ip"), haproxy_log=haproxy_log,
+        target_health=health, health_after=health_after, hops=hops)
+
+
+def proxy_v2_table(rows: list[ProxyV2Row], source: str) -> str:
+    header = ("topology", "NLB sends PROXY v2", "HAProxy accept-proxy", "the request", "the app's client IP",
+              "NLB target health")
+    cells = [header]
+    for r in rows:
+        for st in r.states:
+            answer = f"HTTP {st.status}" if st.status else f"FAILED ({short_error(st.error)})"
+            health = ", ".join(sorted(set(st.target_health))) or "?"
+            app = "-" if st.app_client_ip is None else \
+                f"{st.app_client_ip} {'kept' if st.app_client_ip == source else 'LOST'}"
+            cells.append((r.topology, ("yes" if st.nlb_sends else "no") + (" (changed)" if st.changed else ""),
+                          "yes" if st.haproxy_expects else "no", answer, app,
+                          f"{health} {st.health_after:g} s later" if st.health_after else health))
+    intro = [f"One request from {source} through each topology as configured, then again after",
+             f"`lab nlb modify-target-group-attributes {PROXY_V2}=...` changed only the NLB's side.", ""]
+    lines = layout(intro, cells, [])
+    lines[lines.index("What each design costs:")] = "What this shows:"
+    lines += textwrap.wrap(PROXY_V2_LESSON, width=100, initial_indent="  ", subsequent_indent="  ")
+    logged = [(r.topology, st) for r in rows for st in r.states if st.changed and st.haproxy_log]
+    if logged:
+        lines += ["", "What HAProxy logged while the sides disagreed (health checks included):"]
+        for topology, st in logged:
+            count = f"{len(st.haproxy_log)} lines, the last" if len(st.haproxy_log) > 1 else "1 line"
+            lines += [f"  {topology}: {count}:", f"    {st.haproxy_log[-1]}"]
+    return "\n".join(lines)
+
+
+def short_error(error: str | None) -> str:
+    """curl's complaint, short: `curl: (35) OpenSSL SSL_connect: Connection reset by peer in connection
+    to www.lab.test:443` -> `OpenSSL SSL_connect: Connection reset by peer`."""
+    text = re.sub(r"^curl: \(\d+\) ", "", (error or "no answer").removeprefix("the request failed: ").strip())
+    text = text.split(" in connection to ")[0]
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def flip_proxy_v2(client, topology: m.Topology, enabled: bool) -> None:
+    from lab.cli.nlb import nlb_call
+
+    for tg in topology.nlb.target_groups:
+        if tg.target_type != "alb":  # AWS: an alb target group's attributes stay at the defaults
+            nlb_call(client, topology, "/modify-target-group-attributes", {
+                "TargetGroupName": tg.name, "Attributes": [{"Key": PROXY_V2, "Value": str(enabled).lower()}]})
+
+
+def target_health(client, topology: m.Topology) -> list[str]:
+    from lab.cli.nlb import nlb_call
+
+    tg = topology.nlb.target_group(topology.nlb.listeners[0].target_group)
+    doc = nlb_call(client, topology, f"/target-health?target_group={tg.name}")
+    return [d["TargetHealth"]["State"] for d in doc["TargetHealthDescriptions"]]
+
+
+def haproxy_lines_since(client, topology: m.Topology, since: float) -> list[str]:
+    """HAProxy's log lines from `since` on, both instances, in time order; request lines excluded."""
+    from lab.runtime import container
+
+    lines = []
+    for instance in topology.haproxy.instances:
+        text = container(client, instance.name).logs(since=int(since), timestamps=True).decode(errors="replace")
+        lines += [line for line in text.splitlines() if 'trace="' not in line]
+    return [line.partition(" ")[2] for line in sorted(lines)]
+
+
+def proxy_v2_both_ways(client, topology: m.Topology, source: str) -> ProxyV2Row:
+    """One request as configured, then the NLB's side flipped (HAProxy's unchanged): another request,
+    HAProxy's log and the NLB's target health once its checks have had time to react; then the
+    NLB's side is set back."""
+    configured = all(tg.proxy_protocol_v2 for tg in topology.nlb.target_groups if tg.target_type != "alb")
+    check = topology.nlb.target_group(topology.nlb.listeners[0].target_group).health_check
+    settle = check.interval_seconds * check.unhealthy_threshold + HEALTH_SETTLE
+    url = f"https://{topology.site}/api/proxy-v2"
+    states = []
+    for sends in (configured, not configured):
+        if sends != configured:
+            flip_proxy_v2(client, topology, sends)
+        try:
+            started = time.time()
+            try:
+                hops = collect(client, topology, source, url)
+            except LabError as exc:
+                hops = [{"hop": "client", "node": m.CLIENT_SERVICE, "status": None, "missing": str(exc)}]
+            wait = settle if sends != configured else 0.0
+            time.sleep(wait)
+            states.append(proxy_v2_state(topology, sends, hops, haproxy_lines_since(client, topology, started),
+                                         target_health(client, topology), wait))
+        finally:
+            if sends != configured:
+                flip_proxy_v2(client, topology, configured)
+    return ProxyV2Row(topology.name, states)
+
+
 # ---- the scenarios ----------------------------------------------------------------------------------
 
 class ClientIpDemo:
@@ -505,9 +650,40 @@ class XffSpoofingDemo:
         return 0 if all(r.status == 200 and not r.problems for row in rows for r in row.modes) else 1
 
 
-Demo = ClientIpDemo | AlbIpChangeDemo | XffSpoofingDemo
+class ProxyV2RolloutDemo:
+    """Each side of PROXY v2 as configured, then the NLB's side changed alone; the failures are what
+    it shows, so only a configuration that does not answer as configured is an error."""
+
+    topologies = PROXY_V2_TOPOLOGIES
+
+    def __init__(self, args, source: str) -> None:
+        self.source = source
+
+    def announce(self) -> tuple[str, str]:
+        return (f"one request from {self.source} as configured, then with only the NLB's {PROXY_V2} changed",
+                "about 60 s each")
+
+    def measure(self, client, topology: m.Topology, step: str) -> ProxyV2Row:
+        say(f"{step}: a request as configured, then {PROXY_V2} changed on the NLB alone, a request, and the "
+            "NLB's health checks watched; then set back ...")
+        return proxy_v2_both_ways(client, topology, self.source)
+
+    def progress(self, r: ProxyV2Row) -> str:
+        return "; ".join(f"PROXY v2 {'on' if st.nlb_sends else 'off'} at the NLB: "
+                         + (f"HTTP {st.status}" if st.status else "no answer") for st in r.states)
+
+    def report(self, rows: list[ProxyV2Row]) -> str:
+        return (f"{proxy_v2_table(rows, self.source)}\n\nThe lab is left running {rows[-1].topology}, the NLB's "
+                f"{PROXY_V2} set back to the topology's; `lab down` stops it.")
+
+    def exit_code(self, rows: list[ProxyV2Row]) -> int:
+        return 0 if all(st.status == 200 for r in rows for st in r.states if not st.changed) else 1
+
+
+Demo = ClientIpDemo | AlbIpChangeDemo | XffSpoofingDemo | ProxyV2RolloutDemo
 SCENARIOS: dict[str, type[Demo]] = {
-    "client-ip": ClientIpDemo, "alb-ip-change": AlbIpChangeDemo, "xff-spoofing": XffSpoofingDemo}
+    "client-ip": ClientIpDemo, "alb-ip-change": AlbIpChangeDemo, "xff-spoofing": XffSpoofingDemo,
+    "proxy-v2-rollout": ProxyV2RolloutDemo}
 
 
 def bring_up_each(demo: Demo, name: str, topologies: list[tuple[str, m.Topology]],

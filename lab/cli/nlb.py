@@ -95,6 +95,16 @@ def parse_health_check(items: list[str]) -> dict[str, Any]:
     return out
 
 
+def nlb_call(client, topology: m.Topology, path: str, body: Any = None) -> Any:
+    """The NLB admin API's answer to `path` (`/target-health?...`, `/modify-target-group-attributes`, ...);
+    an AWS-shaped error becomes a LabError."""
+    return _call(client, f"{_base(topology)}{path}", body)
+
+
+def _base(topology: m.Topology) -> str:
+    return f"http://{topology.nlb.nodes[0].private_ip}:{m.NLB_ADMIN_PORT}"
+
+
 def _call(client, url: str, body: Any = None) -> Any:
     status, text = admin_request(client, m.NLB_SERVICE, url, body)
     try:
@@ -113,7 +123,7 @@ def run(args) -> int:
     topology = current_topology(None)
     client = docker_client()
     require_running(client)
-    base = f"http://{topology.nlb.nodes[0].private_ip}:{m.NLB_ADMIN_PORT}"
+    base = _base(topology)
     action = args.action
     if action == "describe-target-health":
         names = [args.target_group] if args.target_group else [tg.name for tg in topology.nlb.target_groups]

@@ -7,6 +7,7 @@
   the ALB's name once and through one that re-resolves it (field notes pain point 8).
 - xff-spoofing: a request carrying its own X-Forwarded-For under each of the ALB's modes (pain
   point 13).
+- proxy-v2-rollout: PROXY v2 changed on the NLB alone, both ways (pain point 1).
 
 The demos replace any running lab; this module takes the machine-wide lab lock like the others
 (once, for both) and leaves the lab down."""
@@ -33,12 +34,16 @@ def demos():
         try:
             client_ip = lab("demo", "client-ip", "--from", SOURCE, "--json", timeout=1800)
             rotation = lab("demo", "alb-ip-change", "--json", timeout=1800)
+            status_after_rotation = lab("status").stdout
             spoofing = lab("demo", "xff-spoofing", "--from", SOURCE, "--spoof", SPOOF, "--json", timeout=1800)
             mode_after = lab("alb", "attributes").stdout
+            rollout = lab("demo", "proxy-v2-rollout", "--from", SOURCE, "--json", timeout=1800)
+            pp2_after = lab("nlb", "describe-attributes", "--target-group", "haproxy-https").stdout
             yield {**{name: {r["topology"]: r for r in json.loads(result.stdout)}
                       for name, result in (("client-ip", client_ip), ("alb-ip-change", rotation),
-                                           ("xff-spoofing", spoofing))},
-                   "attributes after xff-spoofing": mode_after}
+                                           ("xff-spoofing", spoofing), ("proxy-v2-rollout", rollout))},
+                   "status after alb-ip-change": status_after_rotation,
+                   "attributes after xff-spoofing": mode_after, "attributes after proxy-v2-rollout": pp2_after}
         finally:
             lab("down", timeout=300)
 
@@ -86,7 +91,7 @@ def test_haproxy_that_resolved_the_alb_once_fails_after_the_old_nodes_go(demos):
     # Re-resolved: no request fails, and both new nodes serve once the old ones are gone.
     assert default["failures"] == {} and default["ok"] == default["requests"] > 100, default
     assert default["served_after_drain_by"] == default["new_addresses"], default
-    assert lab("status").stdout.startswith("topology default ")  # left as `make up` leaves it
+    assert demos["status after alb-ip-change"].startswith("topology default ")  # left as `make up` leaves it
 
 
 def test_a_client_supplied_x_forwarded_for_under_each_alb_mode(demos):
@@ -104,3 +109,23 @@ def test_a_client_supplied_x_forwarded_for_under_each_alb_mode(demos):
     assert modes["remove"]["x_forwarded_for"] is None and modes["remove"]["client_address"] is None
     # The demo sets the mode back (the last one it tried was remove).
     assert "routing.http.xff_header_processing.mode = append" in demos["attributes after xff-spoofing"]
+
+
+def test_proxy_v2_changed_on_the_nlb_alone_breaks_every_request_while_health_checks_pass(demos):
+    rows = demos["proxy-v2-rollout"]
+    assert list(rows) == ["nlb-ip", "ip-proxy-v2"]
+    private = {str(n.private_ip) for n in load_topology("default").nlb.nodes}
+    (plain, plain_changed), (pp2, pp2_changed) = rows["nlb-ip"]["states"], rows["ip-proxy-v2"]["states"]
+    # As configured: both answer; only PROXY v2 brings the client's address.
+    assert (plain["nlb_sends"], plain["haproxy_expects"], plain["status"]) == (False, False, 200)
+    assert plain["app_client_ip"] in private
+    assert (pp2["nlb_sends"], pp2["haproxy_expects"], pp2["status"]) == (True, True, 200)
+    assert pp2["app_client_ip"] == SOURCE
+    # The NLB's side changed alone: no answer, HAProxy says why, and the TCP health checks stay green.
+    for changed, complaint in ((plain_changed, "SSL handshake failure"),
+                               (pp2_changed, "does not look like a PROXY protocol header")):
+        assert changed["changed"] and changed["status"] is None and changed["error"], changed
+        assert any(complaint in line for line in changed["haproxy_log"]), changed["haproxy_log"]
+        assert changed["health_after"] >= 10 and set(changed["target_health"]) == {"healthy"}, changed
+    # Set back to the topology's (the last change had turned it off).
+    assert "proxy_protocol_v2.enabled = true" in demos["attributes after proxy-v2-rollout"]

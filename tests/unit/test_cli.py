@@ -439,3 +439,46 @@ def test_demo_xff_spoofing_takes_one_printable_value(spoof):
     assert usage_error(lab("demo", "xff-spoofing", "--spoof", spoof)) == (
         f"lab demo: error: argument --spoof: {spoof!r} is not one address-like value (printable ASCII, no comma, "
         "at most 200 characters)")
+
+
+def test_demo_proxy_v2_rollout_rows_say_which_side_changed():
+    from lab.cli.demo import ProxyV2Row, proxy_v2_state, proxy_v2_table
+    from lab.load import load_topology
+
+    nlb_ip, pp2 = load_topology("nlb-ip"), load_topology("ip-proxy-v2")
+    ok = [{"hop": "client", "node": "client", "status": 200},  # nlb-ip: the NLB node's address reaches the app
+          {"hop": "web", "node": "web-api-a", "client_ip": "10.20.1.10", "x_forwarded_for": "10.20.1.10, 10.20.1.20"}]
+    failed = [{"hop": "client", "node": "client", "status": None,
+               "missing": "the request failed: curl: (35) OpenSSL SSL_connect: Connection reset by peer in "
+                          "connection to www.lab.test:443"}]
+    rows = [ProxyV2Row("nlb-ip", [proxy_v2_state(nlb_ip, False, ok, [], ["healthy", "healthy"], 0),
+                                  proxy_v2_state(nlb_ip, True, failed, ["haproxy-a: SSL handshake failure"],
+                                                 ["healthy", "healthy"], 12)]),
+            ProxyV2Row("ip-proxy-v2", [proxy_v2_state(pp2, True, ok, [], ["healthy"], 0),
+                                       proxy_v2_state(pp2, False, failed, [], ["healthy"], 12)])]
+    assert [(st.nlb_sends, st.haproxy_expects, st.changed) for r in rows for st in r.states] == [
+        (False, False, False), (True, False, True), (True, True, False), (False, True, True)]
+    lines = proxy_v2_table(rows, "198.51.100.123").splitlines()
+    body = lines[5:9]
+    assert body[0].split()[:3] == ["nlb-ip", "no", "no"] and "HTTP 200" in body[0]
+    assert "10.20.1.10 LOST" in body[0] and body[0].endswith("healthy")
+    assert body[1].split()[:5] == ["nlb-ip", "yes", "(changed)", "no", "FAILED"]
+    assert "FAILED (OpenSSL SSL_connect: Connection reset by peer)  -" in body[1]  # curl's words, shortened
+    assert body[1].endswith("healthy 12 s later")
+    assert body[3].split()[:5] == ["ip-proxy-v2", "no", "(changed)", "yes", "FAILED"]
+    assert lines[-2:] == ["  nlb-ip: 1 line:", "    haproxy-a: SSL handshake failure"]
+    assert max(len(line) for line in lines[lines.index("What this shows:"):]) <= 100
+
+
+def test_demo_proxy_v2_rollout_fails_only_when_a_configured_design_does_not_answer():
+    from lab.cli.demo import ProxyV2Row, ProxyV2RolloutDemo, proxy_v2_state
+    from lab.load import load_topology
+
+    pp2 = load_topology("ip-proxy-v2")
+    answered = [{"hop": "client", "node": "client", "status": 200}]
+    lost = [{"hop": "client", "node": "client", "status": None, "missing": "the request failed: curl exit 28"}]
+    changed_fails = ProxyV2Row("ip-proxy-v2", [proxy_v2_state(pp2, True, answered, [], [], 0),
+                                               proxy_v2_state(pp2, False, lost, [], [], 12)])
+    configured_fails = ProxyV2Row("ip-proxy-v2", [proxy_v2_state(pp2, True, lost, [], [], 0)])
+    assert ProxyV2RolloutDemo.exit_code(None, [changed_fails]) == 0  # type: ignore[arg-type]
+    assert ProxyV2RolloutDemo.exit_code(None, [configured_fails]) == 1  # type: ignore[arg-type]
