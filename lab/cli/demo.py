@@ -108,6 +108,24 @@ def design(topology: m.Topology, listener_name: str | None = None) -> tuple[str,
         "lost": ", client IP not preserved"}[tg.client_ip_kind]
 
 
+def collect_or_failure(client, topology: m.Topology, source: str, url: str,
+                       headers: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """`lab trace`'s hops for one request; a request that fails is a client hop saying why (a design
+    that does not answer is a finding, not the end of the demo)."""
+    try:
+        return collect(client, topology, source, url, headers)
+    except LabError as exc:
+        return [{"hop": "client", "node": m.CLIENT_SERVICE, "status": None, "missing": str(exc)}]
+
+
+def hop_problems(hops: list[dict[str, Any]]) -> list[str]:
+    return [f"{h['hop']}: {h['missing']}" for h in hops if "missing" in h]
+
+
+def problem_line(name: str, status: int | None, problems: list[str]) -> str:
+    return f"  {name}: {f'HTTP {status}' if status else 'no answer'}; {'; '.join(problems)}"
+
+
 @dataclass
 class Row:
     topology: str
@@ -139,8 +157,7 @@ def row(topology: m.Topology, source: str, hops: list[dict[str, Any]]) -> Row:
     return Row(topology=topology.name, kind=kind, nlb_path=described, status=by_hop["client"].get("status"),
                haproxy_client=haproxy_client, haproxy_tcp_peer=haproxy_peer,
                x_forwarded_for=web.get("x_forwarded_for", "") if web else "?", app_client_ip=app_ip,
-               kept=app_ip == source, problems=[f"{h['hop']}: {h['missing']}" for h in hops if "missing" in h],
-               hops=hops)
+               kept=app_ip == source, problems=hop_problems(hops), hops=hops)
 
 
 def layout(intro: list[str], cells: Sequence[tuple[str, ...]], costs: list[tuple[str, str]]) -> list[str]:
@@ -165,8 +182,7 @@ def table(rows: list[Row], source: str) -> str:
         cells.append((r.topology, r.nlb_path, haproxy, r.x_forwarded_for or "-",
                       f"{r.app_client_ip or '-'} {'kept' if r.kept else 'LOST'}"))
     lines = layout([f"The client sent from {source}.", ""], cells, [(r.topology, COSTS[r.kind]) for r in rows])
-    problems = [f"  {r.topology}: {f'HTTP {r.status}' if r.status else 'no answer'}; {'; '.join(r.problems)}"
-                for r in rows if r.problems or r.status != 200]
+    problems = [problem_line(r.topology, r.status, r.problems) for r in rows if r.problems or r.status != 200]
     if problems:
         lines += ["", "Problems (run `lab trace` on that topology):", *problems]
     return "\n".join(lines)
@@ -360,7 +376,7 @@ def xff_mode_row(topology: m.Topology, mode: str, hops: list[dict[str, Any]]) ->
         first_address=addresses[0] if addresses else None,
         added_by_the_chain=added if addresses else 0,
         client_address=addresses[-added] if addresses and 0 < added <= len(addresses) else None,
-        problems=[f"{h['hop']}: {h['missing']}" for h in hops if "missing" in h], hops=hops)
+        problems=hop_problems(hops), hops=hops)
 
 
 def from_the_right(n: int) -> str:
@@ -384,8 +400,7 @@ def xff_table(row: XffSpoofRow, source: str) -> str:
              "the ALB's routing.http.xff_header_processing.mode was set to each value in turn.", ""]
     lines = layout(intro, cells, [(r.mode, xff_meaning(r.mode, r.haproxy)) for r in row.modes])
     lines[lines.index("What each design costs:")] = "What each mode means:"
-    problems = [f"  {r.mode}: {f'HTTP {r.status}' if r.status else 'no answer'}; {'; '.join(r.problems)}"
-                for r in row.modes if r.problems or r.status != 200]
+    problems = [problem_line(r.mode, r.status, r.problems) for r in row.modes if r.problems or r.status != 200]
     if problems:
         lines += ["", "Problems (run `lab trace` to see the hops):", *problems]
     return "\n".join(lines)
@@ -403,11 +418,8 @@ def xff_modes_in_turn(client, topology: m.Topology, source: str, spoof: str) -> 
     try:
         for mode in XFF_MODES:
             set_mode(mode)
-            try:
-                hops = collect(client, topology, source, f"https://{topology.site}/api/client-ip",
-                               headers=[f"X-Forwarded-For: {spoof}"])
-            except LabError as exc:
-                hops = [{"hop": "client", "node": m.CLIENT_SERVICE, "status": None, "missing": str(exc)}]
+            hops = collect_or_failure(client, topology, source, f"https://{topology.site}/api/client-ip",
+                                      headers=[f"X-Forwarded-For: {spoof}"])
             rows.append(xff_mode_row(topology, mode, hops))
     finally:
         set_mode(before)
@@ -457,13 +469,21 @@ class ProxyV2Row:
     states: list[ProxyV2State]  # as the topology configures it, then with the NLB's side changed
 
 
+def proxy_v2_groups(topology: m.Topology) -> list[m.NlbTargetGroup]:
+    """The target groups PROXY v2 applies to (AWS: an alb target group's attributes stay at the defaults)."""
+    return [tg for tg in topology.nlb.target_groups if tg.target_type != "alb"]
+
+
+def configured_proxy_v2(topology: m.Topology) -> bool:
+    return all(tg.proxy_protocol_v2 for tg in proxy_v2_groups(topology))
+
+
 def proxy_v2_state(topology: m.Topology, sends: bool, hops: list[dict[str, Any]], haproxy_log: list[str],
                    health: list[str], health_after: float) -> ProxyV2State:
     by_hop = {hop["hop"]: hop for hop in hops}
-    configured = all(tg.proxy_protocol_v2 for tg in topology.nlb.target_groups if tg.target_type != "alb")
     failed = next((h["missing"] for h in hops if h["hop"] == "client" and "missing" in h), None)
     return ProxyV2State(
-        nlb_sends=sends, haproxy_expects=topology.haproxy.accept_proxy, changed=sends != configured,
+        nlb_sends=sends, haproxy_expects=topology.haproxy.accept_proxy, changed=sends != configured_proxy_v2(topology),
         status=by_hop["client"].get("status"), error=failed,
         app_client_ip=(by_hop.get("web") or {}).get("client_ip"), haproxy_log=haproxy_log,
         target_health=health, health_after=health_after, hops=hops)
@@ -507,16 +527,14 @@ def short_error(error: str | None) -> str:
 def flip_proxy_v2(client, topology: m.Topology, enabled: bool) -> None:
     from lab.cli.nlb import nlb_call
 
-    for tg in topology.nlb.target_groups:
-        if tg.target_type != "alb":  # AWS: an alb target group's attributes stay at the defaults
-            nlb_call(client, topology, "/modify-target-group-attributes", {
-                "TargetGroupName": tg.name, "Attributes": [{"Key": PROXY_V2, "Value": str(enabled).lower()}]})
+    for tg in proxy_v2_groups(topology):
+        nlb_call(client, topology, "/modify-target-group-attributes", {
+            "TargetGroupName": tg.name, "Attributes": [{"Key": PROXY_V2, "Value": str(enabled).lower()}]})
 
 
-def target_health(client, topology: m.Topology) -> list[str]:
+def target_health(client, topology: m.Topology, tg: m.NlbTargetGroup) -> list[str]:
     from lab.cli.nlb import nlb_call
 
-    tg = topology.nlb.target_group(topology.nlb.listeners[0].target_group)
     doc = nlb_call(client, topology, f"/target-health?target_group={tg.name}")
     return [d["TargetHealth"]["State"] for d in doc["TargetHealthDescriptions"]]
 
@@ -536,27 +554,24 @@ def proxy_v2_both_ways(client, topology: m.Topology, source: str) -> ProxyV2Row:
     """One request as configured, then the NLB's side flipped (HAProxy's unchanged): another request,
     HAProxy's log and the NLB's target health once its checks have had time to react; then the
     NLB's side is set back."""
-    configured = all(tg.proxy_protocol_v2 for tg in topology.nlb.target_groups if tg.target_type != "alb")
-    check = topology.nlb.target_group(topology.nlb.listeners[0].target_group).health_check
-    settle = check.interval_seconds * check.unhealthy_threshold + HEALTH_SETTLE
+    configured = configured_proxy_v2(topology)
+    watched = topology.nlb.target_group(topology.nlb.listeners[0].target_group)  # the first listener's
     url = f"https://{topology.site}/api/proxy-v2"
-    states = []
-    for sends in (configured, not configured):
-        if sends != configured:
-            flip_proxy_v2(client, topology, sends)
-        try:
-            started = time.time()
-            try:
-                hops = collect(client, topology, source, url)
-            except LabError as exc:
-                hops = [{"hop": "client", "node": m.CLIENT_SERVICE, "status": None, "missing": str(exc)}]
-            wait = settle if sends != configured else 0.0
-            time.sleep(wait)
-            states.append(proxy_v2_state(topology, sends, hops, haproxy_lines_since(client, topology, started),
-                                         target_health(client, topology), wait))
-        finally:
-            if sends != configured:
-                flip_proxy_v2(client, topology, configured)
+
+    def state(sends: bool, wait: float) -> ProxyV2State:
+        started = time.time()
+        hops = collect_or_failure(client, topology, source, url)
+        time.sleep(wait)
+        return proxy_v2_state(topology, sends, hops, haproxy_lines_since(client, topology, started),
+                              target_health(client, topology, watched), wait)
+
+    states = [state(configured, 0.0)]
+    flip_proxy_v2(client, topology, not configured)
+    try:
+        check = watched.health_check
+        states.append(state(not configured, check.interval_seconds * check.unhealthy_threshold + HEALTH_SETTLE))
+    finally:
+        flip_proxy_v2(client, topology, configured)
     return ProxyV2Row(topology.name, states)
 
 
@@ -574,11 +589,8 @@ class ClientIpDemo:
         return f"one request from {self.source}", "about 30-60 s each"
 
     def measure(self, client, topology: m.Topology, step: str) -> Row:
-        try:
-            hops = collect(client, topology, self.source, f"https://{topology.site}/api/client-ip")
-        except LabError as exc:  # a design that does not answer is a finding, not the end of the demo
-            hops = [{"hop": "client", "node": m.CLIENT_SERVICE, "status": None, "missing": str(exc)}]
-        return row(topology, self.source, hops)
+        return row(topology, self.source,
+                   collect_or_failure(client, topology, self.source, f"https://{topology.site}/api/client-ip"))
 
     def progress(self, r: Row) -> str:
         return f"HTTP {r.status}; the web service got X-Forwarded-For: {r.x_forwarded_for or '-'}"
