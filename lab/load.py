@@ -17,9 +17,11 @@ import yaml
 
 from lab import model as m
 from lab.errors import LabError, TopologyError
+from services.elbv2 import attributes
+from services.elbv2.errors import ApiError
+from services.elbv2.security_policies import DEFAULT_SSL_POLICY, check_ssl_policy
 
 TOPOLOGY_DIR = Path(__file__).resolve().parent.parent / "topologies"
-ELB_SECURITY_POLICY_PREFIX = "ELBSecurityPolicy-"
 
 
 def resolve_topology_path(name_or_file: str) -> Path:
@@ -242,25 +244,27 @@ def _shown(value: Any) -> str:
     return "nothing" if value is None else repr(value)
 
 
-def _attributes(node: _Node, allowed: Mapping[str, tuple[str, ...] | None], defaults: dict[str, str],
-                numeric: Mapping[str, tuple[int, int]]) -> Mapping[str, str]:
-    """AWS attribute maps: string values; keys and values validated like ModifyTargetGroupAttributes."""
-    values = dict(defaults)
+def _attributes(node: _Node, table: attributes.Table, target_type: str | None = None,
+                check: Callable[[list[tuple[str, str]]], dict[str, str]] | None = None) -> Mapping[str, str]:
+    """An `attributes:` mapping, checked with the ELBv2 table as a Modify*Attributes call is (the same
+    words): every key of the table, AWS's defaults filled in. A bad key or value is reported at its
+    own key; a rule across attributes (or ``check``'s, which gets the pairs) at `attributes`."""
+    pairs = []
     for raw_key in node.mapping().keys():
         key = str(raw_key)
         item = node.child(key, node.value[raw_key])
-        if key not in allowed:
-            raise item.fail(f"unknown attribute (supported: {', '.join(allowed)})")
-        raw = item.value
-        text = str(raw).lower() if isinstance(raw, bool) else str(raw)
-        choices = allowed[key]
-        if choices is not None and text not in choices:
-            raise item.fail(f"{text!r} is not a valid value ({', '.join(choices)})")
-        if choices is None:
-            low, high = numeric[key]
-            if not text.isdigit() or not low <= int(text) <= high:
-                raise item.fail(f"{text!r} is not a valid value (an integer {low}-{high})")
-        values[key] = text
+        value = attributes.attribute_value(item.value)
+        try:
+            table.check_value(key, value)
+        except ApiError as exc:
+            raise item.fail(str(exc)) from None
+        pairs.append((key, value))
+    try:
+        values = check(pairs) if check is not None else table.check(pairs, {}, target_type)
+    except attributes.RuleViolation as exc:
+        raise node.child(exc.key, None).fail(str(exc)) from None
+    except ApiError as exc:
+        raise node.fail(str(exc)) from None
     return MappingProxyType(values)
 
 
@@ -512,10 +516,10 @@ class _Loader:
         return tuple(listed)
 
     def _ssl_policy(self, node: _Node) -> str:
-        policy = node.string()
-        if not policy.startswith(ELB_SECURITY_POLICY_PREFIX):
-            raise node.fail(f"{policy!r} is not an ELB security policy name (ELBSecurityPolicy-...)")
-        return policy
+        try:
+            return check_ssl_policy(node.string())
+        except ApiError as exc:
+            raise node.fail(str(exc)) from None
 
     def _targets(self, node: _Node, port: int, known: Mapping[str, Any]) -> tuple[m.Target, ...]:
         targets = []
@@ -552,8 +556,7 @@ class _Loader:
                 private_ip=self._vpc_address(mapping["private_ipv4_address"], az, f"nlb-{az}")))
         if not nodes:
             raise spec["subnet_mappings"].fail("a load balancer needs at least one subnet mapping (one node per AZ)")
-        attributes = _attributes(spec.get("attributes", {}), m.NLB_LB_ATTRIBUTES,
-                                 {"load_balancing.cross_zone.enabled": "false", "deletion_protection.enabled": "false"}, {})
+        lb_attributes = _attributes(spec.get("attributes", {}), attributes.NLB_LOAD_BALANCER)
         groups = {}
         tgs_node = spec["target_groups"]
         for key in tgs_node.mapping().keys():
@@ -585,14 +588,15 @@ class _Loader:
             if protocol == "TLS":
                 certificate = self._certificate(ls["certificate"])
                 listed = self._certificate_list(ls, certificate)
-                ssl_policy = self._ssl_policy(ls.get("ssl_policy", "ELBSecurityPolicy-2016-08"))
+                ssl_policy = self._ssl_policy(ls.get("ssl_policy", DEFAULT_SSL_POLICY))
             else:
                 _no_certificates(ls, "TLS")
             alpn = ls.get("alpn_policy", "None").string(("HTTP1Only", "HTTP2Only", "HTTP2Optional", "HTTP2Preferred", "None"))
-            ls_attributes = _attributes(ls.get("attributes", {}), m.NLB_LISTENER_ATTRIBUTES, {},
-                                        {"tcp.idle_timeout.seconds": (10 if relaxed else 60, 6000)})
-            if ls_attributes and protocol != "TCP":
-                raise ls["attributes"].fail("only TCP listeners have attributes (TLS: idle timeout fixed at 350 s)")
+            ls_table = attributes.NLB_TCP_LISTENER_RELAXED if relaxed else attributes.NLB_TCP_LISTENER
+            ls_attributes = _attributes(ls.get("attributes", {}), ls_table, check=lambda pairs: (
+                attributes.nlb_listener_attributes(protocol, pairs, {}, relaxed)))
+            if tg.protocol == "TLS" and protocol == "TLS" and tg.attributes["stickiness.enabled"] == "true":
+                raise ls["target_group"].fail(str(attributes.no_tls_stickiness()))
             listeners.append(m.NlbListener(protocol=protocol, port=port, target_group=tg_name,
                                            certificate=certificate, ssl_policy=ssl_policy, alpn_policy=alpn,
                                            attributes=ls_attributes, certificates=listed))
@@ -603,7 +607,7 @@ class _Loader:
             arn=f"arn:aws:elasticloadbalancing:{self.region}:{self.account}:loadbalancer/net/{name}/{nlb_id}",
             dns_name=f"{name}-{nlb_id}.elb.{self.region}.amazonaws.com",
             nodes=tuple(nodes), listeners=tuple(listeners), target_groups=tuple(groups.values()),
-            attributes=attributes, relaxed_limits=relaxed, vpc_endpoint_id=vpce)
+            attributes=lb_attributes, relaxed_limits=relaxed, vpc_endpoint_id=vpce)
 
     def _nlb_target_group(self, node: _Node, name: str) -> m.NlbTargetGroup:
         spec = node.mapping(allowed=("protocol", "port", "target_type", "targets", "health_check", "attributes"),
@@ -613,22 +617,9 @@ class _Loader:
         if target_type == "alb" and protocol != "TCP":
             raise spec["protocol"].fail(f"{protocol!r}: target groups of target type alb use TCP")
         port = spec["port"].port()
-        # AWS defaults (NLB-TGA): instance -> client IP preserved; ip with TCP/TLS -> not; alb -> always.
-        defaults = {
-            "preserve_client_ip.enabled": "false" if target_type == "ip" else "true",
-            "proxy_protocol_v2.enabled": "false",
-            "proxy_protocol_v2.client_to_server.header_placement": "on_first_ack_with_payload",
-            "deregistration_delay.timeout_seconds": "300",
-            "deregistration_delay.connection_termination.enabled": "false",
-            "stickiness.enabled": "false",
-            "stickiness.type": "source_ip",
-            "load_balancing.cross_zone.enabled": "use_load_balancer_configuration",
-        }
-        attr_node = spec.get("attributes", {})
-        if target_type == "alb" and attr_node.value:
-            raise attr_node.fail("the attributes of target groups of target type alb cannot be modified")
-        attributes = _attributes(attr_node, m.NLB_TG_ATTRIBUTES, defaults,
-                                 {"deregistration_delay.timeout_seconds": (0, 3600)})
+        # AWS's defaults per target type (NLB-TGA): instance -> client IP preserved; ip with TCP/TLS -> not.
+        tg_attributes = _attributes(spec.get("attributes", {}), attributes.NLB_TARGET_GROUP, check=lambda pairs: (
+            attributes.nlb_target_group_attributes(pairs, {}, target_type=target_type)))
         if target_type == "alb":
             targets = self._alb_targets(spec["targets"], port)
             health_check = _health_check(spec.get("health_check", {"protocol": "HTTPS"}), NLB_HC_DEFAULTS,
@@ -638,7 +629,7 @@ class _Loader:
             health_check = _health_check(spec.get("health_check", {}), NLB_HC_DEFAULTS, ("TCP", "HTTP", "HTTPS"))
         return m.NlbTargetGroup(
             name=name, arn=self._tg_arn(name), protocol=protocol, port=port, target_type=target_type,
-            targets=targets, health_check=health_check, attributes=attributes)
+            targets=targets, health_check=health_check, attributes=tg_attributes)
 
     def _alb_targets(self, node: _Node, port: int) -> tuple[m.Target, ...]:
         """An `alb` target group holds the one ALB of the topology; the NLB simulator sends to its nodes
@@ -694,8 +685,7 @@ class _Loader:
                 targets=self._targets(ts["targets"], port, self.web),
                 health_check=_health_check(ts.get("health_check", {}), {**ALB_HC_DEFAULTS, "protocol": protocol},
                                            ("HTTP", "HTTPS")),
-                attributes={str(k): str(v).lower() if isinstance(v, bool) else str(v)
-                            for k, v in ts.get("attributes", {}).mapping().node.value.items()})
+                attributes=_attributes(ts.get("attributes", {}), attributes.ALB_TARGET_GROUP))
         listeners = []
         for item in spec["listeners"].items():
             ls = item.mapping(allowed=("protocol", "port", "certificate", "certificates", "ssl_policy", "rules",
@@ -707,7 +697,7 @@ class _Loader:
             if protocol == "HTTPS":
                 certificate = self._certificate(ls["certificate"])
                 listed = self._certificate_list(ls, certificate)
-                ssl_policy = self._ssl_policy(ls.get("ssl_policy", "ELBSecurityPolicy-2016-08"))
+                ssl_policy = self._ssl_policy(ls.get("ssl_policy", DEFAULT_SSL_POLICY))
             else:
                 _no_certificates(ls, "HTTPS")
             # Lists of mappings here; their contents are validated by the ALB's own config loader.
@@ -718,19 +708,13 @@ class _Loader:
                                            certificates=listed))
         if not listeners:
             raise spec["listeners"].fail("at least one listener is needed")
-        attributes = _attributes(spec.get("attributes", {}), m.ALB_LB_ATTRIBUTES, {
-            "routing.http.xff_header_processing.mode": "append",
-            "routing.http.xff_client_port.enabled": "false",
-            "routing.http.preserve_host_header.enabled": "false",
-            "idle_timeout.timeout_seconds": "60",
-            "routing.http.drop_invalid_header_fields.enabled": "false",
-        }, {"idle_timeout.timeout_seconds": (1, 4000)})
+        lb_attributes = _attributes(spec.get("attributes", {}), attributes.ALB_LOAD_BALANCER)
         return m.Alb(
             name=name,
             arn=f"arn:aws:elasticloadbalancing:{self.region}:{self.account}:loadbalancer/app/{name}/{alb_id}",
             dns_name=self._alb_dns_name(spec),
             nodes=tuple(nodes), listeners=tuple(listeners), target_groups=tuple(groups.values()),
-            attributes=attributes, rotation=self._alb_rotation(spec.get("rotation", {}), nodes))
+            attributes=lb_attributes, rotation=self._alb_rotation(spec.get("rotation", {}), nodes))
 
     def _alb_dns_name(self, spec: "_Map") -> str:
         """The name HAProxy resolves: served by the lab's DNS, so inside its private zone."""

@@ -22,36 +22,6 @@ ALB_ADMIN_PORT = 8081
 DNS_ADMIN_PORT = 8053
 WEB_PORT = 8443
 
-# NLB target group attributes we model, with AWS's allowed values (NLB-TG23, NLB-TGA).
-NLB_TG_ATTRIBUTES: Mapping[str, tuple[str, ...] | None] = MappingProxyType({
-    "preserve_client_ip.enabled": ("true", "false"),
-    "proxy_protocol_v2.enabled": ("true", "false"),
-    "proxy_protocol_v2.client_to_server.header_placement": ("on_first_ack_with_payload", "on_connect"),
-    "deregistration_delay.timeout_seconds": None,  # 0-3600, checked as an integer
-    "deregistration_delay.connection_termination.enabled": ("true", "false"),
-    "stickiness.enabled": ("true", "false"),
-    "stickiness.type": ("source_ip",),
-    "load_balancing.cross_zone.enabled": ("true", "false", "use_load_balancer_configuration"),
-    "target_health_state.unhealthy.connection_termination.enabled": ("true", "false"),
-})
-# NLB listener attributes (NLB-LB23): TCP listeners only.
-NLB_LISTENER_ATTRIBUTES: Mapping[str, tuple[str, ...] | None] = MappingProxyType({
-    "tcp.idle_timeout.seconds": None,  # 60-6000, default 350
-})
-NLB_LB_ATTRIBUTES: Mapping[str, tuple[str, ...] | None] = MappingProxyType({
-    "load_balancing.cross_zone.enabled": ("true", "false"),
-    "deletion_protection.enabled": ("true", "false"),
-})
-ALB_LB_ATTRIBUTES: Mapping[str, tuple[str, ...] | None] = MappingProxyType({
-    "routing.http.xff_header_processing.mode": ("append", "preserve", "remove"),
-    "routing.http.xff_client_port.enabled": ("true", "false"),
-    "routing.http.preserve_host_header.enabled": ("true", "false"),
-    "idle_timeout.timeout_seconds": None,  # 1-4000
-    "routing.http.drop_invalid_header_fields.enabled": ("true", "false"),
-    "routing.http.desync_mitigation_mode": ("monitor", "defensive", "strictest"),
-})
-
-
 def aws_id(*parts: str) -> str:
     """A stable 16-hex-digit resource id, the shape AWS uses in ARNs and DNS names."""
     return hashlib.sha256("/".join(parts).encode()).hexdigest()[:16]
@@ -108,7 +78,7 @@ class NlbListener:
     certificate: Certificate | None = None
     ssl_policy: str | None = None
     alpn_policy: str = "None"
-    attributes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # only what the topology sets
+    attributes: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))  # TCP: tcp.idle_timeout.seconds
     certificates: tuple[Certificate, ...] = ()  # the listener's certificate list (SNI), besides the default
 
 
@@ -121,7 +91,7 @@ class NlbTargetGroup:
     target_type: str  # instance | ip | alb
     targets: tuple[Target, ...]
     health_check: HealthCheck
-    attributes: Mapping[str, str]  # every modelled key, AWS defaults filled in
+    attributes: Mapping[str, str]  # every key of services.elbv2.attributes.NLB_TARGET_GROUP, defaults filled in
 
     @property
     def preserve_client_ip(self) -> bool:
@@ -213,7 +183,7 @@ class AlbTargetGroup:
     port: int
     targets: tuple[Target, ...]
     health_check: HealthCheck
-    attributes: Mapping[str, str] = field(default_factory=dict)  # validated by services.alb_sim.config
+    attributes: Mapping[str, str] = field(default_factory=dict)  # every key of elbv2 ALB_TARGET_GROUP
 
 
 MAX_DRAIN_SECONDS = 86400  # alb.rotation.drain_seconds and `lab alb rotate --drain-seconds`

@@ -14,13 +14,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from services.certselect import DEFAULT_KEY_ALGORITHM, KEY_ALGORITHMS
+from services.elbv2.attributes import ALB_LOAD_BALANCER, ALB_TARGET_GROUP, RuleViolation, Table, attribute_value
+from services.elbv2.errors import ApiError
+from services.elbv2.security_policies import DEFAULT_SSL_POLICY, check_ssl_policy
 
 from .model import (  # noqa: F401  (re-exported: the config API)
     Action, Admin, AlbConfig, Attributes, Certificate, Condition, ConditionValue, FixedResponseAction,
     ForwardAction, HealthCheck, Listener, Node, QueryPair, RedirectAction, Rotation, Rule, Target, TargetGroup, TargetGroupAttributes,
     WeightedTargetGroup,
 )
-from .desync import MODES as DESYNC_MODES
 from .limits import (
     CONDITION_FIELDS,
     FIXED_RESPONSE_CONTENT_TYPES,
@@ -37,27 +39,32 @@ class ConfigError(Exception):
 
 MAX_DRAIN_SECONDS = 86400  # a rotation's drain time, in the topology and `lab alb rotate`
 
-# Attribute keys AWS accepts on an application load balancer, with AWS's defaults (API reference,
-# LoadBalancerAttribute); only some have an effect here. DescribeLoadBalancerAttributes shows every
-# key, the default where the topology and the API left it unset (decisions #66).
-ATTRIBUTE_DEFAULTS: dict[str, str] = {
-    "access_logs.s3.enabled": "false", "access_logs.s3.bucket": "", "access_logs.s3.prefix": "",
-    "connection_logs.s3.enabled": "false", "connection_logs.s3.bucket": "", "connection_logs.s3.prefix": "",
-    "client_keep_alive.seconds": "3600", "deletion_protection.enabled": "false",
-    "idle_timeout.timeout_seconds": "60",
-    "routing.http.desync_mitigation_mode": "defensive", "routing.http.drop_invalid_header_fields.enabled": "false",
-    "routing.http.preserve_host_header.enabled": "false",
-    "routing.http.x_amzn_tls_version_and_cipher_suite.enabled": "false",
-    "routing.http.xff_client_port.enabled": "false", "routing.http.xff_header_processing.mode": "append",
-    "routing.http2.enabled": "true", "waf.fail_open.enabled": "false", "zonal_shift.config.enabled": "false",
-}
-KNOWN_ATTRIBUTES = frozenset(ATTRIBUTE_DEFAULTS)
 
 
 def described_attributes(raw: Mapping[str, str]) -> list[dict[str, str]]:
-    """DescribeLoadBalancerAttributes' list: every known key, by name, AWS's default where unset."""
-    merged = {**ATTRIBUTE_DEFAULTS, **raw}
+    """DescribeLoadBalancerAttributes' list: every key of the ALB table, by name, AWS's default where unset."""
+    merged = {**ALB_LOAD_BALANCER.defaults(), **raw}
     return [{"Key": k, "Value": merged[k]} for k in sorted(merged)]
+
+
+def _checked(table: Table, d: Mapping[str, Any], path: str, ctx: "_Ctx",
+             current: Mapping[str, str]) -> dict[str, str]:
+    """``d`` over ``current``, checked with the ELBv2 table: every key, AWS's defaults filled in. A
+    bad key or value is reported at its key, as is the key a rule across attributes names."""
+    pairs = []
+    for key, value in d.items():
+        text = attribute_value(value)
+        try:
+            table.check_value(str(key), text)
+        except ApiError as exc:
+            raise ctx.fail(f"{path}.{key}", str(exc)) from None
+        pairs.append((str(key), text))
+    try:
+        return table.check(pairs, current)
+    except RuleViolation as exc:
+        raise ctx.fail(f"{path}.{exc.key}", str(exc)) from None
+    except ApiError as exc:
+        raise ctx.fail(path, str(exc)) from None
 
 _TG_NAME = re.compile(r"(?!.*--)(?!^-)(?!.*-$)^[A-Za-z0-9-]{1,32}$")
 _PATH_CHARS = re.compile(r"""^[A-Za-z0-9_\-.$/~"'@:+&*?]+$""")
@@ -222,41 +229,17 @@ def _node(d: dict[str, Any], path: str, ctx: _Ctx) -> Node:
                 ctx.address(ctx.req(d, "address", path), f"{path}.address"))
 
 
-def _bool_attr(value: str, key: str, ctx: _Ctx) -> bool:
-    if value not in ("true", "false"):
-        raise ctx.fail(f"attributes.{key}",
-                       f"ValidationError: Load balancer attribute value '{value}' is not valid for "
-                       f"'{key}' (allowed: true, false)")
-    return value == "true"
-
-
-def _attributes(d: dict[str, Any], ctx: _Ctx) -> Attributes:
-    raw: dict[str, str] = {}
-    for key, value in d.items():
-        if key not in KNOWN_ATTRIBUTES:
-            raise ctx.fail(f"attributes.{key}",
-                           f"ValidationError: Load balancer attribute key '{key}' is not recognized")
-        raw[key] = ("true" if value else "false") if isinstance(value, bool) else str(value)
-    mode = raw.get("routing.http.xff_header_processing.mode", "append")
-    if mode not in ("append", "preserve", "remove"):
-        raise ctx.fail("attributes.routing.http.xff_header_processing.mode",
-                       f"ValidationError: '{mode}' is not a valid value (append, preserve, remove)")
-    desync = raw.get("routing.http.desync_mitigation_mode", "defensive")
-    if desync not in DESYNC_MODES:
-        raise ctx.fail("attributes.routing.http.desync_mitigation_mode",
-                       f"ValidationError: '{desync}' is not a valid value ({', '.join(DESYNC_MODES)})")
-    idle = ctx.integer(raw.get("idle_timeout.timeout_seconds", "60"),
-                       "attributes.idle_timeout.timeout_seconds", 1, 4000, "idle timeout in seconds")
+def _attributes(d: dict[str, Any], ctx: _Ctx, current: Mapping[str, str] | None = None) -> Attributes:
+    """The load balancer's attributes: ``d`` over ``current`` (every key, AWS's defaults filled in)."""
+    raw = _checked(ALB_LOAD_BALANCER, d, "attributes", ctx, current or {})
     return Attributes(
-        xff_mode=mode,
-        xff_client_port=_bool_attr(raw.get("routing.http.xff_client_port.enabled", "false"),
-                                   "routing.http.xff_client_port.enabled", ctx),
-        idle_timeout=float(idle),
-        preserve_host=_bool_attr(raw.get("routing.http.preserve_host_header.enabled", "false"),
-                                 "routing.http.preserve_host_header.enabled", ctx),
-        desync_mode=desync,
+        xff_mode=raw["routing.http.xff_header_processing.mode"],
+        xff_client_port=raw["routing.http.xff_client_port.enabled"] == "true",
+        idle_timeout=float(raw["idle_timeout.timeout_seconds"]),
+        preserve_host=raw["routing.http.preserve_host_header.enabled"] == "true",
+        desync_mode=raw["routing.http.desync_mitigation_mode"],
         raw=raw,
-        http2=_bool_attr(raw.get("routing.http2.enabled", "true"), "routing.http2.enabled", ctx),
+        http2=raw["routing.http2.enabled"] == "true",
     )
 
 
@@ -288,77 +271,34 @@ def _target_group(d: dict[str, Any], path: str, ctx: _Ctx) -> TargetGroup:
                                                   f"{path}.health_check", ctx))
 
 
-TARGET_GROUP_ATTRIBUTES = ("deregistration_delay.timeout_seconds", "load_balancing.algorithm.type",
-                           "load_balancing.algorithm.anomaly_mitigation", "stickiness.enabled", "stickiness.type",
-                           "stickiness.lb_cookie.duration_seconds", "stickiness.app_cookie.cookie_name",
-                           "stickiness.app_cookie.duration_seconds", "slow_start.duration_seconds")
-ALGORITHMS = ("round_robin", "least_outstanding_requests", "weighted_random")
-STICKINESS_TYPES = ("lb_cookie", "app_cookie")
-# Cookie names the load balancer keeps for itself (ALB sticky sessions: AWSALB, AWSALBAPP, AWSALBTG).
-RESERVED_COOKIE_PREFIXES = ("AWSALB", "AWSALBAPP", "AWSALBTG")
-_COOKIE_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")  # an RFC 6265 cookie-name (an HTTP token)
-
-
-def _tg_value_error(path: str, key: str, value: object, allowed: str, ctx: _Ctx) -> ConfigError:
-    return ctx.fail(f"{path}.{key}", f"ValidationError: Target group attribute value '{value}' is not valid for "
-                    f"'{key}' ({allowed})")
-
-
-def _tg_seconds(d: dict[str, Any], key: str, current: int, lo: int, hi: int, path: str, ctx: _Ctx) -> int:
-    value = str(d.get(key, current))
-    if not value.isdigit() or not lo <= int(value) <= hi:
-        raise _tg_value_error(path, key, value, f"{lo}-{hi}", ctx)
-    return int(value)
+def target_group_attribute_values(a: TargetGroupAttributes) -> dict[str, str]:
+    """The typed attributes as AWS's strings, in the ELBv2 table's order (DescribeTargetGroupAttributes)."""
+    return {
+        "deregistration_delay.timeout_seconds": str(int(a.deregistration_delay)),
+        "load_balancing.algorithm.type": a.algorithm,
+        "load_balancing.algorithm.anomaly_mitigation": "on" if a.anomaly_mitigation else "off",
+        "stickiness.enabled": "true" if a.stickiness else "false",
+        "stickiness.type": a.stickiness_type,
+        "stickiness.lb_cookie.duration_seconds": str(a.stickiness_seconds),
+        "stickiness.app_cookie.cookie_name": a.app_cookie_name,
+        "stickiness.app_cookie.duration_seconds": str(a.app_cookie_seconds),
+        "slow_start.duration_seconds": str(a.slow_start),
+    }
 
 
 def target_group_attributes(d: dict[str, Any], path: str, ctx: _Ctx,
                             current: TargetGroupAttributes = TargetGroupAttributes()) -> TargetGroupAttributes:
-    """Target group attributes we model, over `current`."""
-    for key in d:
-        if key not in TARGET_GROUP_ATTRIBUTES:
-            raise ctx.fail(f"{path}.{key}", f"ValidationError: Target group attribute key '{key}' is not recognized")
-    delay = _tg_seconds(d, "deregistration_delay.timeout_seconds", int(current.deregistration_delay), 0, 3600,
-                        path, ctx)
-    algorithm = str(d.get("load_balancing.algorithm.type", current.algorithm))
-    if algorithm not in ALGORITHMS:
-        raise _tg_value_error(path, "load_balancing.algorithm.type", algorithm, ", ".join(ALGORITHMS), ctx)
-    mitigation = str(d.get("load_balancing.algorithm.anomaly_mitigation", "on" if current.anomaly_mitigation else "off"))
-    if mitigation not in ("on", "off"):
-        raise _tg_value_error(path, "load_balancing.algorithm.anomaly_mitigation", mitigation, "on, off", ctx)
-    if mitigation == "on" and algorithm != "weighted_random":
-        raise ctx.fail(f"{path}.load_balancing.algorithm.anomaly_mitigation", "ValidationError: Anomaly mitigation "
-                       "is only supported with the weighted random load balancing algorithm")
-    enabled = str(d.get("stickiness.enabled", "true" if current.stickiness else "false")).lower()
-    if enabled not in ("true", "false"):
-        raise _tg_value_error(path, "stickiness.enabled", enabled, "true, false", ctx)
-    kind = str(d.get("stickiness.type", current.stickiness_type))
-    if kind not in STICKINESS_TYPES:
-        raise _tg_value_error(path, "stickiness.type", kind, ", ".join(STICKINESS_TYPES), ctx)
-    duration = _tg_seconds(d, "stickiness.lb_cookie.duration_seconds", current.stickiness_seconds, 1, 604800, path, ctx)
-    app_seconds = _tg_seconds(d, "stickiness.app_cookie.duration_seconds", current.app_cookie_seconds, 1, 604800,
-                              path, ctx)
-    cookie = str(d.get("stickiness.app_cookie.cookie_name", current.app_cookie_name))
-    if cookie and not _COOKIE_NAME.match(cookie):
-        raise _tg_value_error(path, "stickiness.app_cookie.cookie_name", cookie,
-                              "a cookie name: letters, digits and !#$%&'*+.^_`|~-", ctx)
-    if cookie.upper().startswith(RESERVED_COOKIE_PREFIXES):
-        raise ctx.fail(f"{path}.stickiness.app_cookie.cookie_name", f"ValidationError: Cookie name '{cookie}' is not "
-                       f"allowed: names starting with {', '.join(RESERVED_COOKIE_PREFIXES)} are reserved for use "
-                       "by the load balancer")
-    if enabled == "true" and kind == "app_cookie" and not cookie:
-        raise ctx.fail(f"{path}.stickiness.app_cookie.cookie_name", "ValidationError: "
-                       "'stickiness.app_cookie.cookie_name' must be specified when 'stickiness.type' is 'app_cookie'")
-    raw_slow = str(d.get("slow_start.duration_seconds", current.slow_start))
-    if not raw_slow.isdigit() or not (int(raw_slow) == 0 or 30 <= int(raw_slow) <= 900):
-        raise _tg_value_error(path, "slow_start.duration_seconds", raw_slow, "0 or 30-900", ctx)
-    slow = int(raw_slow)
-    if slow and algorithm == "least_outstanding_requests":
-        raise ctx.fail(f"{path}.slow_start.duration_seconds", "ValidationError: Slow start mode is not supported "
-                       "with the least outstanding requests load balancing algorithm")
+    """Target group attributes: ``d`` over ``current``, checked with the ELBv2 table."""
+    v = _checked(ALB_TARGET_GROUP, d, path, ctx, target_group_attribute_values(current))
     return TargetGroupAttributes(
-        deregistration_delay=float(delay), algorithm=algorithm, anomaly_mitigation=mitigation == "on",
-        stickiness=enabled == "true", stickiness_type=kind, stickiness_seconds=duration, app_cookie_name=cookie,
-        app_cookie_seconds=app_seconds, slow_start=slow)
+        deregistration_delay=float(v["deregistration_delay.timeout_seconds"]),
+        algorithm=v["load_balancing.algorithm.type"],
+        anomaly_mitigation=v["load_balancing.algorithm.anomaly_mitigation"] == "on",
+        stickiness=v["stickiness.enabled"] == "true", stickiness_type=v["stickiness.type"],
+        stickiness_seconds=int(v["stickiness.lb_cookie.duration_seconds"]),
+        app_cookie_name=v["stickiness.app_cookie.cookie_name"],
+        app_cookie_seconds=int(v["stickiness.app_cookie.duration_seconds"]),
+        slow_start=int(v["slow_start.duration_seconds"]))
 
 
 def _health_check(d: dict[str, Any], path: str, ctx: _Ctx) -> HealthCheck:
@@ -423,7 +363,14 @@ def _listener(d: dict[str, Any], path: str, tg_names: set[str], ctx: _Ctx) -> Li
     if len(extra) > 25:
         raise ctx.fail(f"{path}.certificates", "TooManyCertificates: a listener has at most 25 certificates "
                        "besides the default one")
-    ssl_policy = d.get("ssl_policy") or ("ELBSecurityPolicy-2016-08" if protocol == "HTTPS" else None)
+    ssl_policy = None
+    if protocol == "HTTPS":
+        try:
+            ssl_policy = check_ssl_policy(d.get("ssl_policy", DEFAULT_SSL_POLICY))
+        except ApiError as exc:
+            raise ctx.fail(f"{path}.ssl_policy", str(exc)) from None
+    elif d.get("ssl_policy") is not None:
+        raise ctx.fail(f"{path}.ssl_policy", "ValidationError: only HTTPS listeners take an ssl_policy")
     rules = []
     for i, r in enumerate(ctx.lst(d.get("rules", []), f"{path}.rules")):
         rules.append(_rule(ctx.obj(r, f"{path}.rules[{i}]"), f"{path}.rules[{i}]", protocol, tg_names, ctx))

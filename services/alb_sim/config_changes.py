@@ -11,7 +11,7 @@ from .config import (Attributes, ConfigError, Listener, Target, TargetGroupAttri
 __all__ = ["ConfigError", "parse_attributes", "parse_listener_rules", "parse_target_group_attributes", "parse_targets"]
 def parse_attributes(values: Mapping[str, Any], current: Attributes) -> Attributes:
     """ModifyLoadBalancerAttributes: `values` over the current ones, validated as a whole."""
-    return _attributes({**current.raw, **values}, _Ctx(None))
+    return _attributes(dict(values), _Ctx(None), current.raw)
 
 
 def parse_listener_rules(raw: Any, listener: Listener, tg_names: set[str]) -> Listener:

@@ -17,24 +17,25 @@ from typing import Any, Mapping
 
 from services.certselect import DEFAULT_KEY_ALGORITHM, KEY_ALGORITHMS
 from services.common import ListenAddressError, parse_listen
+from services.elbv2 import attributes as elbv2_attributes
+from services.elbv2.errors import ApiError
+from services.elbv2.security_policies import ALPN_POLICIES, DEFAULT_SSL_POLICY, check_ssl_policy
 
 from .health import parse_matcher
-from .tlsconf import SSL_POLICIES
 
 LISTENER_PROTOCOLS = ("TCP", "TLS")
 TARGET_GROUP_PROTOCOLS = ("TCP", "TLS")
 TARGET_TYPES = ("instance", "ip", "alb")
 HEALTH_CHECK_PROTOCOLS = ("TCP", "HTTP", "HTTPS")
-HEADER_PLACEMENTS = ("on_first_ack_with_payload", "on_connect")
 # AWS's NLB health-check ranges (NLB-HC23), for the topology and for ModifyTargetGroup;
 # relaxed_limits (lab/unit tests only) lowers the seconds' minimum to allow sub-second checks.
 HEALTH_CHECK_RANGES = {"interval_seconds": (5, 300), "timeout_seconds": (2, 120),
                        "healthy_threshold": (2, 10), "unhealthy_threshold": (2, 10)}
 RELAXED_MIN_SECONDS = 0.05
-ALPN_POLICIES = ("None", "HTTP1Only", "HTTP2Only", "HTTP2Optional", "HTTP2Preferred")
 # Listener protocol -> target group protocols AWS accepts (NLB-TG23; UDP/TCP_UDP not simulated).
 VALID_COMBINATIONS = {"TCP": ("TCP",), "TLS": ("TCP", "TLS")}
-DEFAULT_SSL_POLICY = "ELBSecurityPolicy-2016-08"  # CLI/CloudFormation default (NLB-TLS23)
+ALB_TARGET_TCP_HEALTH_CHECK = ("Health check protocol 'TCP' is not supported for target groups with target type"
+                               " 'alb'; use HTTP or HTTPS")  # NLB-ALBT23
 MAX_CERTIFICATES = 25  # certificates per load balancer, default certificates not counted (NLB-LIM23)
 
 
@@ -66,13 +67,17 @@ class Listener:
     certificate: Certificate | None
     ssl_policy: str | None
     alpn_policy: str
-    attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    idle_timeout_seconds: int = 350  # tcp.idle_timeout.seconds (TCP listeners); TLS fixed 350
+    attributes: Mapping[str, str] = dataclasses.field(default_factory=dict)  # TCP: tcp.idle_timeout.seconds
     certificates: tuple[Certificate, ...] = ()  # the certificate list (SNI), besides the default
 
     @property
     def label(self) -> str:
         return f"{self.protocol}:{self.port}"
+
+    @property
+    def idle_timeout_seconds(self) -> int:
+        """tcp.idle_timeout.seconds on TCP listeners; TLS listeners: fixed 350 s (NLB-LB23)."""
+        return int(self.attributes.get("tcp.idle_timeout.seconds", "350"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,18 +119,35 @@ class TargetGroup:
     protocol: str
     port: int
     target_type: str
-    preserve_client_ip: bool
-    proxy_protocol_v2: bool
-    header_placement: str
-    deregistration_delay_seconds: int
-    cross_zone: bool | None  # None: use_load_balancer_configuration
     targets: tuple[Target, ...]
     health_check: HealthCheck
-    attributes: Mapping[str, str]
+    attributes: Mapping[str, str]  # every key of elbv2.attributes.NLB_TARGET_GROUP, AWS defaults filled in
     alb: AlbTracking | None = None  # target type alb: follow the ALB's node addresses
 
-    def flag(self, key: str, default: bool = False) -> bool:
-        return self.attributes.get(key, "true" if default else "false") == "true"
+    def flag(self, key: str) -> bool:
+        return self.attributes[key] == "true"
+
+    @property
+    def preserve_client_ip(self) -> bool:
+        return self.flag("preserve_client_ip.enabled")
+
+    @property
+    def proxy_protocol_v2(self) -> bool:
+        return self.flag("proxy_protocol_v2.enabled")
+
+    @property
+    def header_placement(self) -> str:
+        return self.attributes["proxy_protocol_v2.client_to_server.header_placement"]
+
+    @property
+    def deregistration_delay_seconds(self) -> int:
+        return int(self.attributes["deregistration_delay.timeout_seconds"])
+
+    @property
+    def cross_zone(self) -> bool | None:
+        """None: use_load_balancer_configuration."""
+        value = self.attributes["load_balancing.cross_zone.enabled"]
+        return None if value == "use_load_balancer_configuration" else value == "true"
 
     @property
     def connection_termination(self) -> bool:
@@ -135,7 +157,7 @@ class TargetGroup:
     @property
     def unhealthy_connection_termination(self) -> bool:
         """target_health_state.unhealthy.connection_termination.enabled (default true)."""
-        return self.flag("target_health_state.unhealthy.connection_termination.enabled", True)
+        return self.flag("target_health_state.unhealthy.connection_termination.enabled")
 
     @property
     def stickiness(self) -> bool:
@@ -162,8 +184,7 @@ class NlbConfig:
     name: str
     arn: str
     nodes: tuple[Node, ...]
-    cross_zone: bool
-    attributes: Mapping[str, str]
+    attributes: Mapping[str, str]  # every key of elbv2.attributes.NLB_LOAD_BALANCER, defaults filled in
     listeners: tuple[Listener, ...]
     target_groups: tuple[TargetGroup, ...]
     log_dir: str
@@ -179,6 +200,10 @@ class NlbConfig:
             if tg.name == name:
                 return tg
         raise KeyError(name)
+
+    @property
+    def cross_zone(self) -> bool:
+        return self.attributes["load_balancing.cross_zone.enabled"] == "true"
 
     def cross_zone_for(self, tg: TargetGroup) -> bool:
         """TG attribute wins over the LB attribute (``alb`` TGs always inherit the LB's)."""
@@ -263,7 +288,9 @@ class _Loader:
             raise self.err(p, "must not be empty")
         return value
 
-    def attrs(self, raw: Mapping[str, Any], path: str) -> dict[str, str]:
+    def attrs(self, raw: Mapping[str, Any], path: str, table: elbv2_attributes.Table,
+              target_type: str | None = None) -> dict[str, str]:
+        """``attributes`` checked against the ELBv2 table: every key, AWS's defaults filled in."""
         value = raw.get("attributes", {})
         p = f"{path}.attributes" if path else "attributes"
         self.obj(value, p)
@@ -271,16 +298,16 @@ class _Loader:
             if not isinstance(v, str):
                 raise self.err(f"{p}.{k}", f"{json.dumps(v)} must be a string (AWS attribute values"
                                            " are strings, e.g. \"true\")")
-        return dict(value)
-
-    def bool_attr(self, attrs: Mapping[str, str], key: str, path: str, default: bool) -> bool:
-        if key not in attrs:
-            return default
-        value = attrs[key]
-        if value not in ("true", "false"):
-            raise self.err(f"{path}.attributes.{key}" if path else f"attributes.{key}",
-                           f"{json.dumps(value)} must be \"true\" or \"false\"")
-        return value == "true"
+            try:
+                table.check_value(k, v)
+            except ApiError as exc:
+                raise self.err(f"{p}.{k}", str(exc)) from None
+        try:
+            return table.check(value.items(), {}, target_type)
+        except elbv2_attributes.RuleViolation as exc:
+            raise self.err(f"{p}.{exc.key}", str(exc)) from None
+        except ApiError as exc:
+            raise self.err(p, str(exc)) from None
 
     def number(self, raw: Mapping[str, Any], key: str, path: str, default: float, lo: float,
                hi: float, integer: bool = False) -> float:
@@ -306,8 +333,7 @@ class _Loader:
         self.unique([n.name for n in nodes], "nodes", "name")
         self.unique([n.elastic_ip for n in nodes], "nodes", "elastic_ip")
         self.unique([n.az for n in nodes], "nodes", "az")
-        attributes = self.attrs(raw, "")
-        cross_zone = self.bool_attr(attributes, "load_balancing.cross_zone.enabled", "", False)
+        attributes = self.attrs(raw, "", elbv2_attributes.NLB_LOAD_BALANCER)
         azs = tuple(n.az for n in nodes)
         tgs = tuple(self.target_group(t, f"target_groups[{i}]", azs)
                     for i, t in enumerate(self.list_(raw, "target_groups", "")))
@@ -316,6 +342,10 @@ class _Loader:
         listeners = tuple(self.listener(x, f"listeners[{i}]", tg_by_name)
                           for i, x in enumerate(self.list_(raw, "listeners", "")))
         self.unique([x.port for x in listeners], "listeners", "port")
+        for i, x in enumerate(listeners):
+            if x.protocol == "TLS" and tg_by_name[x.target_group].protocol == "TLS" \
+                    and tg_by_name[x.target_group].stickiness:
+                raise self.err(f"listeners[{i}].target_group", str(elbv2_attributes.no_tls_stickiness()))
         if sum(len(x.certificates) for x in listeners) > MAX_CERTIFICATES:
             raise self.err("listeners", f"TooManyCertificates: a load balancer has at most {MAX_CERTIFICATES}"
                                         " certificates in its listeners' certificate lists")
@@ -332,7 +362,7 @@ class _Loader:
         splice = raw.get("splice", True)
         if not isinstance(splice, bool):
             raise self.err("splice", f"{json.dumps(splice)} must be true or false")
-        return NlbConfig(name=name, arn=arn, nodes=nodes, cross_zone=cross_zone,
+        return NlbConfig(name=name, arn=arn, nodes=nodes,
                          attributes=attributes, listeners=listeners, target_groups=tgs,
                          log_dir=log_dir, admin=admin, transparent=transparent,
                          relaxed_limits=relaxed, dns=dns, splice=splice, vpc_endpoint_id=vpce)
@@ -398,28 +428,24 @@ class _Loader:
                 if same in [cert.arn or cert.pem, *(e.arn or e.pem for e in extra[:-1])]:
                     raise self.err(f"{path}.certificates[{i}]", f"{json.dumps(same)} is already the default"
                                                                 " certificate or in the list")
-            policy = self.choice(raw, "ssl_policy", path, tuple(SSL_POLICIES), DEFAULT_SSL_POLICY)
+            try:
+                policy = check_ssl_policy(raw.get("ssl_policy", DEFAULT_SSL_POLICY))
+            except ApiError as exc:
+                raise self.err(f"{path}.ssl_policy", str(exc)) from None
         elif "certificate" in raw or "certificates" in raw or "ssl_policy" in raw:
             key = next(k for k in ("certificate", "certificates", "ssl_policy") if k in raw)
             raise self.err(f"{path}.{key}", "only TLS listeners take certificates and ssl_policy")
         alpn = self.choice(raw, "alpn_policy", path, ALPN_POLICIES, "None")
-        attrs = self.attrs(raw, path)
-        idle = 350
-        for key, value in attrs.items():
-            if key != "tcp.idle_timeout.seconds":
-                raise self.err(f"{path}.attributes.{key}", "is not a listener attribute"
-                                                           " (known: tcp.idle_timeout.seconds)")
-            lo = 10 if self.relaxed else 60
-            if not value.isdigit() or not lo <= int(value) <= 6000:
-                raise self.err(f"{path}.attributes.{key}",
-                               f"{json.dumps(value)} is not an integer in {lo}-6000")
-            if protocol != "TCP":
-                raise self.err(f"{path}.attributes.{key}", f"only TCP listeners have it ({protocol}"
-                                                           " listeners: fixed 350 s)")
-            idle = int(value)
+        value = raw.get("attributes", {})
+        attrs = self.attrs(raw, path, elbv2_attributes.NLB_TCP_LISTENER_RELAXED if self.relaxed
+                           else elbv2_attributes.NLB_TCP_LISTENER) if protocol == "TCP" else {}
+        if protocol != "TCP" and value:
+            try:
+                elbv2_attributes.nlb_listener_attributes(protocol, self.obj(value, f"{path}.attributes").items(), {})
+            except ApiError as exc:
+                raise self.err(f"{path}.attributes", str(exc)) from None
         return Listener(protocol=protocol, port=port, target_group=tg_name, certificate=cert,
-                        ssl_policy=policy, alpn_policy=alpn, attributes=attrs,
-                        idle_timeout_seconds=idle, certificates=tuple(extra))
+                        ssl_policy=policy, alpn_policy=alpn, attributes=attrs, certificates=tuple(extra))
 
     def certificate(self, raw: Any, path: str) -> Certificate:
         c = self.obj(raw, path)
@@ -436,40 +462,24 @@ class _Loader:
         protocol = self.choice(raw, "protocol", path, TARGET_GROUP_PROTOCOLS)
         port = self.port(self.req(raw, "port", path), f"{path}.port")
         target_type = self.choice(raw, "target_type", path, TARGET_TYPES, "instance")
-        attrs = self.attrs(raw, path)
-        # AWS defaults (NLB-TGA): instance -> preserved; ip + TCP/TLS -> not; alb -> preserved.
-        preserve = self.bool_attr(attrs, "preserve_client_ip.enabled", path, target_type != "ip")
-        ppv2 = self.bool_attr(attrs, "proxy_protocol_v2.enabled", path, False)
-        placement_key = "proxy_protocol_v2.client_to_server.header_placement"
-        placement = attrs.get(placement_key, "on_first_ack_with_payload")
-        if placement not in HEADER_PLACEMENTS:
-            raise self.err(f"{path}.attributes.{placement_key}",
-                           f"{json.dumps(placement)} is not one of {', '.join(HEADER_PLACEMENTS)}")
-        delay_key = "deregistration_delay.timeout_seconds"
-        delay_raw = attrs.get(delay_key, "300")
-        if not delay_raw.isdigit() or not 0 <= int(delay_raw) <= 3600:
-            raise self.err(f"{path}.attributes.{delay_key}",
-                           f"{json.dumps(delay_raw)} is not an integer in 0-3600")
-        cz_key = "load_balancing.cross_zone.enabled"
-        cz_raw = attrs.get(cz_key, "use_load_balancer_configuration")
-        if cz_raw not in ("true", "false", "use_load_balancer_configuration"):
-            raise self.err(f"{path}.attributes.{cz_key}", f"{json.dumps(cz_raw)} is not one of"
-                                                          " true, false, use_load_balancer_configuration")
-        cross_zone = None if cz_raw == "use_load_balancer_configuration" else cz_raw == "true"
+        # AWS defaults per target type (NLB-TGA): instance -> client IP preserved; ip + TCP/TLS -> not.
+        attrs = self.attrs(raw, path, elbv2_attributes.NLB_TARGET_GROUP, target_type)
+        if target_type == "alb" and attrs != elbv2_attributes.NLB_TARGET_GROUP.defaults(target_type):
+            raise self.err(f"{path}.attributes", str(elbv2_attributes.no_alb_target_group_attributes()))
         targets = tuple(self.target(t, f"{path}.targets[{i}]", port, azs)
                         for i, t in enumerate(self.list_(raw, "targets", path, nonempty=False)))
         self.unique([f"{t.ip}:{t.port}" for t in targets], f"{path}.targets", "ip")
         hc = self.health_check(raw.get("health_check", {}), f"{path}.health_check")
+        if target_type == "alb" and hc.protocol == "TCP":
+            raise self.err(f"{path}.health_check.protocol", f"ValidationError: {ALB_TARGET_TCP_HEALTH_CHECK}")
         alb = None
         if raw.get("alb") is not None:
             if target_type != "alb":
                 raise self.err(f"{path}.alb", "only target groups of target type alb follow an ALB")
             alb = self.alb_tracking(raw["alb"], f"{path}.alb", azs)
         return TargetGroup(name=name, arn=raw.get("arn", ""), protocol=protocol, port=port,
-                           target_type=target_type, preserve_client_ip=preserve,
-                           proxy_protocol_v2=ppv2, header_placement=placement,
-                           deregistration_delay_seconds=int(delay_raw), cross_zone=cross_zone,
-                           targets=targets, health_check=hc, attributes=attrs, alb=alb)
+                           target_type=target_type, targets=targets, health_check=hc, attributes=attrs,
+                           alb=alb)
 
     def alb_tracking(self, raw: Any, path: str, azs: tuple[str, ...]) -> AlbTracking:
         raw = self.obj(raw, path)

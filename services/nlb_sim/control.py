@@ -16,159 +16,55 @@ import ipaddress
 import math
 from typing import Any, Iterable, Mapping, Sequence
 
-from .config import (HEALTH_CHECK_PROTOCOLS, HEALTH_CHECK_RANGES, RELAXED_MIN_SECONDS, Listener, NlbConfig,
-                     Target, TargetGroup)
+from services.elbv2 import attributes as elbv2_attributes
+from services.elbv2.attributes import answer as attributes_answer
+from services.elbv2.errors import ApiError, constraint
+
+from .config import (ALB_TARGET_TCP_HEALTH_CHECK, HEALTH_CHECK_PROTOCOLS, HEALTH_CHECK_RANGES, RELAXED_MIN_SECONDS,
+                     Listener, NlbConfig, Target, TargetGroup)
 from .health import parse_matcher
 
-BOOL = ("true", "false")
-# Modifiable target-group attributes and their allowed values; a (lo, hi) tuple is an integer range.
-TG_ATTRIBUTES: Mapping[str, tuple[str, ...] | tuple[int, int]] = {
-    "preserve_client_ip.enabled": BOOL,
-    "proxy_protocol_v2.enabled": BOOL,
-    "proxy_protocol_v2.client_to_server.header_placement": ("on_first_ack_with_payload", "on_connect"),
-    "deregistration_delay.timeout_seconds": (0, 3600),
-    "deregistration_delay.connection_termination.enabled": BOOL,
-    "stickiness.enabled": BOOL,
-    "stickiness.type": ("source_ip",),
-    "load_balancing.cross_zone.enabled": ("true", "false", "use_load_balancer_configuration"),
-    "target_health_state.unhealthy.connection_termination.enabled": BOOL,
-}
-LB_ATTRIBUTES: Mapping[str, tuple[str, ...] | tuple[int, int]] = {
-    "load_balancing.cross_zone.enabled": BOOL,
-    "deletion_protection.enabled": BOOL,
-}
-LISTENER_ATTRIBUTES: Mapping[str, tuple[str, ...] | tuple[int, int]] = {
-    "tcp.idle_timeout.seconds": (60, 6000),
-}
+__all__ = ["ApiError", "attributes_answer"]  # the admin API's error type and answer shape, from services.elbv2
 
 
 def target_group_attributes(tg: TargetGroup) -> dict[str, str]:
-    """DescribeTargetGroupAttributes: every key in ``TG_ATTRIBUTES``, AWS's default where the topology
-    and the API left it unset (in TG_ATTRIBUTES order), then any other key the topology set."""
-    modelled = {
-        "preserve_client_ip.enabled": _flag(tg.preserve_client_ip),
-        "proxy_protocol_v2.enabled": _flag(tg.proxy_protocol_v2),
-        "proxy_protocol_v2.client_to_server.header_placement": tg.header_placement,
-        "deregistration_delay.timeout_seconds": str(tg.deregistration_delay_seconds),
-        "deregistration_delay.connection_termination.enabled": _flag(tg.connection_termination),
-        "stickiness.enabled": _flag(tg.stickiness),
-        "stickiness.type": tg.attributes.get("stickiness.type", "source_ip"),
-        "load_balancing.cross_zone.enabled": tg.attributes.get("load_balancing.cross_zone.enabled",
-                                                               "use_load_balancer_configuration"),
-        "target_health_state.unhealthy.connection_termination.enabled":
-            _flag(tg.unhealthy_connection_termination),
-    }
-    return {**{k: modelled[k] for k in TG_ATTRIBUTES}, **tg.attributes, **modelled}
+    """DescribeTargetGroupAttributes: every key of the NLB target-group table, AWS's default where the
+    topology and the API left it unset."""
+    return dict(tg.attributes)
 
 
 def load_balancer_attributes(cfg: NlbConfig) -> dict[str, str]:
-    """DescribeLoadBalancerAttributes: every key in ``LB_ATTRIBUTES``, AWS defaults filled in."""
-    modelled = {"load_balancing.cross_zone.enabled": _flag(cfg.cross_zone),
-                "deletion_protection.enabled": cfg.attributes.get("deletion_protection.enabled", "false")}
-    return {**{k: modelled[k] for k in LB_ATTRIBUTES}, **cfg.attributes, **modelled}
+    """DescribeLoadBalancerAttributes: every key of the NLB load-balancer table, defaults filled in."""
+    return dict(cfg.attributes)
 
 
 def listener_attributes(listener: Listener) -> dict[str, str]:
     """DescribeListenerAttributes: ``tcp.idle_timeout.seconds`` (default 350) on TCP listeners; TLS
     listeners have no modifiable attribute (their idle timeout is fixed at 350 s)."""
-    if listener.protocol != "TCP":
-        return {}
-    return {"tcp.idle_timeout.seconds": str(listener.idle_timeout_seconds)}
+    return dict(listener.attributes)
 
 
-def attributes_answer(attrs: Mapping[str, str]) -> dict[str, list[dict[str, str]]]:
-    """The `Attributes` list of a Describe*Attributes or Modify*Attributes answer."""
-    return {"Attributes": [{"Key": k, "Value": v} for k, v in attrs.items()]}
-
-
-def _flag(value: bool) -> str:
-    return "true" if value else "false"
-
-
-class ApiError(Exception):
-    """An ELBv2 API error: ``code`` (e.g. ValidationError) and an AWS-worded ``message``."""
-
-    def __init__(self, code: str, message: str, status: int = 400) -> None:
-        super().__init__(f"{code}: {message}")
-        self.code = code
-        self.message = message
-        self.status = status
-
-
-def _attribute_pairs(raw: Any, what: str) -> list[tuple[str, str]]:
-    if not isinstance(raw, list) or not raw:
-        raise ApiError("ValidationError", "Attributes must be a non-empty list of"
-                                          ' {"Key": ..., "Value": ...}')
-    out = []
-    for item in raw:
-        if not isinstance(item, dict) or not isinstance(item.get("Key"), str) \
-                or not isinstance(item.get("Value"), str):
-            raise ApiError("ValidationError", f"{what} attribute {item!r} must be"
-                                              ' {"Key": "<string>", "Value": "<string>"}')
-        out.append((item["Key"], item["Value"]))
-    return out
-
-
-def validate_attributes(raw: Any, allowed: Mapping[str, tuple[str, ...] | tuple[int, int]],
-                        what: str) -> dict[str, str]:
-    """``[{"Key", "Value"}]`` -> {key: value}. ``what``: "Target group" / "Load balancer" / "Listener"."""
-    out: dict[str, str] = {}
-    for key, value in _attribute_pairs(raw, what):
-        if key not in allowed:
-            raise ApiError("ValidationError", f"{what} attribute key '{key}' is not recognized")
-        choices = allowed[key]
-        if choices and isinstance(choices[0], int):
-            lo, hi = choices
-            if not (value.isdigit() and lo <= int(value) <= hi):
-                raise ApiError("ValidationError", f"{what} attribute '{key}' value '{value}' is not"
-                                                  f" valid: must be an integer from {lo} to {hi}")
-        elif value not in choices:
-            raise ApiError("ValidationError", f"{what} attribute '{key}' value '{value}' is not"
-                                              f" valid: must be one of {', '.join(choices)}")
-        out[key] = value
-    return out
+def _tls_behind_tls(cfg: NlbConfig, tg: TargetGroup) -> bool:
+    return tg.protocol == "TLS" and any(x.protocol == "TLS" and x.target_group == tg.name for x in cfg.listeners)
 
 
 def modify_target_group_attributes(cfg: NlbConfig, tg: TargetGroup, raw: Any) -> TargetGroup:
-    changes = validate_attributes(raw, TG_ATTRIBUTES, "Target group")
-    if tg.target_type == "alb":
-        raise ApiError("InvalidConfigurationRequest", "The attributes of target groups with target"
-                                                      " type 'alb' cannot be modified")
-    attrs = {**tg.attributes, **changes}
-    if attrs.get("stickiness.enabled") == "true" and any(
-            x.protocol == "TLS" and x.target_group == tg.name for x in cfg.listeners) \
-            and tg.protocol == "TLS":
-        raise ApiError("InvalidConfigurationRequest", "Stickiness is not supported for target groups"
-                                                      " with the TLS protocol behind TLS listeners")
-    cz = attrs.get("load_balancing.cross_zone.enabled", "use_load_balancer_configuration")
-    return dataclasses.replace(
-        tg, attributes=attrs,
-        preserve_client_ip=attrs.get("preserve_client_ip.enabled", str(tg.preserve_client_ip).lower()) == "true",
-        proxy_protocol_v2=attrs.get("proxy_protocol_v2.enabled") == "true",
-        header_placement=attrs.get("proxy_protocol_v2.client_to_server.header_placement",
-                                   tg.header_placement),
-        deregistration_delay_seconds=int(attrs.get("deregistration_delay.timeout_seconds",
-                                                   tg.deregistration_delay_seconds)),
-        cross_zone=None if cz == "use_load_balancer_configuration" else cz == "true")
+    pairs = elbv2_attributes.attribute_pairs(raw, "Target group")
+    attrs = elbv2_attributes.nlb_target_group_attributes(pairs, tg.attributes, target_type=tg.target_type,
+                                                         tls_behind_tls=_tls_behind_tls(cfg, tg))
+    return dataclasses.replace(tg, attributes=attrs)
 
 
 def modify_load_balancer_attributes(cfg: NlbConfig, raw: Any) -> NlbConfig:
-    changes = validate_attributes(raw, LB_ATTRIBUTES, "Load balancer")
-    attrs = {**cfg.attributes, **changes}
-    return dataclasses.replace(cfg, attributes=attrs,
-                               cross_zone=attrs.get("load_balancing.cross_zone.enabled") == "true")
+    pairs = elbv2_attributes.attribute_pairs(raw, "Load balancer")
+    return dataclasses.replace(cfg, attributes=elbv2_attributes.NLB_LOAD_BALANCER.check(pairs, cfg.attributes))
 
 
 def modify_listener_attributes(listener: Listener, raw: Any, relaxed: bool = False) -> Listener:
     """``relaxed`` (lab-only ``relaxed_limits``): tcp.idle_timeout.seconds from 10 instead of 60."""
-    allowed = {"tcp.idle_timeout.seconds": (10, 6000)} if relaxed else LISTENER_ATTRIBUTES
-    changes = validate_attributes(raw, allowed, "Listener")
-    if "tcp.idle_timeout.seconds" in changes and listener.protocol != "TCP":
-        raise ApiError("ValidationError", f"Listener attribute 'tcp.idle_timeout.seconds' is only"
-                                          f" supported on TCP listeners, not {listener.protocol}")
-    attrs = {**listener.attributes, **changes}
-    return dataclasses.replace(listener, attributes=attrs,
-                               idle_timeout_seconds=int(attrs.get("tcp.idle_timeout.seconds", "350")))
+    pairs = elbv2_attributes.attribute_pairs(raw, "Listener")
+    attrs = elbv2_attributes.nlb_listener_attributes(listener.protocol, pairs, listener.attributes, relaxed)
+    return dataclasses.replace(listener, attributes=attrs)
 
 
 TARGET_SYNTAX = "ID[:PORT][@AZ], e.g. haproxy-a, 10.20.1.20:443 or 10.20.1.20:443@a"
@@ -329,14 +225,6 @@ _HC_NUMBERS = {
 }
 
 
-def _constraint(member: str, value: Any, constraint: str) -> ApiError:
-    """AWS's request-validation wording, e.g. for an interval of 1:
-    ``1 validation error detected: Value '1' at 'healthCheckIntervalSeconds' failed to satisfy
-    constraint: Member must have value greater than or equal to 5``."""
-    return ApiError("ValidationError", f"1 validation error detected: Value '{value}' at '{member}'"
-                                       f" failed to satisfy constraint: Member must {constraint}")
-
-
 def _hc_number(key: str, value: Any, relaxed: bool) -> float:
     member, field = _HC_NUMBERS[key]
     lo: float
@@ -352,11 +240,11 @@ def _hc_number(key: str, value: Any, relaxed: bool) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) \
             or (isinstance(value, float) and not math.isfinite(value)) \
             or (not (relaxed and seconds) and value != int(value)):
-        raise _constraint(member, value, "be an integer" if not (relaxed and seconds) else "be a number")
+        raise constraint(member, value, "be an integer" if not (relaxed and seconds) else "be a number")
     if value < lo:
-        raise _constraint(member, _plain(value), f"have value greater than or equal to {_plain(lo)}")
+        raise constraint(member, _plain(value), f"have value greater than or equal to {_plain(lo)}")
     if value > hi:
-        raise _constraint(member, _plain(value), f"have value less than or equal to {hi}")
+        raise constraint(member, _plain(value), f"have value less than or equal to {hi}")
     return value if relaxed and seconds else int(value)
 
 
@@ -380,12 +268,11 @@ def modify_target_group(tg: TargetGroup, body: Mapping[str, Any], relaxed: bool 
     protocol = given.get("HealthCheckProtocol", hc.protocol)
     if "HealthCheckProtocol" in given:
         if protocol not in HEALTH_CHECK_PROTOCOLS:
-            raise _constraint("healthCheckProtocol", protocol,
+            raise constraint("healthCheckProtocol", protocol,
                               f"satisfy enum value set: [{', '.join(HEALTH_CHECK_PROTOCOLS)}]")
         changes["protocol"] = protocol
     if tg.target_type == "alb" and protocol == "TCP":
-        raise ApiError("ValidationError", "Health check protocol 'TCP' is not supported for target"
-                                          " groups with target type 'alb'; use HTTP or HTTPS")
+        raise ApiError("ValidationError", ALB_TARGET_TCP_HEALTH_CHECK)
     if "HealthCheckPort" in given:
         port = given["HealthCheckPort"]
         if port == "traffic-port":
@@ -402,7 +289,7 @@ def modify_target_group(tg: TargetGroup, body: Mapping[str, Any], relaxed: bool 
             raise ApiError("ValidationError", "Health check path cannot be set when the health"
                                               " check protocol is TCP")
         if not isinstance(path, str) or not 1 <= len(path) <= 1024:
-            raise _constraint("healthCheckPath", path, "have length between 1 and 1024")
+            raise constraint("healthCheckPath", path, "have length between 1 and 1024")
         if not path.startswith("/"):
             raise ApiError("ValidationError", f"Health check path '{path}' must start with '/'")
         changes["path"] = path

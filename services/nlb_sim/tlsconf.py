@@ -18,39 +18,12 @@ from __future__ import annotations
 
 import ssl
 
-SSL_POLICIES: tuple[str, ...] = tuple(f"ELBSecurityPolicy-{p}" for p in (
-    "TLS13-1-2-2021-06", "TLS13-1-2-Res-2021-06", "TLS13-1-2-Ext1-2021-06",
-    "TLS13-1-2-Ext2-2021-06", "TLS13-1-0-2021-06", "TLS13-1-1-2021-06", "TLS13-1-3-2021-06",
-    "TLS13-1-2-Res-PQ-2025-09", "TLS13-1-2-PQ-2025-09", "TLS13-1-3-PQ-2025-09",
-    "FS-1-2-Res-2020-10", "FS-1-2-Res-2019-08", "FS-1-2-2019-08", "FS-1-1-2019-08", "FS-2018-06",
-    "TLS-1-2-Ext-2018-06", "TLS-1-2-2017-01", "TLS-1-1-2017-01", "2016-08", "TLS-1-0-2015-04",
-    "2015-05",
-))
-
-# ALPN policy -> protocols offered, in the LB's preference order (NLB-TLS23).
-ALPN_PROTOCOLS: dict[str, tuple[str, ...]] = {
-    "None": (),
-    "HTTP1Only": ("http/1.1", "http/1.0"),
-    "HTTP2Only": ("h2",),
-    "HTTP2Optional": ("http/1.1", "http/1.0", "h2"),
-    "HTTP2Preferred": ("h2", "http/1.1", "http/1.0"),
-}
-
+from services.elbv2.security_policies import ALPN_PROTOCOLS, DEFAULT_SSL_POLICY, target_policy, tls_versions
 
 def front_versions(policy: str) -> tuple[ssl.TLSVersion, ssl.TLSVersion]:
     """(minimum, maximum) TLS version a listener with ``policy`` negotiates with clients."""
-    if policy.startswith("ELBSecurityPolicy-TLS13-1-3"):
-        return ssl.TLSVersion.TLSv1_3, ssl.TLSVersion.TLSv1_3
-    if policy.startswith("ELBSecurityPolicy-TLS13-"):
-        return ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3
-    return ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_2
-
-
-def back_policy(front_policy: str) -> str:
-    """The policy AWS uses towards TLS target groups for a listener's front policy."""
-    if front_policy.startswith("ELBSecurityPolicy-TLS13-"):
-        return "ELBSecurityPolicy-TLS13-1-0-2021-06"
-    return "ELBSecurityPolicy-2016-08"
+    low, high = tls_versions(policy)
+    return ssl.TLSVersion[low], ssl.TLSVersion[high]
 
 
 def server_context(cert_pem: str, key_pem: str | None, policy: str, alpn_policy: str) -> ssl.SSLContext:
@@ -75,6 +48,6 @@ def target_context(front_policy: str, alpn: str | None = None) -> ssl.SSLContext
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
     ctx.minimum_version = ssl.TLSVersion.TLSv1_2
-    if back_policy(front_policy) == "ELBSecurityPolicy-2016-08":
+    if target_policy(front_policy) == DEFAULT_SSL_POLICY:
         ctx.maximum_version = ssl.TLSVersion.TLSv1_2
     return ctx

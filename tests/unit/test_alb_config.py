@@ -182,16 +182,17 @@ ERRORS: list[tuple[Callable[[dict[str, Any]], None], str]] = [
      "listeners[0].certificate: ValidationError: A certificate must be specified for HTTPS listeners"),
     (lambda d: d.update(listeners=[]), "listeners: ValidationError: Listeners cannot be empty"),
     (lambda d: d["attributes"].update({"routing.http.xff_header_processing.mode": "replace"}),
-     "attributes.routing.http.xff_header_processing.mode: ValidationError: 'replace' is not a valid value "
-     "(append, preserve, remove)"),
+     "attributes.routing.http.xff_header_processing.mode: ValidationError: Load balancer attribute "
+     "'routing.http.xff_header_processing.mode' value 'replace' is not valid: must be one of append, preserve, remove"),
     (lambda d: d["attributes"].update({"routing.http.preserve_host_header.enabled": "yes"}),
-     "attributes.routing.http.preserve_host_header.enabled: ValidationError: Load balancer attribute value 'yes' "
-     "is not valid for 'routing.http.preserve_host_header.enabled' (allowed: true, false)"),
+     "attributes.routing.http.preserve_host_header.enabled: ValidationError: Load balancer attribute "
+     "'routing.http.preserve_host_header.enabled' value 'yes' is not valid: must be one of true, false"),
     (lambda d: d["attributes"].update({"routing.http.desync_mitigation_mode": "strict"}),
-     "attributes.routing.http.desync_mitigation_mode: ValidationError: 'strict' is not a valid value "
-     "(monitor, defensive, strictest)"),
+     "attributes.routing.http.desync_mitigation_mode: ValidationError: Load balancer attribute "
+     "'routing.http.desync_mitigation_mode' value 'strict' is not valid: must be one of monitor, defensive, strictest"),
     (lambda d: d["attributes"].update({"idle_timeout.timeout_seconds": "0"}),
-     "attributes.idle_timeout.timeout_seconds: '0' is not a valid idle timeout in seconds (1-4000)"),
+     "attributes.idle_timeout.timeout_seconds: ValidationError: Load balancer attribute 'idle_timeout.timeout_seconds'"
+     " value '0' is not valid: must be an integer from 1 to 4000"),
     (lambda d: d["attributes"].update({"bogus.key": "1"}),
      "attributes.bogus.key: ValidationError: Load balancer attribute key 'bogus.key' is not recognized"),
     (lambda d: d["target_groups"][0]["health_check"].update(matcher="600"),

@@ -78,5 +78,5 @@ def test_routing_http2_enabled_attribute() -> None:
     assert (alpn_protocols(True), alpn_protocols(False)) == (["h2", "http/1.1"], ["http/1.1"])
     with pytest.raises(ConfigError) as info:
         load_config(mutate(lambda d: d["attributes"].update({"routing.http2.enabled": "on"})))
-    assert str(info.value) == ("attributes.routing.http2.enabled: ValidationError: Load balancer attribute value 'on' "
-                               "is not valid for 'routing.http2.enabled' (allowed: true, false)")
+    assert str(info.value) == ("attributes.routing.http2.enabled: ValidationError: Load balancer attribute "
+                               "'routing.http2.enabled' value 'on' is not valid: must be one of true, false")

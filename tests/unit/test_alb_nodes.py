@@ -151,7 +151,8 @@ def test_register_and_deregister_targets(rlab: Lab) -> None:
      "Load balancer attribute key 'bogus.key' is not recognized"),
     ("/target-group-attributes", {"TargetGroupName": "api", "Attributes": [
         {"Key": "deregistration_delay.timeout_seconds", "Value": "3601"}]}, "ValidationError",
-     "Target group attribute value '3601' is not valid for 'deregistration_delay.timeout_seconds' (0-3600)"),
+     "Target group attribute 'deregistration_delay.timeout_seconds' value '3601' is not valid: must be an integer"
+     " from 0 to 3600"),
     ("/rules", {"Port": 0, "Rules": []}, "ListenerNotFound", "no listener on port 0"),
     ("/rules", {"Port": "443", "Rules": []}, "ValidationError", "Port: expected a listener's port number, got '443'"),
     ("/rules", {"Rules": []}, "ValidationError", "Port: expected a listener's port number, got None"),
@@ -242,7 +243,8 @@ def test_target_group_attributes_algorithm(rlab: Lab) -> None:
     assert get_on(rlab, "127.0.0.2", "/lor")[0] == 200
     status, doc = admin(rlab, "POST", "/target-group-attributes", {"TargetGroupName": "frontend", "Attributes": [
         {"Key": "load_balancing.algorithm.type", "Value": "random"}]})
-    assert status == 400 and "'load_balancing.algorithm.type' (round_robin, least_outstanding_requests, weighted_random)" in \
+    assert status == 400 and "'load_balancing.algorithm.type' value 'random' is not valid: must be one of round_robin," \
+        " least_outstanding_requests, weighted_random" in \
         doc["Error"]["Message"]
 
 

@@ -50,7 +50,7 @@ def test_without_slow_start_both_share_equally() -> None:
 
 
 @pytest.mark.parametrize("attrs,message", [
-    ({"slow_start.duration_seconds": "10"}, "'slow_start.duration_seconds' (0 or 30-900)"),
+    ({"slow_start.duration_seconds": "10"}, "'slow_start.duration_seconds' value '10' is not valid: must be 0 or an integer from 30 to 900"),
     ({"slow_start.duration_seconds": "30", "load_balancing.algorithm.type": "least_outstanding_requests"},
      "Slow start mode is not supported with the least outstanding requests load balancing algorithm"),
 ])

@@ -42,11 +42,11 @@ def test_app_cookie_stickiness() -> None:
 P = "Attributes"
 ERRORS = [
     ({"load_balancing.algorithm.type": "random"},
-     f"{P}.load_balancing.algorithm.type: ValidationError: Target group attribute value 'random' is not valid for "
-     "'load_balancing.algorithm.type' (round_robin, least_outstanding_requests, weighted_random)"),
+     f"{P}.load_balancing.algorithm.type: ValidationError: Target group attribute 'load_balancing.algorithm.type' value 'random' "
+     "is not valid: must be one of round_robin, least_outstanding_requests, weighted_random"),
     ({"load_balancing.algorithm.anomaly_mitigation": "true", "load_balancing.algorithm.type": "weighted_random"},
-     f"{P}.load_balancing.algorithm.anomaly_mitigation: ValidationError: Target group attribute value 'true' is not "
-     "valid for 'load_balancing.algorithm.anomaly_mitigation' (on, off)"),
+     f"{P}.load_balancing.algorithm.anomaly_mitigation: ValidationError: Target group attribute 'load_balancing.algorithm.anomaly_mitigation' value 'true' "
+     "is not valid: must be one of on, off"),
     ({"load_balancing.algorithm.anomaly_mitigation": "on"},
      f"{P}.load_balancing.algorithm.anomaly_mitigation: ValidationError: Anomaly mitigation is only supported with "
      "the weighted random load balancing algorithm"),
@@ -54,8 +54,8 @@ ERRORS = [
      f"{P}.load_balancing.algorithm.anomaly_mitigation: ValidationError: Anomaly mitigation is only supported with "
      "the weighted random load balancing algorithm"),
     ({"stickiness.type": "source_ip"},
-     f"{P}.stickiness.type: ValidationError: Target group attribute value 'source_ip' is not valid for "
-     "'stickiness.type' (lb_cookie, app_cookie)"),
+     f"{P}.stickiness.type: ValidationError: Target group attribute 'stickiness.type' value 'source_ip' "
+     "is not valid: must be one of lb_cookie, app_cookie"),
     ({"stickiness.enabled": "true", "stickiness.type": "app_cookie"},
      f"{P}.stickiness.app_cookie.cookie_name: ValidationError: 'stickiness.app_cookie.cookie_name' must be specified "
      "when 'stickiness.type' is 'app_cookie'"),
@@ -66,17 +66,17 @@ ERRORS = [
      f"{P}.stickiness.app_cookie.cookie_name: ValidationError: Cookie name 'awsalbtg' is not allowed: names "
      "starting with AWSALB, AWSALBAPP, AWSALBTG are reserved for use by the load balancer"),
     ({"stickiness.app_cookie.cookie_name": "my session"},
-     f"{P}.stickiness.app_cookie.cookie_name: ValidationError: Target group attribute value 'my session' is not "
-     "valid for 'stickiness.app_cookie.cookie_name' (a cookie name: letters, digits and !#$%&'*+.^_`|~-)"),
+     f"{P}.stickiness.app_cookie.cookie_name: ValidationError: Target group attribute 'stickiness.app_cookie.cookie_name' value 'my session' "
+     "is not valid: must be a cookie name: letters, digits and !#$%&'*+.^_`|~-"),
     ({"stickiness.app_cookie.duration_seconds": "0"},
-     f"{P}.stickiness.app_cookie.duration_seconds: ValidationError: Target group attribute value '0' is not valid "
-     "for 'stickiness.app_cookie.duration_seconds' (1-604800)"),
+     f"{P}.stickiness.app_cookie.duration_seconds: ValidationError: Target group attribute 'stickiness.app_cookie.duration_seconds' value '0' "
+     "is not valid: must be an integer from 1 to 604800"),
     ({"stickiness.app_cookie.duration_seconds": "604801"},
-     f"{P}.stickiness.app_cookie.duration_seconds: ValidationError: Target group attribute value '604801' is not "
-     "valid for 'stickiness.app_cookie.duration_seconds' (1-604800)"),
+     f"{P}.stickiness.app_cookie.duration_seconds: ValidationError: Target group attribute 'stickiness.app_cookie.duration_seconds' value '604801' "
+     "is not valid: must be an integer from 1 to 604800"),
     ({"stickiness.lb_cookie.duration_seconds": "1d"},
-     f"{P}.stickiness.lb_cookie.duration_seconds: ValidationError: Target group attribute value '1d' is not valid "
-     "for 'stickiness.lb_cookie.duration_seconds' (1-604800)"),
+     f"{P}.stickiness.lb_cookie.duration_seconds: ValidationError: Target group attribute 'stickiness.lb_cookie.duration_seconds' value '1d' "
+     "is not valid: must be an integer from 1 to 604800"),
 ]
 
 

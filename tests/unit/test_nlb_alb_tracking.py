@@ -16,14 +16,14 @@ import pytest
 from services.dns.server import DnsConfig, DnsServer
 from services.nlb_sim.albtrack import retarget
 from services.nlb_sim.config import AlbTracking, load_config
-from tests.unit.test_nlb_relay import (echo, flow_lines, nlb_config, run, running, target_group, tcp_listener,
+from tests.unit.test_nlb_relay import (echo, flow_lines, hc, nlb_config, run, running, target_group, tcp_listener,
                                        wait_healthy, wait_until)
 
 SUBNETS = (("a", ipaddress.IPv4Network("10.20.1.0/24")), ("b", ipaddress.IPv4Network("10.20.2.0/24")))
 
 
 def alb_group(ips: dict[str, str]):
-    raw = target_group("alb-https", [(f"alb-{az}", 443, az) for az in ips])
+    raw = target_group("alb-https", [(f"alb-{az}", 443, az) for az in ips], health=hc("HTTP"))
     raw["target_type"] = "alb"
     for t in raw["targets"]:
         t["ip"] = ips[t["az"]]
@@ -47,6 +47,19 @@ def test_retarget(answer: list[str], expected: dict[str, str]) -> None:
     assert [t.id for t in moved.targets] == ["alb-a", "alb-b"] and moved.alb == tg.alb
 
 
+async def alb_node(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    """A stand-in ALB node: answers the NLB's HTTP health checks (alb target groups allow no TCP
+    checks, NLB-ALBT23) with 200 and echoes every other flow."""
+    first = await r.read(65536)
+    if first.startswith(b"GET "):
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+        await w.drain()
+        w.close()
+        return
+    w.write(first)
+    await echo(r, w)
+
+
 def test_nlb_follows_the_alb_record_in_dns(tmp_path: Path) -> None:
     """Two loopback "ALB node" addresses in one AZ; the DNS record moves from the first to the second."""
     zone = tmp_path / "zone.json"
@@ -58,13 +71,11 @@ def test_nlb_follows_the_alb_record_in_dns(tmp_path: Path) -> None:
                         lambda line: None)
         await dns.start()
         serving = asyncio.ensure_future(dns.serve_forever())
-        old_node = await asyncio.start_server(echo, "127.0.1.1", 0)
+        old_node = await asyncio.start_server(alb_node, "127.0.1.1", 0)
         port = old_node.sockets[0].getsockname()[1]
-        new_node = await asyncio.start_server(echo, "127.0.1.2", port)
+        new_node = await asyncio.start_server(alb_node, "127.0.1.2", port)
         try:
-            raw = target_group("alb-https", [("alb-a", port, "a")], health={
-                "protocol": "TCP", "port": "traffic-port", "path": "/", "interval_seconds": 0.2,
-                "timeout_seconds": 1, "healthy_threshold": 2, "unhealthy_threshold": 2, "matcher": "200-399"})
+            raw = target_group("alb-https", [("alb-a", port, "a")], health=hc("HTTP"))
             raw["target_type"] = "alb"
             raw["targets"][0]["ip"] = "127.0.1.1"
             raw["alb"] = {"dns_name": "alb.lab.internal", "resolver": f"127.0.0.1:{dns.addresses[0][1]}",

@@ -9,6 +9,8 @@ from typing import Any, Callable
 
 import pytest
 
+from services.elbv2.security_policies import SSL_POLICIES
+
 from services.nlb_sim.config import ConfigError, load_config
 
 BASE: dict[str, Any] = {
@@ -113,7 +115,8 @@ DELETE = object()
     ("nodes/1/elastic_ip", "198.51.100.10", 'nodes[1].elastic_ip: "198.51.100.10" duplicates nodes[0].elastic_ip'),
     ("nodes/0/private_ip", None, "nodes[0].private_ip: null is not a non-empty string"),
     ("attributes/load_balancing.cross_zone.enabled", "yes",
-     'attributes.load_balancing.cross_zone.enabled: "yes" must be "true" or "false"'),
+     "attributes.load_balancing.cross_zone.enabled: ValidationError: Load balancer attribute"
+     " 'load_balancing.cross_zone.enabled' value 'yes' is not valid: must be one of true, false"),
     ("attributes/load_balancing.cross_zone.enabled", False,
      'attributes.load_balancing.cross_zone.enabled: false must be a string (AWS attribute values are strings, e.g. "true")'),
     ("listeners/1/port", 0, "listeners[1].port: 0 is not a valid port (1-65535)"),
@@ -127,17 +130,8 @@ DELETE = object()
     ("listeners/0/certificate", DELETE, "listeners[0].certificate: is required"),
     ("listeners/0/certificate/pem", DELETE, "listeners[0].certificate.pem: is required"),
     ("listeners/0/ssl_policy", "ELBSecurityPolicy-Custom",
-     'listeners[0].ssl_policy: "ELBSecurityPolicy-Custom" is not one of ELBSecurityPolicy-TLS13-1-2-2021-06, '
-     "ELBSecurityPolicy-TLS13-1-2-Res-2021-06, ELBSecurityPolicy-TLS13-1-2-Ext1-2021-06, "
-     "ELBSecurityPolicy-TLS13-1-2-Ext2-2021-06, ELBSecurityPolicy-TLS13-1-0-2021-06, "
-     "ELBSecurityPolicy-TLS13-1-1-2021-06, ELBSecurityPolicy-TLS13-1-3-2021-06, "
-     "ELBSecurityPolicy-TLS13-1-2-Res-PQ-2025-09, ELBSecurityPolicy-TLS13-1-2-PQ-2025-09, "
-     "ELBSecurityPolicy-TLS13-1-3-PQ-2025-09, ELBSecurityPolicy-FS-1-2-Res-2020-10, "
-     "ELBSecurityPolicy-FS-1-2-Res-2019-08, ELBSecurityPolicy-FS-1-2-2019-08, "
-     "ELBSecurityPolicy-FS-1-1-2019-08, ELBSecurityPolicy-FS-2018-06, "
-     "ELBSecurityPolicy-TLS-1-2-Ext-2018-06, ELBSecurityPolicy-TLS-1-2-2017-01, "
-     "ELBSecurityPolicy-TLS-1-1-2017-01, ELBSecurityPolicy-2016-08, "
-     "ELBSecurityPolicy-TLS-1-0-2015-04, ELBSecurityPolicy-2015-05"),
+     "listeners[0].ssl_policy: SSLPolicyNotFound: SSL policy 'ELBSecurityPolicy-Custom' not found (known: "
+     + ", ".join(SSL_POLICIES) + ")"),
     ("listeners/0/alpn_policy", "HTTP3",
      'listeners[0].alpn_policy: "HTTP3" is not one of None, HTTP1Only, HTTP2Only, HTTP2Optional, HTTP2Preferred'),
     ("listeners/1/certificate", {"pem": "x"}, "listeners[1].certificate: only TLS listeners take certificates and ssl_policy"),
@@ -160,14 +154,18 @@ DELETE = object()
     ("target_groups/1/name", "haproxy-https",
      'target_groups[1].name: "haproxy-https" duplicates target_groups[0].name'),
     ("target_groups/0/attributes/proxy_protocol_v2.enabled", "True",
-     'target_groups[0].attributes.proxy_protocol_v2.enabled: "True" must be "true" or "false"'),
+     "target_groups[0].attributes.proxy_protocol_v2.enabled: ValidationError: Target group attribute"
+     " 'proxy_protocol_v2.enabled' value 'True' is not valid: must be one of true, false"),
     ("target_groups/0/attributes/proxy_protocol_v2.client_to_server.header_placement", "on_syn",
-     'target_groups[0].attributes.proxy_protocol_v2.client_to_server.header_placement: "on_syn" is not one of'
-     " on_first_ack_with_payload, on_connect"),
+     "target_groups[0].attributes.proxy_protocol_v2.client_to_server.header_placement: ValidationError: Target"
+     " group attribute 'proxy_protocol_v2.client_to_server.header_placement' value 'on_syn' is not valid: must be"
+     " one of on_first_ack_with_payload, on_connect"),
     ("target_groups/0/attributes/deregistration_delay.timeout_seconds", "3601",
-     'target_groups[0].attributes.deregistration_delay.timeout_seconds: "3601" is not an integer in 0-3600'),
+     "target_groups[0].attributes.deregistration_delay.timeout_seconds: ValidationError: Target group attribute"
+     " 'deregistration_delay.timeout_seconds' value '3601' is not valid: must be an integer from 0 to 3600"),
     ("target_groups/0/attributes/load_balancing.cross_zone.enabled", "maybe",
-     'target_groups[0].attributes.load_balancing.cross_zone.enabled: "maybe" is not one of true, false,'
+     "target_groups[0].attributes.load_balancing.cross_zone.enabled: ValidationError: Target group attribute"
+     " 'load_balancing.cross_zone.enabled' value 'maybe' is not valid: must be one of true, false,"
      " use_load_balancer_configuration"),
     ("target_groups/0/targets/1/az", "c",
      'target_groups[0].targets[1].az: "c" is not an enabled Availability Zone of the load balancer (nodes: a, b)'),
@@ -209,11 +207,45 @@ def test_errors(path: str, value: Any, message: str) -> None:
 def test_alb_target_group_needs_tcp_listener() -> None:
     d = copy.deepcopy(BASE)
     d["target_groups"][1]["target_type"] = "alb"
+    d["target_groups"][1]["health_check"] = {"protocol": "HTTP"}
     d["listeners"][1]["protocol"] = "TLS"
     d["listeners"][1]["certificate"] = {"pem": "/x.pem"}
     with pytest.raises(ConfigError) as e:
         load_config(d)
     assert str(e.value) == 'listeners[1].protocol: "TLS": alb target groups need a TCP listener'
+
+
+# The simulator's own loader enforces what AWS forbids for `alb` target groups and TLS stickiness
+# (these passed before the one ELBv2 vocabulary: only the topology loader checked them).
+@pytest.mark.parametrize("change, message", [
+    ({"health_check": {}},
+     "target_groups[1].health_check.protocol: ValidationError: Health check protocol 'TCP' is not supported for"
+     " target groups with target type 'alb'; use HTTP or HTTPS"),
+    ({"attributes": {"preserve_client_ip.enabled": "false"}},
+     "target_groups[1].attributes: InvalidConfigurationRequest: The attributes of target groups with target type"
+     " 'alb' cannot be modified"),
+    ({"attributes": {"proxy_protocol_v2.enabled": "true"}},
+     "target_groups[1].attributes: InvalidConfigurationRequest: The attributes of target groups with target type"
+     " 'alb' cannot be modified"),
+])
+def test_alb_target_groups_keep_what_aws_fixes(change: dict, message: str) -> None:
+    d = copy.deepcopy(BASE)
+    d["target_groups"][1].update(target_type="alb", health_check={"protocol": "HTTP"}, attributes={})
+    d["target_groups"][1].update(change)
+    with pytest.raises(ConfigError) as e:
+        load_config(d)
+    assert str(e.value) == message
+
+
+def test_no_stickiness_for_tls_target_groups_behind_tls_listeners() -> None:
+    d = copy.deepcopy(BASE)
+    assert d["listeners"][0]["protocol"] == "TLS" and d["listeners"][0]["target_group"] == "haproxy-https"
+    d["target_groups"][0].update(protocol="TLS")
+    d["target_groups"][0]["attributes"]["stickiness.enabled"] = "true"
+    with pytest.raises(ConfigError) as e:
+        load_config(d)
+    assert str(e.value) == ("listeners[0].target_group: InvalidConfigurationRequest: Stickiness is not supported for"
+                            " target groups with the TLS protocol behind TLS listeners")
 
 
 def test_relaxed_limits_allow_fast_health_checks() -> None:

@@ -10,6 +10,7 @@ import pytest
 
 from services.nlb_sim import control
 from services.nlb_sim.config import Target, load_config
+from services.elbv2.attributes import NLB_TARGET_GROUP
 from services.nlb_sim.control import ApiError
 from services.nlb_sim.dnspublish import published_addresses
 from services.nlb_sim.metrics import Metrics, render
@@ -375,7 +376,7 @@ def test_describe_attributes_show_modified_values_in_place() -> None:
         target_health_state__unhealthy__connection_termination__enabled="false",
         deregistration_delay__timeout_seconds="30"))
     listed = control.target_group_attributes(tg)
-    assert list(listed) == list(control.TG_ATTRIBUTES)
+    assert list(listed) == list(NLB_TARGET_GROUP.keys)
     assert (listed["target_health_state.unhealthy.connection_termination.enabled"],
             listed["deregistration_delay.timeout_seconds"]) == ("false", "30")
 
