@@ -17,7 +17,7 @@ import yaml
 
 from lab import model as m
 from lab.errors import LabError, TopologyError
-from services.elbv2 import attributes
+from services.elbv2 import attributes, health_checks
 from services.elbv2.errors import ApiError
 from services.elbv2.security_policies import DEFAULT_SSL_POLICY, check_ssl_policy
 
@@ -268,36 +268,27 @@ def _attributes(node: _Node, table: attributes.Table, target_type: str | None = 
     return MappingProxyType(values)
 
 
-def _health_check(node: _Node, defaults: dict[str, Any], protocols: tuple[str, ...]) -> m.HealthCheck:
-    fields = ("protocol", "port", "path", "interval_seconds", "timeout_seconds", "healthy_threshold",
-              "unhealthy_threshold", "matcher")
-    spec = node.mapping(allowed=fields)
-    protocol = spec.get("protocol", defaults["protocol"]).string(protocols)
-    port_node = spec.get("port", "traffic-port")
-    port = "traffic-port" if port_node.value == "traffic-port" else str(port_node.port())
-    path = spec.get("path", "/").string()
-    if not path.startswith("/"):
-        raise spec["path"].fail(f"{path!r} must start with /")
-    default_timeout = defaults["timeout_http"] if protocol == "HTTP" else defaults["timeout_other"]
-    interval = spec.get("interval_seconds", 30).integer(5, 300, "interval")
-    timeout = spec.get("timeout_seconds", default_timeout).integer(2, 120, "timeout")
-    if timeout >= interval and "timeout_seconds" in spec:
-        raise spec["timeout_seconds"].fail(f"{timeout} must be smaller than interval_seconds ({interval})")
-    timeout = min(timeout, interval - 1)
-    return m.HealthCheck(
-        protocol=protocol,
-        port=port,
-        path=path,
-        interval_seconds=interval,
-        timeout_seconds=timeout,
-        healthy_threshold=spec.get("healthy_threshold", defaults["healthy"]).integer(2, 10, "threshold"),
-        unhealthy_threshold=spec.get("unhealthy_threshold", 2).integer(2, 10, "threshold"),
-        matcher=str(spec.get("matcher", defaults["matcher"]).value),
-    )
+def _health_check(node: _Node, rules: health_checks.HealthCheckRules, protocol: str | None = None,
+                  target_type: str | None = None) -> m.HealthCheck:
+    """A `health_check:` mapping, checked as CreateTargetGroup checks it; ``protocol``: the lab's default
+    protocol where AWS's would not reach the targets (HTTPS targets, `alb` targets)."""
+    given = node.mapping(allowed=health_checks.SETTINGS).node.value
+    protocol = given.get("protocol", protocol or rules.default_protocol)
+    defaults = rules.defaults(protocol if protocol in rules.protocols else None)
+    try:
+        hc = health_checks.check(rules, given, {**defaults, "protocol": protocol}, target_type=target_type)
+    except health_checks.HealthCheckProblem as exc:
+        message = str(exc)
+        if exc.message == health_checks.INTERVAL_ABOVE_TIMEOUT and "timeout_seconds" not in given:
+            message += (f" (the default timeout of {protocol} health checks is {defaults['timeout_seconds']} s:"
+                        " set timeout_seconds below interval_seconds)")
+        raise node.child(exc.setting, None).fail(message) from None
+    return m.HealthCheck(protocol=hc["protocol"], port=hc["port"], path=hc["path"],
+                         interval_seconds=hc["interval_seconds"], timeout_seconds=hc["timeout_seconds"],
+                         healthy_threshold=hc["healthy_threshold"], unhealthy_threshold=hc["unhealthy_threshold"],
+                         matcher=hc["matcher"])
 
 
-NLB_HC_DEFAULTS = {"protocol": "TCP", "timeout_http": 6, "timeout_other": 10, "healthy": 5, "matcher": "200-399"}
-ALB_HC_DEFAULTS = {"protocol": "HTTPS", "timeout_http": 5, "timeout_other": 5, "healthy": 5, "matcher": "200"}
 # Valid NLB listener -> target group protocol combinations (NLB-TG23, NLB-ALBT23).
 NLB_COMBINATIONS = {("TCP", "instance"): ("TCP",), ("TCP", "ip"): ("TCP",), ("TCP", "alb"): ("TCP",),
                     ("TLS", "instance"): ("TCP", "TLS"), ("TLS", "ip"): ("TCP", "TLS")}
@@ -622,11 +613,10 @@ class _Loader:
             attributes.nlb_target_group_attributes(pairs, {}, target_type=target_type)))
         if target_type == "alb":
             targets = self._alb_targets(spec["targets"], port)
-            health_check = _health_check(spec.get("health_check", {"protocol": "HTTPS"}), NLB_HC_DEFAULTS,
-                                         ("HTTP", "HTTPS"))
+            health_check = _health_check(spec.get("health_check", {}), health_checks.NETWORK, "HTTPS", "alb")
         else:
             targets = self._targets(spec["targets"], port, self.instances)
-            health_check = _health_check(spec.get("health_check", {}), NLB_HC_DEFAULTS, ("TCP", "HTTP", "HTTPS"))
+            health_check = _health_check(spec.get("health_check", {}), health_checks.NETWORK)
         return m.NlbTargetGroup(
             name=name, arn=self._tg_arn(name), protocol=protocol, port=port, target_type=target_type,
             targets=targets, health_check=health_check, attributes=tg_attributes)
@@ -683,8 +673,7 @@ class _Loader:
             groups[tg_name] = m.AlbTargetGroup(
                 name=tg_name, arn=self._tg_arn(tg_name), protocol=protocol, port=port,
                 targets=self._targets(ts["targets"], port, self.web),
-                health_check=_health_check(ts.get("health_check", {}), {**ALB_HC_DEFAULTS, "protocol": protocol},
-                                           ("HTTP", "HTTPS")),
+                health_check=_health_check(ts.get("health_check", {}), health_checks.APPLICATION, protocol),
                 attributes=_attributes(ts.get("attributes", {}), attributes.ALB_TARGET_GROUP))
         listeners = []
         for item in spec["listeners"].items():

@@ -25,6 +25,7 @@ from lab import model as m
 from lab.cli._common import admin_request, current_topology, parse_key_values, require_running, target_group_name
 from lab.errors import LabError
 from lab.runtime import docker_client
+from services.elbv2 import health_checks
 from services.nlb_sim import control
 
 ACTIONS = ("describe-target-health", "register-targets", "deregister-targets", "describe-attributes",
@@ -82,15 +83,18 @@ def parse_attributes(items: list[str]) -> list[dict[str, str]]:
     return parse_key_values(items, "deregistration_delay.timeout_seconds=30")
 
 
+HEALTH_CHECK_PARAMETERS = tuple(api for api, _ in health_checks.API_NAMES.values())
+
+
 def parse_health_check(items: list[str]) -> dict[str, Any]:
     """``HealthCheckProtocol=HTTP Matcher=200-299`` -> ModifyTargetGroup parameters (values are
     checked by the NLB, services/nlb_sim/control.py; ``Matcher`` is the HttpCode)."""
     out: dict[str, Any] = {}
     for pair in parse_key_values(items, "HealthCheckIntervalSeconds=10"):
         key, value = pair["Key"], pair["Value"]
-        if key not in control.HEALTH_CHECK_KEYS:
+        if key not in HEALTH_CHECK_PARAMETERS:
             raise LabError(f"ValidationError: {key!r} is not a ModifyTargetGroup health check"
-                           f" parameter; use one of {', '.join(control.HEALTH_CHECK_KEYS)}")
+                           f" parameter; use one of {', '.join(HEALTH_CHECK_PARAMETERS)}")
         out[key] = {"HttpCode": value} if key == "Matcher" else value
     return out
 

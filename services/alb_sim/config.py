@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from services.certselect import DEFAULT_KEY_ALGORITHM, KEY_ALGORITHMS
+from services.elbv2 import health_checks
 from services.elbv2.attributes import ALB_LOAD_BALANCER, ALB_TARGET_GROUP, RuleViolation, Table, attribute_value
 from services.elbv2.errors import ApiError
 from services.elbv2.security_policies import DEFAULT_SSL_POLICY, check_ssl_policy
@@ -71,7 +72,6 @@ _PATH_CHARS = re.compile(r"""^[A-Za-z0-9_\-.$/~"'@:+&*?]+$""")
 _HOST_CHARS = re.compile(r"^[A-Za-z0-9\-.*?]+$")
 _HEADER_NAME = re.compile(r"^[A-Za-z0-9!#$%&'*+.^_`|~-]+$")
 _METHOD = re.compile(r"^[A-Z_-]+$")
-_MATCHER = re.compile(r"^\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*$")
 _FIXED_STATUS = re.compile(r"^(2|4|5)\d\d$")
 # Which placeholders each redirect component may use (ALB listener docs).
 _REDIRECT_PLACEHOLDERS = {
@@ -302,36 +302,13 @@ def target_group_attributes(d: dict[str, Any], path: str, ctx: _Ctx,
 
 
 def _health_check(d: dict[str, Any], path: str, ctx: _Ctx) -> HealthCheck:
-    protocol = ctx.string(d, "protocol", path, "HTTP")
-    if protocol not in ("HTTP", "HTTPS"):
-        raise ctx.fail(f"{path}.protocol", f"ValidationError: Value '{protocol}' at 'healthCheckProtocol' "
-                       "failed to satisfy constraint: Member must satisfy enum value set: [HTTP, HTTPS]")
-    port = str(d.get("port", "traffic-port"))
-    if port != "traffic-port" and not (port.isdigit() and 1 <= int(port) <= 65535):
-        raise ctx.fail(f"{path}.port", f"{port!r} is not a valid health check port ('traffic-port' or 1-65535)")
-    hc_path = ctx.string(d, "path", path, "/")
-    if not hc_path.startswith("/") or len(hc_path) > 1024:
-        raise ctx.fail(f"{path}.path", f"ValidationError: Health check path '{hc_path}' must begin with "
-                       "'/' and be at most 1024 characters")
-    interval = ctx.integer(d.get("interval_seconds", 30), f"{path}.interval_seconds", 5, 300,
-                           "health check interval in seconds")
-    timeout = ctx.integer(d.get("timeout_seconds", 5), f"{path}.timeout_seconds", 2, 120,
-                          "health check timeout in seconds")
-    if timeout >= interval:
-        raise ctx.fail(f"{path}.timeout_seconds", f"ValidationError: Health check interval '{interval}' "
-                       f"must be greater than the timeout '{timeout}'")
-    matcher = str(d.get("matcher", "200"))
-    if not _MATCHER.match(matcher) or any(not 200 <= int(c) <= 499 for c in re.findall(r"\d{3}", matcher)):
-        raise ctx.fail(f"{path}.matcher", f"ValidationError: Health check matcher HTTP code '{matcher}' "
-                       "must be like 200 | 200-399 | 200,201 with codes from 200 to 499")
-    return HealthCheck(
-        protocol=protocol, port=port, path=hc_path, interval_seconds=interval, timeout_seconds=timeout,
-        healthy_threshold=ctx.integer(d.get("healthy_threshold", 5), f"{path}.healthy_threshold", 2, 10,
-                                      "healthy threshold count"),
-        unhealthy_threshold=ctx.integer(d.get("unhealthy_threshold", 2), f"{path}.unhealthy_threshold",
-                                        2, 10, "unhealthy threshold count"),
-        matcher=matcher,
-    )
+    try:
+        hc = health_checks.check(health_checks.APPLICATION, d, complete=True)
+    except health_checks.HealthCheckProblem as exc:
+        raise ctx.fail(f"{path}.{exc.setting}", str(exc)) from None
+    return HealthCheck(protocol=hc["protocol"], port=hc["port"], path=hc["path"], interval_seconds=hc["interval_seconds"],
+                       timeout_seconds=hc["timeout_seconds"], healthy_threshold=hc["healthy_threshold"],
+                       unhealthy_threshold=hc["unhealthy_threshold"], matcher=hc["matcher"])
 
 
 def _listener(d: dict[str, Any], path: str, tg_names: set[str], ctx: _Ctx) -> Listener:

@@ -14,9 +14,10 @@ target that is not draining/unused, including `initial` ones); nothing registere
 from __future__ import annotations
 
 import random
-import re
 from dataclasses import dataclass
 from typing import ClassVar, Final, Generic, Sequence, TypeVar
+
+from services.elbv2.health_checks import APPLICATION, parse_matcher
 
 INITIAL, HEALTHY, UNHEALTHY, DRAINING, UNUSED = "initial", "healthy", "unhealthy", "draining", "unused"
 
@@ -54,18 +55,12 @@ class CheckResult:
 
 
 class Matcher:
-    """Health check success codes: `200`, `200,301`, `200-299` (and combinations)."""
-
-    _SPEC: ClassVar[re.Pattern[str]] = re.compile(r"^\d{3}(-\d{3})?(,\d{3}(-\d{3})?)*$")
+    """Health check success codes: `200`, `200,301`, `200-299` (and combinations), within the ALB's
+    200-499 (services.elbv2.health_checks, which the config was checked with)."""
 
     def __init__(self, spec: str) -> None:
-        if not self._SPEC.match(spec):
-            raise ValueError(f"matcher {spec!r} must be like 200 | 200-399 | 200,201")
         self.spec = spec
-        self._ranges = []
-        for part in spec.split(","):
-            lo, _, hi = part.partition("-")
-            self._ranges.append((int(lo), int(hi or lo)))
+        self._ranges = list(parse_matcher(spec, APPLICATION.matcher_codes))
 
     def matches(self, code: int) -> bool:
         return any(lo <= code <= hi for lo, hi in self._ranges)

@@ -14,8 +14,10 @@ import logging
 import ssl
 from typing import Any, Callable
 
+from services.elbv2.health_checks import parse_matcher
+
 from .config import NlbConfig, Node, Target, TargetGroup
-from .health import State, TargetHealth, Transition, consensus, matches, parse_matcher
+from .health import State, TargetHealth, Transition, consensus, matches
 from .proxy_v2 import encode_v2_local
 from .upstream import connect_target, describe
 

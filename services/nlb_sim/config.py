@@ -18,24 +18,15 @@ from typing import Any, Mapping
 from services.certselect import DEFAULT_KEY_ALGORITHM, KEY_ALGORITHMS
 from services.common import ListenAddressError, parse_listen
 from services.elbv2 import attributes as elbv2_attributes
+from services.elbv2 import health_checks
 from services.elbv2.errors import ApiError
 from services.elbv2.security_policies import ALPN_POLICIES, DEFAULT_SSL_POLICY, check_ssl_policy
-
-from .health import parse_matcher
 
 LISTENER_PROTOCOLS = ("TCP", "TLS")
 TARGET_GROUP_PROTOCOLS = ("TCP", "TLS")
 TARGET_TYPES = ("instance", "ip", "alb")
-HEALTH_CHECK_PROTOCOLS = ("TCP", "HTTP", "HTTPS")
-# AWS's NLB health-check ranges (NLB-HC23), for the topology and for ModifyTargetGroup;
-# relaxed_limits (lab/unit tests only) lowers the seconds' minimum to allow sub-second checks.
-HEALTH_CHECK_RANGES = {"interval_seconds": (5, 300), "timeout_seconds": (2, 120),
-                       "healthy_threshold": (2, 10), "unhealthy_threshold": (2, 10)}
-RELAXED_MIN_SECONDS = 0.05
 # Listener protocol -> target group protocols AWS accepts (NLB-TG23; UDP/TCP_UDP not simulated).
 VALID_COMBINATIONS = {"TCP": ("TCP",), "TLS": ("TCP", "TLS")}
-ALB_TARGET_TCP_HEALTH_CHECK = ("Health check protocol 'TCP' is not supported for target groups with target type"
-                               " 'alb'; use HTTP or HTTPS")  # NLB-ALBT23
 MAX_CERTIFICATES = 25  # certificates per load balancer, default certificates not counted (NLB-LIM23)
 
 
@@ -101,6 +92,22 @@ class HealthCheck:
 
     def port_for(self, target: Target) -> int:
         return target.port if self.port is None else self.port
+
+    def settings(self) -> dict[str, Any]:
+        """As services.elbv2.health_checks names them (the inverse of ``health_check_from``)."""
+        return {"protocol": self.protocol, "port": "traffic-port" if self.port is None else str(self.port),
+                "path": self.path, "interval_seconds": self.interval_seconds, "timeout_seconds": self.timeout_seconds,
+                "healthy_threshold": self.healthy_threshold, "unhealthy_threshold": self.unhealthy_threshold,
+                "matcher": self.matcher}
+
+
+def health_check_from(settings: Mapping[str, Any]) -> HealthCheck:
+    """Checked settings (services.elbv2.health_checks.check) as the simulator's HealthCheck."""
+    port = settings["port"]
+    return HealthCheck(protocol=settings["protocol"], port=None if port == "traffic-port" else int(port),
+                       path=settings["path"], interval_seconds=settings["interval_seconds"],
+                       timeout_seconds=settings["timeout_seconds"], healthy_threshold=settings["healthy_threshold"],
+                       unhealthy_threshold=settings["unhealthy_threshold"], matcher=settings["matcher"])
 
 
 @dataclass(frozen=True, slots=True)
@@ -469,9 +476,7 @@ class _Loader:
         targets = tuple(self.target(t, f"{path}.targets[{i}]", port, azs)
                         for i, t in enumerate(self.list_(raw, "targets", path, nonempty=False)))
         self.unique([f"{t.ip}:{t.port}" for t in targets], f"{path}.targets", "ip")
-        hc = self.health_check(raw.get("health_check", {}), f"{path}.health_check")
-        if target_type == "alb" and hc.protocol == "TCP":
-            raise self.err(f"{path}.health_check.protocol", f"ValidationError: {ALB_TARGET_TCP_HEALTH_CHECK}")
+        hc = self.health_check(raw.get("health_check", {}), f"{path}.health_check", target_type)
         alb = None
         if raw.get("alb") is not None:
             if target_type != "alb":
@@ -510,36 +515,11 @@ class _Loader:
         port = self.port(raw.get("port", tg_port), f"{path}.port")
         return Target(id=self.string(raw, "id", path), ip=self.ipv4(raw, "ip", path), port=port, az=az)
 
-    def health_check(self, raw: Any, path: str) -> HealthCheck:
+    def health_check(self, raw: Any, path: str, target_type: str) -> HealthCheck:
         raw = self.obj(raw, path)
-        protocol = self.choice(raw, "protocol", path, HEALTH_CHECK_PROTOCOLS, "TCP")
-        port_raw = raw.get("port", "traffic-port")
-        if port_raw == "traffic-port":
-            port: int | None = None
-        elif isinstance(port_raw, str) and port_raw.isdigit():
-            port = self.port(int(port_raw), f"{path}.port")
-        else:
-            port = self.port(port_raw, f"{path}.port") if isinstance(port_raw, int) else None
-            if port is None:
-                raise self.err(f"{path}.port", f"{json.dumps(port_raw)} is not \"traffic-port\""
-                                               " or a port (1-65535)")
-        hc_path = self.string(raw, "path", path, "/")
-        if not hc_path.startswith("/"):
-            raise self.err(f"{path}.path", f"{json.dumps(hc_path)} must start with \"/\"")
-        r = HEALTH_CHECK_RANGES
-        lo_i, lo_t = ((RELAXED_MIN_SECONDS, RELAXED_MIN_SECONDS) if self.relaxed
-                      else (r["interval_seconds"][0], r["timeout_seconds"][0]))
-        interval = self.number(raw, "interval_seconds", path, 30, lo_i, r["interval_seconds"][1],
-                               integer=not self.relaxed)
-        timeout = self.number(raw, "timeout_seconds", path, 6 if protocol == "HTTP" else 10,
-                              lo_t, r["timeout_seconds"][1], integer=not self.relaxed)
-        healthy = int(self.number(raw, "healthy_threshold", path, 5, *r["healthy_threshold"], integer=True))
-        unhealthy = int(self.number(raw, "unhealthy_threshold", path, 2, *r["unhealthy_threshold"], integer=True))
-        matcher = self.string(raw, "matcher", path, "200-399")
         try:
-            parse_matcher(matcher)
-        except ValueError as exc:
-            raise self.err(f"{path}.matcher", str(exc)) from None
-        return HealthCheck(protocol=protocol, port=port, path=hc_path, interval_seconds=interval,
-                           timeout_seconds=timeout, healthy_threshold=healthy,
-                           unhealthy_threshold=unhealthy, matcher=matcher)
+            hc = health_checks.check(health_checks.NETWORK, raw, target_type=target_type, relaxed=self.relaxed,
+                                     complete=True)
+        except health_checks.HealthCheckProblem as exc:
+            raise self.err(f"{path}.{exc.setting}", str(exc)) from None
+        return health_check_from(hc)

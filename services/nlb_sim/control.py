@@ -13,16 +13,14 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
-import math
 from typing import Any, Iterable, Mapping, Sequence
 
 from services.elbv2 import attributes as elbv2_attributes
 from services.elbv2.attributes import answer as attributes_answer
-from services.elbv2.errors import ApiError, constraint
+from services.elbv2 import health_checks
+from services.elbv2.errors import ApiError
 
-from .config import (ALB_TARGET_TCP_HEALTH_CHECK, HEALTH_CHECK_PROTOCOLS, HEALTH_CHECK_RANGES, RELAXED_MIN_SECONDS,
-                     Listener, NlbConfig, Target, TargetGroup)
-from .health import parse_matcher
+from .config import Listener, NlbConfig, Target, TargetGroup, health_check_from
 
 __all__ = ["ApiError", "attributes_answer"]  # the admin API's error type and answer shape, from services.elbv2
 
@@ -212,125 +210,14 @@ def lookup_listener(cfg: NlbConfig, port: Any) -> Listener:
                                        f" (listeners: {', '.join(x.label for x in cfg.listeners)})")
 
 
-# ModifyTargetGroup: the health-check settings, AWS's parameter names (NLB-HC23, API-CTG).
-HEALTH_CHECK_KEYS = ("HealthCheckProtocol", "HealthCheckPort", "HealthCheckPath",
-                     "HealthCheckIntervalSeconds", "HealthCheckTimeoutSeconds",
-                     "HealthyThresholdCount", "UnhealthyThresholdCount", "Matcher")
-# key -> (AWS's member name in validation messages, the HealthCheck field); ranges from config.
-_HC_NUMBERS = {
-    "HealthCheckIntervalSeconds": ("healthCheckIntervalSeconds", "interval_seconds"),
-    "HealthCheckTimeoutSeconds": ("healthCheckTimeoutSeconds", "timeout_seconds"),
-    "HealthyThresholdCount": ("healthyThresholdCount", "healthy_threshold"),
-    "UnhealthyThresholdCount": ("unhealthyThresholdCount", "unhealthy_threshold"),
-}
-
-
-def _hc_number(key: str, value: Any, relaxed: bool) -> float:
-    member, field = _HC_NUMBERS[key]
-    lo: float
-    lo, hi = HEALTH_CHECK_RANGES[field]
-    seconds = key.endswith("Seconds")
-    if relaxed and seconds:
-        lo = RELAXED_MIN_SECONDS
-    if isinstance(value, str) and value.strip():
-        try:
-            value = float(value) if relaxed and seconds else int(value)
-        except ValueError:
-            pass
-    if isinstance(value, bool) or not isinstance(value, (int, float)) \
-            or (isinstance(value, float) and not math.isfinite(value)) \
-            or (not (relaxed and seconds) and value != int(value)):
-        raise constraint(member, value, "be an integer" if not (relaxed and seconds) else "be a number")
-    if value < lo:
-        raise constraint(member, _plain(value), f"have value greater than or equal to {_plain(lo)}")
-    if value > hi:
-        raise constraint(member, _plain(value), f"have value less than or equal to {hi}")
-    return value if relaxed and seconds else int(value)
-
-
-def _plain(x: float) -> str:
-    return str(int(x)) if x == int(x) else str(x)
-
-
 def modify_target_group(tg: TargetGroup, body: Mapping[str, Any], relaxed: bool = False) -> TargetGroup:
     """ModifyTargetGroup: the target group with its health check changed (only the keys given).
     ``relaxed`` (lab-only ``relaxed_limits``): sub-second intervals and timeouts allowed."""
-    unknown = [k for k in body if k not in HEALTH_CHECK_KEYS and k != "TargetGroupName"]
-    if unknown:
-        raise ApiError("ValidationError", f"Unknown parameter '{unknown[0]}'; ModifyTargetGroup takes"
-                                          f" {', '.join(HEALTH_CHECK_KEYS)}")
-    given = {k: body[k] for k in HEALTH_CHECK_KEYS if k in body}
-    if not given:
-        raise ApiError("ValidationError", f"Nothing to modify: give at least one of"
-                                          f" {', '.join(HEALTH_CHECK_KEYS)}")
-    hc = tg.health_check
-    changes: dict[str, Any] = {}
-    protocol = given.get("HealthCheckProtocol", hc.protocol)
-    if "HealthCheckProtocol" in given:
-        if protocol not in HEALTH_CHECK_PROTOCOLS:
-            raise constraint("healthCheckProtocol", protocol,
-                              f"satisfy enum value set: [{', '.join(HEALTH_CHECK_PROTOCOLS)}]")
-        changes["protocol"] = protocol
-    if tg.target_type == "alb" and protocol == "TCP":
-        raise ApiError("ValidationError", ALB_TARGET_TCP_HEALTH_CHECK)
-    if "HealthCheckPort" in given:
-        port = given["HealthCheckPort"]
-        if port == "traffic-port":
-            changes["port"] = None
-        elif isinstance(port, (int, str)) and not isinstance(port, bool) \
-                and str(port).isdigit() and 1 <= int(port) <= 65535:
-            changes["port"] = int(port)
-        else:
-            raise ApiError("ValidationError", f"Health check port '{port}' is not valid: must be"
-                                              " 'traffic-port' or a port from 1 to 65535")
-    if "HealthCheckPath" in given:
-        path = given["HealthCheckPath"]
-        if protocol == "TCP":
-            raise ApiError("ValidationError", "Health check path cannot be set when the health"
-                                              " check protocol is TCP")
-        if not isinstance(path, str) or not 1 <= len(path) <= 1024:
-            raise constraint("healthCheckPath", path, "have length between 1 and 1024")
-        if not path.startswith("/"):
-            raise ApiError("ValidationError", f"Health check path '{path}' must start with '/'")
-        changes["path"] = path
-    if "Matcher" in given:
-        matcher = given["Matcher"]
-        if protocol == "TCP":
-            raise ApiError("ValidationError", "Health check matcher cannot be set when the health"
-                                              " check protocol is TCP")
-        if not isinstance(matcher, dict) or set(matcher) != {"HttpCode"} \
-                or not isinstance(matcher["HttpCode"], str):
-            raise ApiError("ValidationError", f"Matcher {matcher!r} must be"
-                                              ' {"HttpCode": "<codes>"}, e.g. {"HttpCode": "200-399"}')
-        try:
-            parse_matcher(matcher["HttpCode"])
-        except ValueError:
-            raise ApiError("ValidationError", f"Health check matcher HTTP code"
-                                              f" '{matcher['HttpCode']}' is not valid: must be codes"
-                                              " or ranges from 200 to 599, e.g. 200, 200,202 or"
-                                              " 200-399") from None
-        changes["matcher"] = matcher["HttpCode"]
-    for key, (_, field) in _HC_NUMBERS.items():
-        if key in given:
-            changes[field] = _hc_number(key, given[key], relaxed)
-    return dataclasses.replace(tg, health_check=dataclasses.replace(hc, **changes))
+    settings = health_checks.check_api(health_checks.NETWORK, body, tg.health_check.settings(),
+                                       target_type=tg.target_type, relaxed=relaxed)
+    return dataclasses.replace(tg, health_check=health_check_from(settings))
 
 
 def health_check_settings(tg: TargetGroup) -> dict[str, Any]:
-    """The health-check part of a TargetGroup as DescribeTargetGroups / ModifyTargetGroup show it
-    (HealthCheckPath and Matcher only for HTTP/HTTPS checks, as in AWS)."""
-    hc = tg.health_check
-    http = hc.protocol != "TCP"
-    return {"TargetGroupName": tg.name, "TargetGroupArn": tg.arn,
-            "HealthCheckProtocol": hc.protocol,
-            "HealthCheckPort": "traffic-port" if hc.port is None else str(hc.port),
-            "HealthCheckEnabled": True,
-            "HealthCheckIntervalSeconds": _number(hc.interval_seconds),
-            "HealthCheckTimeoutSeconds": _number(hc.timeout_seconds),
-            "HealthyThresholdCount": hc.healthy_threshold,
-            "UnhealthyThresholdCount": hc.unhealthy_threshold,
-            **({"HealthCheckPath": hc.path, "Matcher": {"HttpCode": hc.matcher}} if http else {})}
-
-
-def _number(x: float) -> int | float:
-    return int(x) if x == int(x) else x
+    """The health-check part of a TargetGroup as DescribeTargetGroups / ModifyTargetGroup show it."""
+    return {"TargetGroupName": tg.name, "TargetGroupArn": tg.arn, **health_checks.described(tg.health_check.settings())}

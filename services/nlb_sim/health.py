@@ -11,7 +11,6 @@ States and reason codes are AWS's (NLB-HC23). Rules as simulated:
 from __future__ import annotations
 
 import enum
-import re
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
@@ -101,25 +100,6 @@ def consensus(states: Iterable[State]) -> State:
     if not counts:
         return State.UNUSED
     return max(counts, key=lambda s: (counts[s], _RANK.get(s, 3)))
-
-
-_MATCHER_PART = re.compile(r"([0-9]{3})(?:-([0-9]{3}))?")
-
-
-def parse_matcher(matcher: str) -> tuple[tuple[int, int], ...]:
-    """``"200-399"`` / ``"200,202"`` -> inclusive ranges. Raises ValueError naming the value.
-
-    NLB allows codes 200-599 (NLB-HC23).
-    """
-    ranges = []
-    for part in matcher.split(","):
-        m = _MATCHER_PART.fullmatch(part.strip())
-        lo, hi = (int(m.group(1)), int(m.group(2) or m.group(1))) if m else (0, 0)
-        if not m or not 200 <= lo <= hi <= 599:
-            raise ValueError(f"{matcher!r} is not a list of HTTP codes or ranges within 200-599"
-                             " (e.g. \"200\", \"200,202\", \"200-399\")")
-        ranges.append((lo, hi))
-    return tuple(ranges)
 
 
 def matches(ranges: tuple[tuple[int, int], ...], status: int) -> bool:

@@ -196,15 +196,17 @@ ERRORS: list[tuple[Callable[[dict[str, Any]], None], str]] = [
     (lambda d: d["attributes"].update({"bogus.key": "1"}),
      "attributes.bogus.key: ValidationError: Load balancer attribute key 'bogus.key' is not recognized"),
     (lambda d: d["target_groups"][0]["health_check"].update(matcher="600"),
-     "target_groups[0].health_check.matcher: ValidationError: Health check matcher HTTP code '600' must be like "
-     "200 | 200-399 | 200,201 with codes from 200 to 499"),
+     "target_groups[0].health_check.matcher: ValidationError: Health check matcher HTTP code '600' is not valid: "
+     "must be codes or ranges from 200 to 499, e.g. 200, 200,202 or 200-399"),
     (lambda d: d["target_groups"][0]["health_check"].update(timeout_seconds=5),
-     "target_groups[0].health_check.timeout_seconds: ValidationError: Health check interval '5' must be greater "
-     "than the timeout '5'"),
+     "target_groups[0].health_check.timeout_seconds: ValidationError: Health check interval must be greater than "
+     "the timeout."),
     (lambda d: d["target_groups"][0]["health_check"].update(interval_seconds=1),
-     "target_groups[0].health_check.interval_seconds: 1 is not a valid health check interval in seconds (5-300)"),
+     "target_groups[0].health_check.interval_seconds: ValidationError: 1 validation error detected: Value '1' at "
+     "'healthCheckIntervalSeconds' failed to satisfy constraint: Member must have value greater than or equal to 5"),
     (lambda d: d["target_groups"][0]["health_check"].update(port="http"),
-     "target_groups[0].health_check.port: 'http' is not a valid health check port ('traffic-port' or 1-65535)"),
+     "target_groups[0].health_check.port: ValidationError: Health check port 'http' is not valid: must be "
+     "'traffic-port' or a port from 1 to 65535"),
     (lambda d: d["target_groups"][0].update(name="-api"),
      "target_groups[0].name: ValidationError: Target group name '-api' can only contain up to 32 alphanumeric "
      "characters or hyphens(-), and cannot begin or end with '-'"),

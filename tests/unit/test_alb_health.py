@@ -71,8 +71,10 @@ def test_matcher(spec: str, code: int, expected: bool) -> None:
 
 
 def test_matcher_rejects_bad_spec() -> None:
-    with pytest.raises(ValueError, match="'2xx' must be like 200"):
+    with pytest.raises(ValueError, match=r"'2xx' is not a list of HTTP codes or ranges within 200-499"):
         Matcher("2xx")
+    with pytest.raises(ValueError, match=r"'500' is not a list of HTTP codes or ranges within 200-499"):
+        Matcher("500")  # the ALB's matcher stops at 499 (ALB-HC23); the NLB's at 599
 
 
 def test_round_robin_over_healthy_only() -> None:

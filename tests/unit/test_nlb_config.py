@@ -13,6 +13,7 @@ from services.elbv2.security_policies import SSL_POLICIES
 
 from services.nlb_sim.config import ConfigError, load_config
 
+HC = "target_groups[0].health_check"
 BASE: dict[str, Any] = {
     "name": "static-ingress",
     "arn": "arn:aws:elasticloadbalancing:eu-west-2:123456789012:loadbalancer/net/static-ingress/6d0ecf831eec9f09",
@@ -34,7 +35,7 @@ BASE: dict[str, Any] = {
          "targets": [{"id": "haproxy-a", "ip": "10.20.1.20", "port": 443, "az": "a"},
                      {"id": "haproxy-b", "ip": "10.20.2.20", "port": 443, "az": "b"}],
          "health_check": {"protocol": "TCP", "port": "traffic-port", "path": "/", "interval_seconds": 5,
-                          "timeout_seconds": 5, "healthy_threshold": 2, "unhealthy_threshold": 2,
+                          "timeout_seconds": 4, "healthy_threshold": 2, "unhealthy_threshold": 2,
                           "matcher": "200-399"}},
         {"name": "haproxy-http", "protocol": "TCP", "port": 80, "target_type": "ip",
          "targets": [{"id": "haproxy-a", "ip": "10.20.1.20", "az": "a"}]},
@@ -173,22 +174,32 @@ DELETE = object()
      'target_groups[0].targets[1].ip: "10.20.1.20:443" duplicates target_groups[0].targets[0].ip'),
     ("target_groups/0/targets/0/port", 99999, "target_groups[0].targets[0].port: 99999 is not a valid port (1-65535)"),
     ("target_groups/0/health_check/protocol", "UDP",
-     'target_groups[0].health_check.protocol: "UDP" is not one of TCP, HTTP, HTTPS'),
+     f"{HC}.protocol: ValidationError: 1 validation error detected: Value 'UDP' at 'healthCheckProtocol'"
+     " failed to satisfy constraint: Member must satisfy enum value set: [TCP, HTTP, HTTPS]"),
     ("target_groups/0/health_check/port", "trafic-port",
-     'target_groups[0].health_check.port: "trafic-port" is not "traffic-port" or a port (1-65535)'),
-    ("target_groups/0/health_check/port", "0", "target_groups[0].health_check.port: 0 is not a valid port (1-65535)"),
-    ("target_groups/0/health_check/path", "health", 'target_groups[0].health_check.path: "health" must start with "/"'),
+     f"{HC}.port: ValidationError: Health check port 'trafic-port' is not valid: must be 'traffic-port' or a"
+     " port from 1 to 65535"),
+    ("target_groups/0/health_check/port", "0",
+     f"{HC}.port: ValidationError: Health check port '0' is not valid: must be 'traffic-port' or a port from 1"
+     " to 65535"),
+    ("target_groups/0/health_check/path", "/health",
+     f"{HC}.path: ValidationError: Health check path cannot be set when the health check protocol is TCP"),
     ("target_groups/0/health_check/interval_seconds", 1,
-     "target_groups[0].health_check.interval_seconds: 1 is not an integer in 5-300"),
+     f"{HC}.interval_seconds: ValidationError: 1 validation error detected: Value '1' at 'healthCheckIntervalSeconds'"
+     " failed to satisfy constraint: Member must have value greater than or equal to 5"),
+    ("target_groups/0/health_check/timeout_seconds", 5,
+     f"{HC}.timeout_seconds: ValidationError: Health check interval must be greater than the timeout."),
     ("target_groups/0/health_check/timeout_seconds", 0.5,
-     "target_groups[0].health_check.timeout_seconds: 0.5 is not an integer in 2-120"),
+     f"{HC}.timeout_seconds: ValidationError: 1 validation error detected: Value '0.5' at 'healthCheckTimeoutSeconds'"
+     " failed to satisfy constraint: Member must be an integer"),
     ("target_groups/0/health_check/healthy_threshold", 11,
-     "target_groups[0].health_check.healthy_threshold: 11 is not an integer in 2-10"),
+     f"{HC}.healthy_threshold: ValidationError: 1 validation error detected: Value '11' at 'healthyThresholdCount'"
+     " failed to satisfy constraint: Member must have value less than or equal to 10"),
     ("target_groups/0/health_check/unhealthy_threshold", True,
-     "target_groups[0].health_check.unhealthy_threshold: true is not an integer in 2-10"),
-    ("target_groups/0/health_check/matcher", "2xx",
-     "target_groups[0].health_check.matcher: '2xx' is not a list of HTTP codes or ranges within 200-599"
-     ' (e.g. "200", "200,202", "200-399")'),
+     f"{HC}.unhealthy_threshold: ValidationError: 1 validation error detected: Value 'True' at 'unhealthyThresholdCount'"
+     " failed to satisfy constraint: Member must be an integer"),
+    ("target_groups/0/health_check/matcher", "200-299",
+     f"{HC}.matcher: ValidationError: Health check matcher cannot be set when the health check protocol is TCP"),
     ("target_groups/0/alb", {"dns_name": "alb.lab.internal", "resolver": "10.20.0.2", "subnets": {}},
      "target_groups[0].alb: only target groups of target type alb follow an ALB"),
     ("admin/port", 65536, "admin.port: 65536 is not a valid port (1-65535)"),
@@ -199,6 +210,23 @@ DELETE = object()
 def test_errors(path: str, value: Any, message: str) -> None:
     d = copy.deepcopy(BASE)
     _set(path, value)(d)
+    with pytest.raises(ConfigError) as e:
+        load_config(d)
+    assert str(e.value) == message
+
+
+@pytest.mark.parametrize("setting, value, message", [
+    ("path", "health", f"{HC}.path: ValidationError: Health check path 'health' must start with '/'"),
+    ("path", "/" + "x" * 1024, f"{HC}.path: ValidationError: 1 validation error detected: Value '/{'x' * 1024}' at"
+     " 'healthCheckPath' failed to satisfy constraint: Member must have length between 1 and 1024"),
+    ("matcher", "2xx", f"{HC}.matcher: ValidationError: Health check matcher HTTP code '2xx' is not valid: must be"
+     " codes or ranges from 200 to 599, e.g. 200, 200,202 or 200-399"),
+    ("matcher", "600", f"{HC}.matcher: ValidationError: Health check matcher HTTP code '600' is not valid: must be"
+     " codes or ranges from 200 to 599, e.g. 200, 200,202 or 200-399"),
+])
+def test_http_health_check_errors(setting: str, value: str, message: str) -> None:
+    d = copy.deepcopy(BASE)
+    d["target_groups"][0]["health_check"].update(protocol="HTTP", **{setting: value})
     with pytest.raises(ConfigError) as e:
         load_config(d)
     assert str(e.value) == message

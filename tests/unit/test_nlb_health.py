@@ -9,8 +9,8 @@ import pytest
 
 from services.nlb_sim.config import Target
 from services.nlb_sim.flowhash import candidates, choose, flow_hash
-from services.nlb_sim.health import (REASON_FAILED, REASON_INITIAL, State, TargetHealth, consensus,
-                                     matches, parse_matcher)
+from services.elbv2.health_checks import parse_matcher
+from services.nlb_sim.health import REASON_FAILED, REASON_INITIAL, State, TargetHealth, consensus, matches
 
 I, H, U = State.INITIAL, State.HEALTHY, State.UNHEALTHY
 

@@ -101,9 +101,26 @@ def test_ip_target_without_proxy_protocol_loses_client_ip():
     ("nlb.target_groups.haproxy-https.targets", ["haproxy-c"],
      "nlb.target_groups.haproxy-https.targets[0]: unknown target 'haproxy-c' (known here: haproxy-a, haproxy-b) in t.yaml"),
     ("nlb.target_groups.haproxy-https.health_check", {"interval_seconds": 3},
-     "nlb.target_groups.haproxy-https.health_check.interval_seconds: 3 is not a valid interval (5-300) in t.yaml"),
+     "nlb.target_groups.haproxy-https.health_check.interval_seconds: ValidationError: 1 validation error detected: Value '3' at"
+     " 'healthCheckIntervalSeconds' failed to satisfy constraint: Member must have value greater than or equal to 5"
+     " in t.yaml"),
     ("nlb.target_groups.haproxy-https.health_check", {"healthy_threshold": 11},
-     "nlb.target_groups.haproxy-https.health_check.healthy_threshold: 11 is not a valid threshold (2-10) in t.yaml"),
+     "nlb.target_groups.haproxy-https.health_check.healthy_threshold: ValidationError: 1 validation error detected: Value '11' at"
+     " 'healthyThresholdCount' failed to satisfy constraint: Member must have value less than or equal to 10 in t.yaml"),
+    # AWS does not shorten a default timeout to fit a short interval (decisions #73): the topology says so.
+    ("nlb.target_groups.haproxy-https.health_check", {"interval_seconds": 10},
+     "nlb.target_groups.haproxy-https.health_check.interval_seconds: ValidationError: Health check interval must be greater than the timeout. (the default"
+     " timeout of TCP health checks is 10 s: set timeout_seconds below interval_seconds) in t.yaml"),
+    ("nlb.target_groups.haproxy-https.health_check", {"interval_seconds": 10, "timeout_seconds": 10},
+     "nlb.target_groups.haproxy-https.health_check.timeout_seconds: ValidationError: Health check interval must be greater than the timeout. in t.yaml"),
+    ("nlb.target_groups.haproxy-https.health_check", {"protocol": "TCP", "path": "/health"},
+     "nlb.target_groups.haproxy-https.health_check.path: ValidationError: Health check path cannot be set when the health check protocol is TCP in t.yaml"),
+    ("alb.target_groups.api.health_check", {"matcher": "200-599"},
+     "alb.target_groups.api.health_check.matcher: ValidationError: Health check matcher HTTP code '200-599' is not"
+     " valid: must be codes or ranges from 200 to 499, e.g. 200, 200,202 or 200-399 in t.yaml"),
+    ("alb.target_groups.api.health_check", {"protocol": "TCP"},
+     "alb.target_groups.api.health_check.protocol: ValidationError: 1 validation error detected: Value 'TCP' at"
+     " 'healthCheckProtocol' failed to satisfy constraint: Member must satisfy enum value set: [HTTP, HTTPS] in t.yaml"),
     ("networks.vpc.cidr", "10.20.0.0/33",
      "networks.vpc.cidr: '10.20.0.0/33' is not a valid IPv4 CIDR ('33' is not a valid netmask) in t.yaml"),
     ("networks.vpc.cidr", "198.51.100.0/24", "networks.vpc.cidr: 198.51.100.0/24 overlaps the internet subnet 198.51.100.0/24 in t.yaml"),
@@ -178,8 +195,9 @@ def test_tls_listener_cannot_forward_to_alb_target_group():
      "type alb holds exactly one target: the ALB's name ('web-app') in t.yaml"),
     (["web-app"], 8443, {"protocol": "HTTPS"}, "nlb.target_groups.haproxy-http.targets: the target group port "
      "8443 must be a listener port of the ALB (443, 80) in t.yaml"),
-    (["web-app"], 443, {"protocol": "TCP"}, "nlb.target_groups.haproxy-http.health_check.protocol: 'TCP' is "
-     "not one of HTTP, HTTPS in t.yaml"),
+    (["web-app"], 443, {"protocol": "TCP"}, "nlb.target_groups.haproxy-http.health_check.protocol: ValidationError:"
+     " Health check protocol 'TCP' is not supported for target groups with target type 'alb'; use HTTP or HTTPS in"
+     " t.yaml"),
 ])
 def test_alb_target_groups(targets, port, hc, message):
     data = edited("nlb.target_groups.haproxy-http.target_type", "alb")
