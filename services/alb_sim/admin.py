@@ -24,6 +24,9 @@ from dataclasses import asdict
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from services.elbv2.attributes import attribute_pairs
+from services.elbv2.errors import CLIENT_ERROR_STATUS, ApiError, error_reply
+
 from .config_changes import (ConfigError, parse_attributes, parse_listener_rules, parse_target_group_attributes,
                              parse_targets, ip_target_error)
 from .config import MAX_DRAIN_SECONDS, described_attributes
@@ -35,14 +38,12 @@ Reply = tuple[int, Any]
 
 
 def _error(status: int, code: str, message: str) -> Reply:
-    return status, {"Error": {"Code": code, "Message": message}}
+    return error_reply(ApiError(code, message, status))
 
 
-def _key_values(body: dict[str, Any]) -> dict[str, Any]:
-    attrs = body.get("Attributes")
-    if not isinstance(attrs, list) or not all(isinstance(a, dict) and "Key" in a and "Value" in a for a in attrs):
-        raise ConfigError('Attributes: expected [{"Key": ..., "Value": ...}, ...]')
-    return {str(a["Key"]): a["Value"] for a in attrs}
+def _key_values(body: dict[str, Any], what: str) -> dict[str, str]:
+    """The `Attributes` of a Modify*Attributes call, checked for shape as the NLB checks it."""
+    return dict(attribute_pairs(body.get("Attributes"), what))
 
 
 def describe_rules(listener: Any) -> dict[str, Any]:
@@ -71,7 +72,7 @@ class AdminApi:
                           f"TargetGroupName: expected the name of a target group, got {name!r} {self._known_groups()}")
         group = self.alb.groups.get(name)
         if group is None:
-            return _error(404, "TargetGroupNotFound", f"Target group '{name}' not found {self._known_groups()}")
+            return _error(CLIENT_ERROR_STATUS, "TargetGroupNotFound", f"Target group '{name}' not found {self._known_groups()}")
         return group
 
     async def handle(self, method: str, target: str, body: bytes) -> Reply:
@@ -105,7 +106,7 @@ class AdminApi:
             port = int(raw_port)
             listener = self.alb.listeners.get(port)
             if listener is None:
-                return _error(404, "ListenerNotFound", f"no listener on port {port} {self._known_ports()}")
+                return _error(CLIENT_ERROR_STATUS, "ListenerNotFound", f"no listener on port {port} {self._known_ports()}")
             return 200, describe_rules(listener)
         if method != "POST":
             return 405 if url.path in ("/health", "/target-health", "/nodes") else 404, {
@@ -118,6 +119,8 @@ class AdminApi:
             return _error(400, "ValidationError", "the request body must be a JSON object")
         try:
             return await self._post(url.path, data)
+        except ApiError as exc:
+            return error_reply(exc)
         except ConfigError as exc:
             return _error(400, "ValidationError", str(exc).replace(": ValidationError: ", ": "))
 
@@ -134,7 +137,7 @@ class AdminApi:
             except RotationError as exc:
                 return _error(409, "RotationFailed", str(exc))
         if path == "/attributes":
-            self.alb.attributes = parse_attributes(_key_values(data), self.alb.attributes)
+            self.alb.attributes = parse_attributes(_key_values(data, "Load balancer"), self.alb.attributes)
             self.alb.set_idle_timeout(self.alb.attributes.idle_timeout)
             self.alb.set_http2(self.alb.attributes.http2)
             log_event("attributes", attributes=dict(self.alb.attributes.raw))
@@ -146,7 +149,7 @@ class AdminApi:
                               f"Port: expected a listener's port number, got {port!r} {self._known_ports()}")
             listener = self.alb.listeners.get(port)
             if listener is None:
-                return _error(404, "ListenerNotFound", f"no listener on port {port!r}")
+                return _error(CLIENT_ERROR_STATUS, "ListenerNotFound", f"no listener on port {port!r}")
             new = parse_listener_rules(data.get("Rules"), listener, set(self.alb.groups))
             self.alb.replace_rules(listener.port, new)
             log_event("rules", port=listener.port, priorities=[r.priority for r in new.rules])
@@ -171,7 +174,7 @@ class AdminApi:
                               f"'{group.tg.name}': {', '.join(missing)}")
             return 200, {}
         if path == "/target-group-attributes":
-            group.attributes = parse_target_group_attributes(_key_values(data), group.attributes)
+            group.attributes = parse_target_group_attributes(_key_values(data, "Target group"), group.attributes)
             log_event("target_group_attributes", target_group=group.tg.name, **{
                 a["Key"]: a["Value"] for a in group.describe_attributes()["Attributes"]})
             return 200, group.describe_attributes()

@@ -229,16 +229,20 @@ def _node(d: dict[str, Any], path: str, ctx: _Ctx) -> Node:
                 ctx.address(ctx.req(d, "address", path), f"{path}.address"))
 
 
-def _attributes(d: dict[str, Any], ctx: _Ctx, current: Mapping[str, str] | None = None) -> Attributes:
-    """The load balancer's attributes: ``d`` over ``current`` (every key, AWS's defaults filled in)."""
-    raw = _checked(ALB_LOAD_BALANCER, d, "attributes", ctx, current or {})
+def _attributes(d: dict[str, Any], ctx: _Ctx) -> Attributes:
+    """The load balancer's attributes (every key, AWS's defaults filled in)."""
+    return attributes_from(_checked(ALB_LOAD_BALANCER, d, "attributes", ctx, {}))
+
+
+def attributes_from(raw: Mapping[str, str]) -> Attributes:
+    """Checked attribute values (every key of ALB_LOAD_BALANCER) as the simulator's Attributes."""
     return Attributes(
         xff_mode=raw["routing.http.xff_header_processing.mode"],
         xff_client_port=raw["routing.http.xff_client_port.enabled"] == "true",
         idle_timeout=float(raw["idle_timeout.timeout_seconds"]),
         preserve_host=raw["routing.http.preserve_host_header.enabled"] == "true",
         desync_mode=raw["routing.http.desync_mitigation_mode"],
-        raw=raw,
+        raw=dict(raw),
         http2=raw["routing.http2.enabled"] == "true",
     )
 
@@ -289,7 +293,11 @@ def target_group_attribute_values(a: TargetGroupAttributes) -> dict[str, str]:
 def target_group_attributes(d: dict[str, Any], path: str, ctx: _Ctx,
                             current: TargetGroupAttributes = TargetGroupAttributes()) -> TargetGroupAttributes:
     """Target group attributes: ``d`` over ``current``, checked with the ELBv2 table."""
-    v = _checked(ALB_TARGET_GROUP, d, path, ctx, target_group_attribute_values(current))
+    return target_group_attributes_from(_checked(ALB_TARGET_GROUP, d, path, ctx, target_group_attribute_values(current)))
+
+
+def target_group_attributes_from(v: Mapping[str, str]) -> TargetGroupAttributes:
+    """Checked values (every key of ALB_TARGET_GROUP) as the simulator's TargetGroupAttributes."""
     return TargetGroupAttributes(
         deregistration_delay=float(v["deregistration_delay.timeout_seconds"]),
         algorithm=v["load_balancing.algorithm.type"],

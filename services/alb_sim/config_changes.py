@@ -5,13 +5,22 @@ from __future__ import annotations
 import ipaddress
 from typing import Any, Collection, Mapping
 
-from .config import (Attributes, ConfigError, Listener, Target, TargetGroupAttributes, _attributes, _Ctx, _rule,
-                     target_group_attributes)
+from services.elbv2.attributes import ALB_LOAD_BALANCER, ALB_TARGET_GROUP, attribute_value
+
+from .config import (Attributes, ConfigError, Listener, Target, TargetGroupAttributes, _Ctx, _rule, attributes_from,
+                     target_group_attribute_values, target_group_attributes_from)
 
 __all__ = ["ConfigError", "parse_attributes", "parse_listener_rules", "parse_target_group_attributes", "parse_targets"]
+
+
 def parse_attributes(values: Mapping[str, Any], current: Attributes) -> Attributes:
-    """ModifyLoadBalancerAttributes: `values` over the current ones, validated as a whole."""
-    return _attributes(dict(values), _Ctx(None), current.raw)
+    """ModifyLoadBalancerAttributes: `values` over the current ones, validated as a whole; raises
+    services.elbv2's ApiError, worded as the NLB's answer and the topology's error are."""
+    return attributes_from(ALB_LOAD_BALANCER.check(_pairs(values), current.raw))
+
+
+def _pairs(values: Mapping[str, Any]) -> list[tuple[str, str]]:
+    return [(str(k), attribute_value(v)) for k, v in values.items()]
 
 
 def parse_listener_rules(raw: Any, listener: Listener, tg_names: set[str]) -> Listener:
@@ -76,4 +85,5 @@ def ip_target_error(target: Target, vpc_cidr: str | None, zones: Collection[str]
 
 
 def parse_target_group_attributes(values: Mapping[str, Any], current: TargetGroupAttributes) -> TargetGroupAttributes:
-    return target_group_attributes(dict(values), "Attributes", _Ctx(None), current)
+    """ModifyTargetGroupAttributes: as parse_attributes."""
+    return target_group_attributes_from(ALB_TARGET_GROUP.check(_pairs(values), target_group_attribute_values(current)))

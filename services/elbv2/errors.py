@@ -28,3 +28,9 @@ def constraint(member: str, value: object, rule: str) -> ApiError:
     greater than or equal to 5``."""
     return validation_error(f"1 validation error detected: Value '{value}' at '{member}' failed to satisfy"
                             f" constraint: Member must {rule}")
+
+
+def error_reply(exc: ApiError) -> tuple[int, dict[str, dict[str, str]]]:
+    """(HTTP status, body) of an error answer from either simulator's admin API: AWS's error shape
+    as the ELBv2 API's JSON clients read it, ``{"Error": {"Code": ..., "Message": ...}}``."""
+    return exc.status, {"Error": {"Code": exc.code, "Message": exc.message}}

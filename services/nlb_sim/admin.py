@@ -28,16 +28,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 from urllib.parse import parse_qs
 
 import httptools
 
-from . import control
-from .control import ApiError
+from services.elbv2.errors import ApiError, error_reply
 
-if TYPE_CHECKING:
-    from .app import NlbApp
+from . import control
+from .checker import HealthRegistry
+from .config import NlbConfig
 
 log = logging.getLogger("nlb.admin")
 
@@ -50,12 +50,30 @@ _POSTS = ("/register-targets", "/deregister-targets", "/modify-target-group",
           "/modify-load-balancer-attributes", "/modify-listener-attributes")
 
 
+class NlbControl(Protocol):
+    """What the admin API needs of the simulator (app.NlbApp): the seam that keeps this module from
+    importing its owner. Each POST route calls the method of its name (``/register-targets`` ->
+    ``register_targets``), which returns the answer or raises ApiError."""
+
+    cfg: NlbConfig
+    registry: HealthRegistry
+
+    def all_bound(self) -> bool: ...
+    def metrics_text(self) -> str: ...
+    def register_targets(self, body: dict) -> dict: ...
+    def deregister_targets(self, body: dict) -> dict: ...
+    def modify_target_group(self, body: dict) -> dict: ...
+    def modify_target_group_attributes(self, body: dict) -> dict: ...
+    def modify_load_balancer_attributes(self, body: dict) -> dict: ...
+    def modify_listener_attributes(self, body: dict) -> dict: ...
+
+
 class AdminApi:
-    def __init__(self, app: NlbApp) -> None:
+    def __init__(self, app: NlbControl) -> None:
         self.app = app
 
     @property
-    def cfg(self):  # the current config (the API may have replaced it)
+    def cfg(self) -> NlbConfig:  # the current config (the API may have replaced it)
         return self.app.cfg
 
     def all_bound(self) -> bool:
@@ -80,7 +98,7 @@ class AdminApi:
             try:
                 return 200, handler(doc)
             except ApiError as exc:
-                return exc.status, _error(exc.code, exc.message)
+                return error_reply(exc)
         if method not in ("GET", "HEAD"):
             return 405, _error("MethodNotAllowed", f"{method} {path} is not supported; use GET, or"
                                                    f" POST one of {', '.join(_POSTS)}")
@@ -133,7 +151,7 @@ class AdminApi:
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
-    return {"Error": {"Code": code, "Message": message}}
+    return error_reply(ApiError(code, message))[1]
 
 
 class _AdminProtocol(asyncio.Protocol):

@@ -10,13 +10,13 @@ import ssl
 import time
 from typing import Callable
 
-from . import control, netsetup
-from .accesslog import AccessLog, elb_field
-from .albtrack import run_alb_tracker
-from .admin import AdminApi
-from .checker import HealthRegistry, run_checker
 from services.certselect import read_facts, select_by_sni
 
+from . import control, netsetup
+from .accesslog import AccessLog, elb_field
+from .admin import AdminApi
+from .albtrack import run_alb_tracker
+from .checker import HealthRegistry, run_checker
 from .config import Listener, NlbConfig, Node, Target, TargetGroup
 from .dnspublish import run_publisher
 from .flowlog import FlowLog

@@ -146,7 +146,7 @@ def test_register_and_deregister_targets(rlab: Lab) -> None:
     ("/register-targets", {"TargetGroupName": "api", "Targets": [{"Id": "web-1"}]}, "ValidationError",
      "Targets[0].Id: 'web-1' is not a valid IP address"),
     ("/attributes", {"Attributes": [{"Key": "idle_timeout.timeout_seconds", "Value": "0"}]}, "ValidationError",
-     "attributes.idle_timeout.timeout_seconds"),
+     "Load balancer attribute 'idle_timeout.timeout_seconds' value '0' is not valid: must be an integer from 1 to 4000"),
     ("/attributes", {"Attributes": [{"Key": "bogus.key", "Value": "1"}]}, "ValidationError",
      "Load balancer attribute key 'bogus.key' is not recognized"),
     ("/target-group-attributes", {"TargetGroupName": "api", "Attributes": [
@@ -168,7 +168,7 @@ def test_register_and_deregister_targets(rlab: Lab) -> None:
 ])
 def test_admin_writes_are_validated(rlab: Lab, path: str, body: Any, code: str, message: str) -> None:
     status, doc = admin(rlab, "POST", path, body)
-    assert status >= 400 and doc["Error"]["Code"] == code
+    assert status == 400 and doc["Error"]["Code"] == code  # AWS: every ELBv2 client error, not-found ones too
     assert message in doc["Error"]["Message"]
 
 
@@ -268,7 +268,7 @@ def test_lb_cookie_stickiness_sets_and_honours_awsalb(rlab: Lab) -> None:
     status, doc = admin(rlab, "POST", "/target-group-attributes", {"TargetGroupName": "frontend", "Attributes": [
         {"Key": "stickiness.type", "Value": "app_cookie"}]})
     assert (status, doc["Error"]) == (400, {"Code": "ValidationError", "Message": (
-        "Attributes.stickiness.app_cookie.cookie_name: 'stickiness.app_cookie.cookie_name' must be specified when "
+        "'stickiness.app_cookie.cookie_name' must be specified when "
         "'stickiness.type' is 'app_cookie'")})
 
 

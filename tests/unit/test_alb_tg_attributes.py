@@ -8,9 +8,10 @@ from collections import Counter
 
 import pytest
 
-from services.alb_sim.config import ConfigError, TargetGroupAttributes
+from services.alb_sim.config import TargetGroupAttributes
 from services.alb_sim.config_changes import parse_target_group_attributes
 from services.alb_sim.health import DRAINING, HEALTHY, INITIAL, UNHEALTHY, WeightedRandom
+from services.elbv2.errors import ApiError
 
 
 def test_defaults_are_aws_defaults() -> None:
@@ -39,50 +40,49 @@ def test_app_cookie_stickiness() -> None:
     assert (b.stickiness_type, b.app_cookie_name) == ("lb_cookie", "SESSIONID")
 
 
-P = "Attributes"
 ERRORS = [
     ({"load_balancing.algorithm.type": "random"},
-     f"{P}.load_balancing.algorithm.type: ValidationError: Target group attribute 'load_balancing.algorithm.type' value 'random' "
+     "ValidationError: Target group attribute 'load_balancing.algorithm.type' value 'random' "
      "is not valid: must be one of round_robin, least_outstanding_requests, weighted_random"),
     ({"load_balancing.algorithm.anomaly_mitigation": "true", "load_balancing.algorithm.type": "weighted_random"},
-     f"{P}.load_balancing.algorithm.anomaly_mitigation: ValidationError: Target group attribute 'load_balancing.algorithm.anomaly_mitigation' value 'true' "
+     "ValidationError: Target group attribute 'load_balancing.algorithm.anomaly_mitigation' value 'true' "
      "is not valid: must be one of on, off"),
     ({"load_balancing.algorithm.anomaly_mitigation": "on"},
-     f"{P}.load_balancing.algorithm.anomaly_mitigation: ValidationError: Anomaly mitigation is only supported with "
+     "ValidationError: Anomaly mitigation is only supported with "
      "the weighted random load balancing algorithm"),
     ({"load_balancing.algorithm.anomaly_mitigation": "on", "load_balancing.algorithm.type": "least_outstanding_requests"},
-     f"{P}.load_balancing.algorithm.anomaly_mitigation: ValidationError: Anomaly mitigation is only supported with "
+     "ValidationError: Anomaly mitigation is only supported with "
      "the weighted random load balancing algorithm"),
     ({"stickiness.type": "source_ip"},
-     f"{P}.stickiness.type: ValidationError: Target group attribute 'stickiness.type' value 'source_ip' "
+     "ValidationError: Target group attribute 'stickiness.type' value 'source_ip' "
      "is not valid: must be one of lb_cookie, app_cookie"),
     ({"stickiness.enabled": "true", "stickiness.type": "app_cookie"},
-     f"{P}.stickiness.app_cookie.cookie_name: ValidationError: 'stickiness.app_cookie.cookie_name' must be specified "
+     "ValidationError: 'stickiness.app_cookie.cookie_name' must be specified "
      "when 'stickiness.type' is 'app_cookie'"),
     ({"stickiness.app_cookie.cookie_name": "AWSALBAPP-0"},
-     f"{P}.stickiness.app_cookie.cookie_name: ValidationError: Cookie name 'AWSALBAPP-0' is not allowed: names "
+     "ValidationError: Cookie name 'AWSALBAPP-0' is not allowed: names "
      "starting with AWSALB, AWSALBAPP, AWSALBTG are reserved for use by the load balancer"),
     ({"stickiness.app_cookie.cookie_name": "awsalbtg"},
-     f"{P}.stickiness.app_cookie.cookie_name: ValidationError: Cookie name 'awsalbtg' is not allowed: names "
+     "ValidationError: Cookie name 'awsalbtg' is not allowed: names "
      "starting with AWSALB, AWSALBAPP, AWSALBTG are reserved for use by the load balancer"),
     ({"stickiness.app_cookie.cookie_name": "my session"},
-     f"{P}.stickiness.app_cookie.cookie_name: ValidationError: Target group attribute 'stickiness.app_cookie.cookie_name' value 'my session' "
+     "ValidationError: Target group attribute 'stickiness.app_cookie.cookie_name' value 'my session' "
      "is not valid: must be a cookie name: letters, digits and !#$%&'*+.^_`|~-"),
     ({"stickiness.app_cookie.duration_seconds": "0"},
-     f"{P}.stickiness.app_cookie.duration_seconds: ValidationError: Target group attribute 'stickiness.app_cookie.duration_seconds' value '0' "
+     "ValidationError: Target group attribute 'stickiness.app_cookie.duration_seconds' value '0' "
      "is not valid: must be an integer from 1 to 604800"),
     ({"stickiness.app_cookie.duration_seconds": "604801"},
-     f"{P}.stickiness.app_cookie.duration_seconds: ValidationError: Target group attribute 'stickiness.app_cookie.duration_seconds' value '604801' "
+     "ValidationError: Target group attribute 'stickiness.app_cookie.duration_seconds' value '604801' "
      "is not valid: must be an integer from 1 to 604800"),
     ({"stickiness.lb_cookie.duration_seconds": "1d"},
-     f"{P}.stickiness.lb_cookie.duration_seconds: ValidationError: Target group attribute 'stickiness.lb_cookie.duration_seconds' value '1d' "
+     "ValidationError: Target group attribute 'stickiness.lb_cookie.duration_seconds' value '1d' "
      "is not valid: must be an integer from 1 to 604800"),
 ]
 
 
 @pytest.mark.parametrize("values,message", ERRORS)
 def test_errors(values: dict[str, str], message: str) -> None:
-    with pytest.raises(ConfigError) as info:
+    with pytest.raises(ApiError) as info:  # the API's answer: AWS's words, no path (the topology adds its own)
         parse_target_group_attributes(values, TargetGroupAttributes())
     assert str(info.value) == message
 
