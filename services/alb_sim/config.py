@@ -625,11 +625,11 @@ def _redirect(d: dict[str, Any], rp: str, protocol: str, ctx: _Ctx) -> RedirectA
     if status not in ("HTTP_301", "HTTP_302"):
         raise ctx.fail(f"{rp}.status_code", f"ValidationError: Value '{status}' at 'redirectConfig.statusCode' "
                        "failed to satisfy constraint: Member must satisfy enum value set: [HTTP_301, HTTP_302]")
-    action = RedirectAction(status_code=status, **values)
-    if all(values[c] == getattr(defaults, c) for c in values):
-        raise ctx.fail(rp, "ValidationError: A redirect must change at least one of protocol, host, port or path "
-                       "(it would redirect to itself)")
-    return action
+    # RedirectActionConfig: the query does not count, a changed query alone would loop (decisions #72).
+    if all(values[c] == getattr(defaults, c) for c in ("protocol", "host", "port", "path")):
+        raise ctx.fail(rp, "ValidationError: You must modify at least one of the following components to avoid a "
+                       "redirect loop: protocol, hostname, port, or path")
+    return RedirectAction(status_code=status, **values)
 
 
 def _fixed(d: dict[str, Any], ap: str, ctx: _Ctx) -> FixedResponseAction:
