@@ -29,6 +29,7 @@ from .limits import (
     MAX_RULE_WILDCARDS,
     SINGULAR_CONDITION_FIELDS,
 )
+from .rules import wildcard_count
 
 
 class ConfigError(Exception):
@@ -474,9 +475,11 @@ def _wildcards(c: Condition) -> int:
     if c.field in ("http-request-method", "source-ip"):
         return 0
     total = 0
-    for v in c.values:
-        text = f"{v.key or ''}{v.value}" if isinstance(v, QueryPair) else v
-        total += text.count("*") + text.count("?")
+    for v in c.values:  # a query string's escaped \* and \? are not wildcards (decisions #73)
+        if isinstance(v, QueryPair):
+            total += wildcard_count(v.key or "", escapes=True) + wildcard_count(v.value, escapes=True)
+        else:
+            total += wildcard_count(v, escapes=False)
     return total
 
 

@@ -132,6 +132,13 @@ ERRORS: list[tuple[Callable[[dict[str, Any]], None], str]] = [
     (lambda d: rule0(d).update(conditions=[{"field": "path-pattern", "values": ["/**", "/*?*"]},
                                            {"field": "host-header", "values": ["*.a.com"]}]),
      "listeners[0].rules[0].conditions: ValidationError: The rule has 6 wildcards; the limit is '5'"),
+    # Only query strings have escapes (decisions #73): a header value's '\*' is a backslash and a wildcard.
+    (lambda d: rule0(d).update(conditions=[{"field": "http-header", "header_name": "X-A",
+                                            "values": ["\\*\\*\\*", "\\*\\*\\*"]}]),
+     "listeners[0].rules[0].conditions: ValidationError: The rule has 6 wildcards; the limit is '5'"),
+    (lambda d: rule0(d).update(conditions=[{"field": "path-pattern", "values": ["/**"]}, {
+        "field": "query-string", "values": [{"key": "k\\", "value": "*?"}, {"value": "\\?**"}]}]),
+     "listeners[0].rules[0].conditions: ValidationError: The rule has 6 wildcards; the limit is '5'"),
     (lambda d: rule0(d)["conditions"][0].update(values=["/a b"]),
      "listeners[0].rules[0].conditions[0].values[0]: ValidationError: Path pattern '/a b' contains characters "
      """that are not allowed (A-Z, a-z, 0-9, _ - . $ / ~ " ' @ : + & * ?)"""),
@@ -274,3 +281,13 @@ def test_rules_set_at_run_time_refuse_a_redirect_to_the_same_url() -> None:
     changed = parse_listener_rules(rules({"path": "/new/#{path}", "query": "moved=1"}), http, {"api", "frontend"})
     assert changed.rules[0].actions == (RedirectAction(path="/new/#{path}", query="moved=1"),)
 
+
+def test_escaped_query_characters_are_not_wildcards() -> None:
+    r"""A query-string condition's '\*' and '\?' are literal characters, so they do not count against the
+    5 wildcards of a rule (decisions #73): 2 in the path, 3 in the query values, 9 escaped."""
+    def rule(d: dict[str, Any]) -> None:
+        rule0(d).update(conditions=[{"field": "path-pattern", "values": ["/**"]}, {
+            "field": "query-string", "values": [{"key": "\\*\\*\\*", "value": "\\?\\?\\?*"},
+                                                {"key": "k\\", "value": "*?"}, {"value": "\\*\\?\\*"}]}])
+    cond = load_config(mutate(rule)).listeners[0].rules[0].conditions[1]
+    assert cond.values == (QueryPair("\\*\\*\\*", "\\?\\?\\?*"), QueryPair("k\\", "*?"), QueryPair(None, "\\*\\?\\*"))
