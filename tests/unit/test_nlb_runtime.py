@@ -4,6 +4,8 @@ live, idle-timeout expiry, metrics endpoint. Helpers shared with test_nlb_relay.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
 from pathlib import Path
 
 import httpx
@@ -196,6 +198,69 @@ def test_idle_step(seen: int, last: float, moved: int, now: float, expected: tup
     assert idle_step(seen, last, moved, now, 350.0) == expected
 
 
+@pytest.mark.parametrize("seen,last,moved,now,peer,expected", [
+    (10, 105.0, 10, 455.0, True, (10, 455.0, False)),    # a keep-alive at 350 s: the clock restarts
+    (10, 105.0, 10, 455.0, False, (10, 105.0, True)),    # none: idle, as before
+    (10, 105.0, 10, 200.0, True, (10, 200.0, False)),
+    (10, 105.0, 12, 200.0, True, (12, 200.0, False)),    # bytes and a keep-alive: one restart
+])
+def test_idle_step_with_peer_keepalives(seen: int, last: float, moved: int, now: float, peer: bool,
+                                        expected: tuple) -> None:
+    from services.nlb_sim.idle import idle_step
+    assert idle_step(seen, last, moved, now, 350.0, peer) == expected
+
+
+@pytest.mark.parametrize("before,after,last_ack_ms,interval,expected", [
+    (7, 7, 5000, 1.0, 0),            # nothing arrived
+    (7, 8, 5000, 1.0, 1),            # a peer's keep-alive probe: counted, last ACK long ago
+    (7, 8, 400, 1.0, 0),             # the answer to our own probe (an ACK 0.4 s ago)
+    (7, 9, 400, 1.0, 1),             # our probe answered and a peer probe in the same second
+    (7, 8, 1200, 1.0, 0),            # an ACK just before the last look may still be this one
+    (7, 8, 1300, 1.0, 1),            # older than the interval and the slack: not an answer
+    (7, 10, 9000, 3.0, 3),           # three probes while the sweep was late
+    (2**32 - 1, 1, 9000, 1.0, 2),    # the 32-bit counter wrapped
+])
+def test_unsolicited_segments(before: int, after: int, last_ack_ms: int, interval: float, expected: int) -> None:
+    from services.nlb_sim.idle import unsolicited_segments
+    assert unsolicited_segments(before, after, last_ack_ms, interval) == expected
+
+
+@pytest.mark.parametrize("baseline,since,samples,now,expected", [
+    (None, 0.0, ((7, 300), (3, 300)), 10.0, ((7, 3), False)),         # first look after payload
+    ((7, 3), 9.0, ((7, 9000), (3, 9000)), 10.0, ((7, 3), False)),     # quiet
+    ((7, 3), 9.0, ((8, 9000), (3, 9000)), 10.0, ((8, 3), True)),      # the client's keep-alive
+    ((7, 3), 9.0, ((7, 9000), (4, 9000)), 10.0, ((7, 4), True)),      # the target's keep-alive
+    ((7, 3), 9.0, ((8, 100), (4, 700)), 10.0, ((8, 4), False)),       # both answered our probes
+    ((7, 3), 9.0, ((9, 100), (4, 700)), 10.0, ((9, 4), True)),        # ... and the client probed too
+    ((7,), 9.0, ((8, 9000), (4, 9000)), 10.0, ((8, 4), False)),       # another socket set: rebase
+])
+def test_peer_step(baseline: tuple[int, ...] | None, since: float, samples: tuple[tuple[int, int], ...],
+                   now: float, expected: tuple) -> None:
+    from services.nlb_sim.idle import peer_step
+    assert peer_step(baseline, since, samples, now) == expected
+
+
+def test_tcp_info_fields_reads_linux_struct_tcp_info() -> None:
+    from services.nlb_sim.idle import tcp_info_fields
+    raw = bytearray(232)  # Linux 5.x-6.x give 232 or more bytes; only the first 144 are read
+    struct.pack_into("=I", raw, 56, 1234)   # tcpi_last_ack_recv
+    struct.pack_into("=I", raw, 136, 99)    # tcpi_segs_out (not read)
+    struct.pack_into("=I", raw, 140, 42)    # tcpi_segs_in
+    assert tcp_info_fields(bytes(raw)) == (42, 1234)
+    assert tcp_info_fields(bytes(raw[:144])) == (42, 1234)
+    assert tcp_info_fields(bytes(raw[:104])) is None  # a kernel before 4.2: no segment counts
+    with socket.socket() as listener:  # and the layout is the one this kernel uses
+        listener.bind((LO, 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()) as client:
+            server, _ = listener.accept()
+            with server:
+                client.sendall(b"x")
+                assert server.recv(1) == b"x"
+                fields = tcp_info_fields(server.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144))
+                assert fields is not None and fields[0] >= 2  # the handshake's ACK and the byte
+
+
 def test_modify_target_group_health_check_applies_to_the_next_check(tmp_path: Path) -> None:
     paths: list[bytes] = []
 
@@ -343,3 +408,4 @@ def test_tls_target_is_offered_the_protocol_the_client_negotiated(tmp_path: Path
                 fields = path.read_text().split()
                 assert fields[18:20] == [negotiated or "-", negotiated or "-"]
     run(main())
+
