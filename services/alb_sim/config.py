@@ -32,6 +32,7 @@ from .limits import (
     MAX_RULE_WILDCARDS,
     SINGULAR_CONDITION_FIELDS,
 )
+from .rules import wildcard_count
 
 
 class ConfigError(Exception):
@@ -406,9 +407,11 @@ def _wildcards(c: Condition) -> int:
     if c.field in ("http-request-method", "source-ip"):
         return 0
     total = 0
-    for v in c.values:
-        text = f"{v.key or ''}{v.value}" if isinstance(v, QueryPair) else v
-        total += text.count("*") + text.count("?")
+    for v in c.values:  # a query string's escaped \* and \? are not wildcards (decisions #75)
+        if isinstance(v, QueryPair):
+            total += wildcard_count(v.key or "", escapes=True) + wildcard_count(v.value, escapes=True)
+        else:
+            total += wildcard_count(v, escapes=False)
     return total
 
 
@@ -557,11 +560,11 @@ def _redirect(d: dict[str, Any], rp: str, protocol: str, ctx: _Ctx) -> RedirectA
     if status not in ("HTTP_301", "HTTP_302"):
         raise ctx.fail(f"{rp}.status_code", f"ValidationError: Value '{status}' at 'redirectConfig.statusCode' "
                        "failed to satisfy constraint: Member must satisfy enum value set: [HTTP_301, HTTP_302]")
-    action = RedirectAction(status_code=status, **values)
-    if all(values[c] == getattr(defaults, c) for c in values):
-        raise ctx.fail(rp, "ValidationError: A redirect must change at least one of protocol, host, port or path "
-                       "(it would redirect to itself)")
-    return action
+    # RedirectActionConfig: the query does not count, a changed query alone would loop (decisions #74).
+    if all(values[c] == getattr(defaults, c) for c in ("protocol", "host", "port", "path")):
+        raise ctx.fail(rp, "ValidationError: You must modify at least one of the following components to avoid a "
+                       "redirect loop: protocol, hostname, port, or path")
+    return RedirectAction(status_code=status, **values)
 
 
 def _fixed(d: dict[str, Any], ap: str, ctx: _Ctx) -> FixedResponseAction:

@@ -8,8 +8,9 @@ Semantics (ALB listener docs):
 - http-header: header name and values case-insensitive, wildcards in values; any header line of
   that name may match.
 - http-request-method: case-sensitive, exact.
-- query-string: `key=value` or value-only pairs, case-insensitive, wildcards; matched against the
-  raw (still URL-encoded) query components, as AWS asks condition values to be URL-encoded.
+- query-string: `key=value` or value-only pairs, case-insensitive, wildcards; `\\*` and `\\?` in a key
+  or value are a literal `*` and `?` (the only condition with escapes); matched against the raw (still
+  URL-encoded) query components, as AWS asks condition values to be URL-encoded.
 - source-ip: CIDRs against the TCP peer address, never X-Forwarded-For.
 Values of one condition are OR'ed, conditions are AND'ed, rules are tried by ascending priority,
 first match wins; the default actions (logged as priority 0) apply when nothing matches.
@@ -62,11 +63,33 @@ class Match(NamedTuple):
     actions: tuple[Action, ...]
 
 
-def wildcard_regex(pattern: str, *, ignore_case: bool) -> re.Pattern[str]:
-    """`*` -> any run of characters, `?` -> exactly one, everything else literal."""
+def wildcard_tokens(pattern: str, *, escapes: bool) -> list[tuple[str, bool]]:
+    """The pattern's characters, each with whether it is a wildcard: `*` and `?` are, the rest are not.
+    With `escapes` (query-string conditions only, as AWS documents), `\\*` and `\\?` are the literal
+    character without its backslash; a backslash before anything else is an ordinary character."""
+    tokens = []
+    i, n = 0, len(pattern)
+    while i < n:
+        ch = pattern[i]
+        if escapes and ch == "\\" and i + 1 < n and pattern[i + 1] in "*?":
+            tokens.append((pattern[i + 1], False))
+            i += 2
+            continue
+        tokens.append((ch, ch == "*" or ch == "?"))
+        i += 1
+    return tokens
+
+
+def wildcard_count(pattern: str, *, escapes: bool) -> int:
+    """How many wildcards the pattern has, as the rule limit counts them (escaped characters are not)."""
+    return sum(1 for _, wild in wildcard_tokens(pattern, escapes=escapes) if wild)
+
+
+def wildcard_regex(pattern: str, *, ignore_case: bool, escapes: bool = False) -> re.Pattern[str]:
+    """`*` -> any run of characters, `?` -> exactly one, everything else literal (see wildcard_tokens)."""
     parts = []
-    for ch in pattern:
-        parts.append(".*" if ch == "*" else "." if ch == "?" else re.escape(ch))
+    for ch, wild in wildcard_tokens(pattern, escapes=escapes):
+        parts.append((".*" if ch == "*" else ".") if wild else re.escape(ch))
     flags = re.DOTALL | (re.IGNORECASE if ignore_case else 0)
     return re.compile("".join(parts), flags)
 
@@ -120,8 +143,8 @@ def compile_condition(cond: Condition) -> Predicate:
         compiled = []
         for v in cond.values:
             assert isinstance(v, QueryPair)
-            krx = wildcard_regex(v.key, ignore_case=True) if v.key is not None else None
-            compiled.append((krx, wildcard_regex(v.value, ignore_case=True)))
+            krx = wildcard_regex(v.key, ignore_case=True, escapes=True) if v.key is not None else None
+            compiled.append((krx, wildcard_regex(v.value, ignore_case=True, escapes=True)))
 
         def match_query(r: RequestView) -> bool:
             pairs = parse_query(r.query)

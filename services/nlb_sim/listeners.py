@@ -18,7 +18,7 @@ from .flowlog import FlowLog
 from .checker import HealthRegistry
 from .accesslog import AccessLog, TlsConnection, listener_id
 from .metrics import Metrics
-from .relay import ClientSide, Flow
+from .relay import TLS_KEEPALIVE_SECONDS, ClientSide, Flow
 from .tlsconf import target_context
 from .splice import HAVE_SPLICE, PipePool, SpliceFlow, SplicePoller
 
@@ -79,6 +79,7 @@ class ListenerRuntime:
         self._pool_failing_open = False
         self._pool_version = -1
         self.idle_timeout = float(listener.idle_timeout_seconds)
+        self.keepalive_seconds = TLS_KEEPALIVE_SECONDS if listener.protocol == "TLS" else None
         # Plain bytes both ways, nothing injected: the flow may be handed to the splice pump.
         self.splice_eligible = (self.server_ssl is None and self.target_ssl is None
                                 and not self.proxy_protocol_v2 and HAVE_SPLICE and cfg.splice)
@@ -124,8 +125,8 @@ class ListenerRuntime:
         return len(hit)
 
     async def sweep_idle(self) -> None:
-        """Every second: a flow that moved no byte for ``idle_timeout`` seconds expires; from then
-        on whichever side speaks next gets a TCP RST (NLB-LB23, NLB-TS23)."""
+        """Every second: a flow that moved no byte and got no TCP keep-alive for ``idle_timeout``
+        seconds expires; from then on whichever side speaks next gets a TCP RST (NLB-LB23, NLB-TS23)."""
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(1.0)

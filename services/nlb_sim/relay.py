@@ -22,14 +22,17 @@ import time
 from typing import Any, Protocol as TypingProtocol
 
 from .config import Node, Target
-from .idle import idle_step
+from .idle import idle_step, peer_step
 from .proxy_v2 import encode_v2_proxy
-from .upstream import connect_target, describe, reset
+from .upstream import connect_target, describe, keep_alive, reset, tcp_counters
 
 HIGH_WATER = 256 * 1024
 LOW_WATER = 64 * 1024
 TARGET_CONNECT_TIMEOUT = 10.0
 TARGET_TLS_HANDSHAKE_TIMEOUT = 10.0
+# A TLS listener that hears a TCP keep-alive from the client or the target sends its own to both,
+# every 20 seconds (NLB-LB23; decisions #76).
+TLS_KEEPALIVE_SECONDS = 20.0
 
 
 class FlowContext(TypingProtocol):
@@ -42,6 +45,7 @@ class FlowContext(TypingProtocol):
     target_ssl: ssl.SSLContext | None
     splice_eligible: bool
     vpce_id: str | None  # PrivateLink endpoint id for the 0xEA TLV (None: no TLV)
+    keepalive_seconds: float | None  # TLS listeners: the NLB's own keep-alive interval; None: none
     metrics: Any  # metrics.Metrics
 
     def pick(self, client: tuple[str, int], local: tuple[str, int]) -> Target | None: ...
@@ -138,7 +142,7 @@ class Flow:
     __slots__ = ("ctx", "client", "target_half", "client_addr", "local_addr", "started", "pending",
                  "client_eof_early", "task", "connecting", "target", "source_seen", "end",
                  "finished", "seen_bytes", "last_active", "expired", "tls", "log_fields",
-                 "alpn_be")
+                 "alpn_be", "peer_segs", "peer_at", "keepalive")
 
     def __init__(self, ctx: FlowContext, client: ClientSide) -> None:
         self.ctx = ctx
@@ -161,6 +165,9 @@ class Flow:
         self.finished = False
         self.seen_bytes = 0
         self.last_active = asyncio.get_running_loop().time()
+        self.peer_segs: tuple[int, ...] | None = None  # both sockets' tcpi_segs_in at peer_at
+        self.peer_at = 0.0
+        self.keepalive = False  # the NLB sends its own keep-alives on both sides
         self.expired = False
         # (SNI, handshake seconds, chosen certificate ARN, cipher, TLS version, ALPN)
         self.tls: tuple[str | None, float | None, str | None, str | None, str | None, str | None] | None = None
@@ -334,11 +341,18 @@ class Flow:
 
     # --- idle timeout and resets the NLB generates ---
     def idle_check(self, now: float, idle_timeout: float) -> bool:
-        """Called about once a second; True when the flow has just expired."""
+        """Called about once a second; True when the flow has just expired. Payload or a peer's
+        TCP keep-alive since the last call restarts the clock (``idle``)."""
         if self.expired or self.target_half is None or self.connecting:
             return False
+        moved = self.client.nbytes + self.target_half.nbytes
+        spoke = False
+        if moved == self.seen_bytes:
+            spoke = self._peers_spoke(now)
+        else:
+            self.peer_segs = None  # the ACKs of these bytes are not keep-alives
         self.seen_bytes, self.last_active, idle = idle_step(
-            self.seen_bytes, self.last_active, self.client.nbytes + self.target_half.nbytes, now, idle_timeout)
+            self.seen_bytes, self.last_active, moved, now, idle_timeout, spoke)
         if not idle:
             return False
         self.expired = True
@@ -346,9 +360,30 @@ class Flow:
         for half in (self.client, self.target_half):
             half.expired = True
             if not half.closed:
+                if self.keepalive:  # the NLB forgot the flow: it sends nothing more
+                    keep_alive(half.transport.get_extra_info("socket"), None)
                 half.transport.resume_reading()  # so the next packet is seen (and answered by RST)
         self._finish()  # the NLB's flow ends now; the sockets stay only to answer with a RST
         return True
+
+    def _peers_spoke(self, now: float) -> bool:
+        """Whether the client or the target sent a TCP keep-alive (a segment of its own, without
+        payload) since the previous look; a TLS listener then starts its own keep-alives."""
+        samples = []
+        halves = (self.client, self.target_half)
+        for half in halves:
+            fields = None if half is None or half.closed else tcp_counters(half.transport.get_extra_info("socket"))
+            if fields is not None:
+                samples.append(fields)
+        self.peer_segs, spoke = peer_step(self.peer_segs, self.peer_at, tuple(samples), now)
+        self.peer_at = now
+        seconds = self.ctx.keepalive_seconds
+        if spoke and seconds is not None and not self.keepalive:
+            self.keepalive = True
+            for half in halves:
+                if half is not None and not half.closed:
+                    keep_alive(half.transport.get_extra_info("socket"), seconds)
+        return spoke
 
     def rst_expired(self, half: _Half) -> None:
         """A side spoke after the idle timeout: it gets a TCP RST; the other side hears nothing."""

@@ -31,8 +31,8 @@ import time
 from typing import Any, Callable
 
 from .config import Target
-from .idle import idle_step
-from .upstream import bind_source, describe
+from .idle import idle_step, peer_step
+from .upstream import bind_source, describe, tcp_counters
 
 PIPE_SIZE = 1 << 20
 F_SETPIPE_SZ = 1031
@@ -230,7 +230,8 @@ class SpliceFlow:
 
     __slots__ = ("ctx", "loop", "client", "target_sock", "client_addr", "local_addr", "started",
                  "target", "source_seen", "end", "finished", "up", "down", "seen_bytes",
-                 "last_active", "expired", "connecting", "pipes", "poller", "client_events", "log_fields")
+                 "last_active", "expired", "connecting", "pipes", "poller", "client_events", "log_fields",
+                 "peer_segs", "peer_at")
 
     def __init__(self, ctx: Any, loop: asyncio.AbstractEventLoop, client: _socket.socket,
                  client_addr: tuple[str, int]) -> None:
@@ -249,6 +250,8 @@ class SpliceFlow:
         self.down: _Direction | None = None
         self.seen_bytes = 0
         self.last_active = loop.time()
+        self.peer_segs: tuple[int, ...] | None = None  # both sockets' tcpi_segs_in at peer_at
+        self.peer_at = 0.0
         self.expired = False
         self.connecting = True
         self.pipes: PipePool = ctx.pipes
@@ -346,12 +349,21 @@ class SpliceFlow:
         return (self.up.nbytes if self.up else 0) + (self.down.nbytes if self.down else 0)
 
     def idle_check(self, now: float, idle_timeout: float) -> bool:
-        """Idle timeout: the NLB forgets the flow (logged now); whichever socket speaks next (data
-        or FIN) gets a RST, the other hears nothing until it speaks too."""
+        """Idle timeout (no payload and no TCP keep-alive from either side for ``idle_timeout``):
+        the NLB forgets the flow (logged now); whichever socket speaks next (data or FIN) gets a
+        RST, the other hears nothing until it speaks too."""
         if self.expired or self.connecting or self.finished:
             return False
+        moved = self.nbytes
+        spoke = False
+        if moved == self.seen_bytes:  # a peer's TCP keep-alive restarts the clock too (idle)
+            samples = tuple(f for f in (tcp_counters(self.client), tcp_counters(self.target_sock)) if f is not None)
+            self.peer_segs, spoke = peer_step(self.peer_segs, self.peer_at, samples, now)
+            self.peer_at = now
+        else:
+            self.peer_segs = None  # the ACKs of these bytes are not keep-alives
         self.seen_bytes, self.last_active, idle = idle_step(
-            self.seen_bytes, self.last_active, self.nbytes, now, idle_timeout)
+            self.seen_bytes, self.last_active, moved, now, idle_timeout, spoke)
         if not idle:
             return False
         self.expired = True

@@ -15,6 +15,9 @@ import os
 import socket
 import ssl
 import struct
+from typing import Any
+
+from .idle import TCP_INFO_BYTES, tcp_info_fields
 
 SOL_IP = 0
 IP_TRANSPARENT = 19
@@ -74,6 +77,37 @@ def reset(transport: asyncio.WriteTransport) -> None:
         except OSError:
             pass
     transport.abort()
+
+
+TCP_KEEPCNT_MAX = 127  # Linux's limit
+
+
+def tcp_counters(sock: Any) -> tuple[int, int] | None:
+    """(tcpi_segs_in, tcpi_last_ack_recv ms) of a TCP socket (or an asyncio transport's socket);
+    None when it cannot tell (closed, or a kernel that does not count segments)."""
+    if sock is None:
+        return None
+    try:
+        return tcp_info_fields(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_BYTES))
+    except OSError:
+        return None
+
+
+def keep_alive(sock: Any, seconds: float | None) -> None:
+    """The kernel sends a TCP keep-alive probe after ``seconds`` without a packet from the peer, then
+    every ``seconds``; None: no more probes. At 20 s it never gives up on an unanswered peer before
+    a TLS listener's 350 s idle timeout does (TCP_KEEPCNT at its maximum: 127 probes)."""
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 0 if seconds is None else 1)
+        if seconds is not None:
+            whole = max(1, round(seconds))
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, whole)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, whole)
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPCNT, TCP_KEEPCNT_MAX)
+    except OSError:
+        pass
 
 
 def describe(exc: BaseException) -> str:

@@ -14,6 +14,7 @@ import pytest
 from services.alb_sim.config import (
     ConfigError, FixedResponseAction, ForwardAction, QueryPair, RedirectAction, WeightedTargetGroup, load_config,
 )
+from services.alb_sim.config_changes import parse_listener_rules
 
 BASE: dict[str, Any] = {
     "name": "web-app",
@@ -105,6 +106,11 @@ def test_other_condition_and_action_shapes() -> None:
     assert [(g.name, g.weight) for g in r2.actions[0].target_groups] == [("api", 3), ("frontend", 1)]  # type: ignore[union-attr]
 
 
+# RedirectActionConfig (API reference): "You must modify at least one of the following components to avoid
+# a redirect loop: protocol, hostname, port, or path."
+REDIRECT_LOOP = ("ValidationError: You must modify at least one of the following components to avoid a redirect "
+                 "loop: protocol, hostname, port, or path")
+
 ERRORS: list[tuple[Callable[[dict[str, Any]], None], str]] = [
     (lambda d: rule0(d).update(priority=0),
      "listeners[0].rules[0].priority: ValidationError: Priority '0' must be between 1 and 50000"),
@@ -125,6 +131,13 @@ ERRORS: list[tuple[Callable[[dict[str, Any]], None], str]] = [
      "listeners[0].rules[0].conditions: ValidationError: The rule has 6 condition values; the limit is '5'"),
     (lambda d: rule0(d).update(conditions=[{"field": "path-pattern", "values": ["/**", "/*?*"]},
                                            {"field": "host-header", "values": ["*.a.com"]}]),
+     "listeners[0].rules[0].conditions: ValidationError: The rule has 6 wildcards; the limit is '5'"),
+    # Only query strings have escapes (decisions #75): a header value's '\*' is a backslash and a wildcard.
+    (lambda d: rule0(d).update(conditions=[{"field": "http-header", "header_name": "X-A",
+                                            "values": ["\\*\\*\\*", "\\*\\*\\*"]}]),
+     "listeners[0].rules[0].conditions: ValidationError: The rule has 6 wildcards; the limit is '5'"),
+    (lambda d: rule0(d).update(conditions=[{"field": "path-pattern", "values": ["/**"]}, {
+        "field": "query-string", "values": [{"key": "k\\", "value": "*?"}, {"value": "\\?**"}]}]),
      "listeners[0].rules[0].conditions: ValidationError: The rule has 6 wildcards; the limit is '5'"),
     (lambda d: rule0(d)["conditions"][0].update(values=["/a b"]),
      "listeners[0].rules[0].conditions[0].values[0]: ValidationError: Path pattern '/a b' contains characters "
@@ -156,8 +169,15 @@ ERRORS: list[tuple[Callable[[dict[str, Any]], None], str]] = [
     (lambda d: d["listeners"][0].update(default_actions=[{"type": "redirect", "redirect": {"protocol": "HTTP"}}]),
      "listeners[0].default_actions[0].redirect.protocol: ValidationError: You cannot redirect HTTPS to HTTP"),
     (lambda d: d["listeners"][1].update(default_actions=[{"type": "redirect", "redirect": {}}]),
-     "listeners[1].default_actions[0].redirect: ValidationError: A redirect must change at least one of protocol, "
-     "host, port or path (it would redirect to itself)"),
+     f"listeners[1].default_actions[0].redirect: {REDIRECT_LOOP}"),
+    # The query alone changed: the same URL again with a longer query, forever (RedirectActionConfig).
+    (lambda d: d["listeners"][1].update(default_actions=[{"type": "redirect", "redirect": {
+        "query": "#{query}&x=1"}}]),
+     f"listeners[1].default_actions[0].redirect: {REDIRECT_LOOP}"),
+    (lambda d: rule0(d).update(actions=[{"type": "redirect", "redirect": {
+        "protocol": "#{protocol}", "host": "#{host}", "port": "#{port}", "path": "/#{path}", "query": "",
+        "status_code": "HTTP_302"}}]),
+     f"listeners[0].rules[0].actions[0].redirect: {REDIRECT_LOOP}"),
     (lambda d: d["listeners"][1].update(default_actions=[{"type": "redirect", "redirect": {"host": "#{path}.x.com"}}]),
      "listeners[1].default_actions[0].redirect.host: ValidationError: '#{path}' cannot be used in the redirect host; "
      "allowed: #{host}"),
@@ -248,3 +268,29 @@ def test_cli_bad_config_exits_2_with_one_line(tmp_path: Path) -> None:
     assert proc.stderr.splitlines() == [f"alb_sim: listeners[0].rules[0].priority: ValidationError: Priority '0' "
                                         f"must be between 1 and 50000 in {path}"]
     assert proc.stdout == ""
+
+
+def test_rules_set_at_run_time_refuse_a_redirect_to_the_same_url() -> None:
+    """POST /rules (the admin API) validates rules as the load does: a redirect that changes only the
+    query is refused there too, and one that also changes the path is taken."""
+    http = load_config(BASE).listeners[1]
+
+    def rules(redirect: dict[str, str]) -> list[dict[str, Any]]:
+        return [{"priority": 7, "conditions": [{"field": "path-pattern", "values": ["/old/*"]}],
+                 "actions": [{"type": "redirect", "redirect": redirect}]}]
+    with pytest.raises(ConfigError) as info:
+        parse_listener_rules(rules({"query": "moved=1"}), http, {"api", "frontend"})
+    assert str(info.value) == f"rules[0].actions[0].redirect: {REDIRECT_LOOP}"
+    changed = parse_listener_rules(rules({"path": "/new/#{path}", "query": "moved=1"}), http, {"api", "frontend"})
+    assert changed.rules[0].actions == (RedirectAction(path="/new/#{path}", query="moved=1"),)
+
+
+def test_escaped_query_characters_are_not_wildcards() -> None:
+    r"""A query-string condition's '\*' and '\?' are literal characters, so they do not count against the
+    5 wildcards of a rule (decisions #75): 2 in the path, 3 in the query values, 9 escaped."""
+    def rule(d: dict[str, Any]) -> None:
+        rule0(d).update(conditions=[{"field": "path-pattern", "values": ["/**"]}, {
+            "field": "query-string", "values": [{"key": "\\*\\*\\*", "value": "\\?\\?\\?*"},
+                                                {"key": "k\\", "value": "*?"}, {"value": "\\*\\?\\*"}]}])
+    cond = load_config(mutate(rule)).listeners[0].rules[0].conditions[1]
+    assert cond.values == (QueryPair("\\*\\*\\*", "\\?\\?\\?*"), QueryPair("k\\", "*?"), QueryPair(None, "\\*\\?\\*"))

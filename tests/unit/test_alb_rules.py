@@ -92,6 +92,44 @@ def test_query_string(pairs: tuple[QueryPair, ...], query: str, expected: bool) 
     assert pred(req(query=query)) is expected
 
 
+# QueryStringConditionConfig: "To search for a literal '*' or '?' character in a query string, you must
+# escape these characters in Values using a '\' character." In keys and values alike (decisions #75).
+@pytest.mark.parametrize("pair,query,expected", [
+    (QueryPair(None, "a\\*b"), "k=a*b", True),
+    (QueryPair(None, "a\\*b"), "k=axxb", False),        # escaped: not a wildcard
+    (QueryPair(None, "a\\*b"), "k=ab", False),
+    (QueryPair(None, "a\\*b"), "k=a%5C*b", False),      # and the backslash is not matched itself
+    (QueryPair(None, "why\\?"), "q=why?", True),
+    (QueryPair(None, "why\\?"), "q=whyX", False),
+    (QueryPair("sort\\*", "*"), "sort*=asc", True),      # escaped key, wildcard value
+    (QueryPair("sort\\*", "*"), "sorted=asc", False),
+    (QueryPair("q\\?", "1"), "qx=1", False),
+    (QueryPair("q\\?", "1"), "q?=1", True),
+    (QueryPair(None, "\\**"), "k=*tail", True),         # a literal '*', then a wildcard
+    (QueryPair(None, "\\**"), "k=tail", False),
+    (QueryPair(None, "a\\b"), "k=a\\b", True),          # a backslash before anything else is itself
+    (QueryPair(None, "a\\"), "k=a\\", True),
+    (QueryPair(None, "\\\\*"), "k=\\*", True),          # '\\*' is a backslash, then an escaped '*'
+    (QueryPair(None, "\\\\*"), "k=\\x", False),
+])
+def test_query_string_escapes(pair: QueryPair, query: str, expected: bool) -> None:
+    pred = compile_condition(Condition("query-string", (pair,)))
+    assert pred(req(query=query)) is expected
+
+
+@pytest.mark.parametrize("pattern,value,expected", [
+    # AWS documents the escape for query strings only: in a header value a backslash is an ordinary
+    # character and a '*' after it still a wildcard (path and host patterns cannot hold a backslash).
+    ("a\\*", "a\\anything", True),
+    ("a\\*", "a\\", True),
+    ("a\\*", "a*", False),
+    ("a\\?", "a\\x", True),
+])
+def test_escapes_are_for_query_strings_only(pattern: str, value: str, expected: bool) -> None:
+    pred = compile_condition(Condition("http-header", (pattern,), header_name="X-A"))
+    assert pred(req(headers=(("X-A", value),))) is expected
+
+
 @pytest.mark.parametrize("cidrs,ip,expected", [
     (("10.20.1.0/24",), "10.20.1.77", True),
     (("10.20.1.0/24",), "10.20.2.77", False),

@@ -4,11 +4,16 @@ live, idle-timeout expiry, metrics endpoint. Helpers shared with test_nlb_relay.
 from __future__ import annotations
 
 import asyncio
+import socket
+import struct
+import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
 
+from services.nlb_sim.idle import tcp_info_fields
 from tests.unit.test_nlb_relay import (LO, Server, certs, echo, flow_lines, hc, nlb_config, run, running, target_group,  # noqa: F401
                                        tcp_listener, tls_listener, wait_healthy, wait_until)
 
@@ -196,6 +201,69 @@ def test_idle_step(seen: int, last: float, moved: int, now: float, expected: tup
     assert idle_step(seen, last, moved, now, 350.0) == expected
 
 
+@pytest.mark.parametrize("seen,last,moved,now,peer,expected", [
+    (10, 105.0, 10, 455.0, True, (10, 455.0, False)),    # a keep-alive at 350 s: the clock restarts
+    (10, 105.0, 10, 455.0, False, (10, 105.0, True)),    # none: idle, as before
+    (10, 105.0, 10, 200.0, True, (10, 200.0, False)),
+    (10, 105.0, 12, 200.0, True, (12, 200.0, False)),    # bytes and a keep-alive: one restart
+])
+def test_idle_step_with_peer_keepalives(seen: int, last: float, moved: int, now: float, peer: bool,
+                                        expected: tuple) -> None:
+    from services.nlb_sim.idle import idle_step
+    assert idle_step(seen, last, moved, now, 350.0, peer) == expected
+
+
+@pytest.mark.parametrize("before,after,last_ack_ms,interval,expected", [
+    (7, 7, 5000, 1.0, 0),            # nothing arrived
+    (7, 8, 5000, 1.0, 1),            # a peer's keep-alive probe: counted, last ACK long ago
+    (7, 8, 400, 1.0, 0),             # the answer to our own probe (an ACK 0.4 s ago)
+    (7, 9, 400, 1.0, 1),             # our probe answered and a peer probe in the same second
+    (7, 8, 1200, 1.0, 0),            # an ACK just before the last look may still be this one
+    (7, 8, 1300, 1.0, 1),            # older than the interval and the slack: not an answer
+    (7, 10, 9000, 3.0, 3),           # three probes while the sweep was late
+    (2**32 - 1, 1, 9000, 1.0, 2),    # the 32-bit counter wrapped
+])
+def test_unsolicited_segments(before: int, after: int, last_ack_ms: int, interval: float, expected: int) -> None:
+    from services.nlb_sim.idle import unsolicited_segments
+    assert unsolicited_segments(before, after, last_ack_ms, interval) == expected
+
+
+@pytest.mark.parametrize("baseline,since,samples,now,expected", [
+    (None, 0.0, ((7, 300), (3, 300)), 10.0, ((7, 3), False)),         # first look after payload
+    ((7, 3), 9.0, ((7, 9000), (3, 9000)), 10.0, ((7, 3), False)),     # quiet
+    ((7, 3), 9.0, ((8, 9000), (3, 9000)), 10.0, ((8, 3), True)),      # the client's keep-alive
+    ((7, 3), 9.0, ((7, 9000), (4, 9000)), 10.0, ((7, 4), True)),      # the target's keep-alive
+    ((7, 3), 9.0, ((8, 100), (4, 700)), 10.0, ((8, 4), False)),       # both answered our probes
+    ((7, 3), 9.0, ((9, 100), (4, 700)), 10.0, ((9, 4), True)),        # ... and the client probed too
+    ((7,), 9.0, ((8, 9000), (4, 9000)), 10.0, ((8, 4), False)),       # another socket set: rebase
+])
+def test_peer_step(baseline: tuple[int, ...] | None, since: float, samples: tuple[tuple[int, int], ...],
+                   now: float, expected: tuple) -> None:
+    from services.nlb_sim.idle import peer_step
+    assert peer_step(baseline, since, samples, now) == expected
+
+
+def test_tcp_info_fields_reads_linux_struct_tcp_info() -> None:
+    from services.nlb_sim.idle import tcp_info_fields
+    raw = bytearray(232)  # Linux 5.x-6.x give 232 or more bytes; only the first 144 are read
+    struct.pack_into("=I", raw, 56, 1234)   # tcpi_last_ack_recv
+    struct.pack_into("=I", raw, 136, 99)    # tcpi_segs_out (not read)
+    struct.pack_into("=I", raw, 140, 42)    # tcpi_segs_in
+    assert tcp_info_fields(bytes(raw)) == (42, 1234)
+    assert tcp_info_fields(bytes(raw[:144])) == (42, 1234)
+    assert tcp_info_fields(bytes(raw[:104])) is None  # a kernel before 4.2: no segment counts
+    with socket.socket() as listener:  # and the layout is the one this kernel uses
+        listener.bind((LO, 0))
+        listener.listen()
+        with socket.create_connection(listener.getsockname()) as client:
+            server, _ = listener.accept()
+            with server:
+                client.sendall(b"x")
+                assert server.recv(1) == b"x"
+                fields = tcp_info_fields(server.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144))
+                assert fields is not None and fields[0] >= 2  # the handshake's ACK and the byte
+
+
 def test_modify_target_group_health_check_applies_to_the_next_check(tmp_path: Path) -> None:
     paths: list[bytes] = []
 
@@ -342,4 +410,137 @@ def test_tls_target_is_offered_the_protocol_the_client_negotiated(tmp_path: Path
                 assert seen == [negotiated]
                 fields = path.read_text().split()
                 assert fields[18:20] == [negotiated or "-", negotiated or "-"]
+    run(main())
+
+
+# --- TCP keep-alives and the idle timeout (decisions #76) ----------------------------------
+# tcp.idle_timeout.seconds starts at 60 (10 with relaxed_limits); these tests set the listener's
+# run-time value, which the once-a-second sweep reads, to a few seconds instead.
+IDLE = 4.0
+
+
+def keep_alive(writer: asyncio.StreamWriter, on: bool = True) -> None:
+    """The client's kernel sends a keep-alive probe after 1 s without traffic, then every second."""
+    sock = writer.get_extra_info("socket")
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, int(on))
+    if on:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE, 1)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL, 1)
+
+
+def closes(cfg: dict[str, Any]) -> dict[str, str]:
+    """Client address -> how its flow ended, for the flows that ended."""
+    return {x["client"]: x["end"] for x in flow_lines(cfg) if x["event"] == "close"}
+
+
+def keepalive_options(transport: Any) -> tuple[int, int, int]:
+    sock = transport.get_extra_info("socket")
+    return (sock.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE),
+            sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPINTVL))
+
+
+@pytest.mark.parametrize("splice", [True, False], ids=["splice relay", "protocol relay"])
+def test_client_keepalives_keep_an_idle_flow_open(tmp_path: Path, splice: bool) -> None:
+    """Two flows go quiet together; only one client sends TCP keep-alives. The other flow expires at
+    the idle timeout as before; the one kept alive outlives it and still relays."""
+    async def main() -> None:
+        async with Server(echo) as t:
+            cfg = nlb_config(tmp_path, [tcp_listener("tg")], [target_group("tg", [("t-1", t.port, "a")])])
+            cfg["splice"] = splice
+            async with running(cfg) as app:
+                await wait_healthy(app, "tg", ["t-1"])
+                app.listeners[0].idle_timeout = IDLE
+                port = cfg["listeners"][0]["port"]
+                r1, w1 = await asyncio.open_connection(LO, port)
+                keep_alive(w1)
+                r2, w2 = await asyncio.open_connection(LO, port)
+                for r, w in ((r1, w1), (r2, w2)):
+                    w.write(b"hello")
+                    assert await r.readexactly(5) == b"hello"
+                quiet_since = time.monotonic()
+                silent = "%s:%d" % w2.get_extra_info("sockname")[:2]
+                await wait_until(lambda: silent in closes(cfg), "the silent flow's idle timeout", timeout=IDLE + 15)
+                # (The event loop's clock counts whole milliseconds: a few may separate its reading
+                # at the last sweep that saw bytes from quiet_since.)
+                assert time.monotonic() - quiet_since >= IDLE - 0.05
+                # The flow kept alive went quiet first: without its keep-alives it would have
+                # expired in the same sweep or before. Two more sweeps, then it must still be open.
+                await wait_until(lambda: time.monotonic() - quiet_since >= IDLE + 2, "two more sweeps")
+                assert closes(cfg) == {silent: "idle timeout"}
+                w1.write(b"still here")
+                assert await r1.readexactly(10) == b"still here"
+                assert app.metrics["nlb-a"].counts["IdleTimeoutFlowCount"] == 1
+                for w in (w1, w2):
+                    w.close()
+    run(main())
+
+
+def test_tls_listener_sends_its_own_keepalives_once_a_peer_does(tmp_path: Path, certs) -> None:
+    """AWS: on a TLS listener, a keep-alive from the client or the target makes the NLB send
+    keep-alives to both, every 20 s. A flow whose peers send none gets none."""
+    async def main() -> None:
+        async with Server(echo) as t:
+            listener = tls_listener("tg", certs["listener_pem"])
+            cfg = nlb_config(tmp_path, [listener], [target_group("tg", [("t-1", t.port, "a")])])
+            async with running(cfg) as app:
+                await wait_healthy(app, "tg", ["t-1"])
+                rt = app.listeners[0]
+                assert rt.keepalive_seconds == 20.0
+                opened = []
+                for _ in range(2):
+                    r, w = await asyncio.open_connection(LO, listener["port"], ssl=certs["client_ctx"],
+                                                         server_hostname="www.lab.test")
+                    w.write(b"hello")
+                    assert await r.readexactly(5) == b"hello"
+                    opened.append((r, w))
+                keep_alive(opened[0][1])
+                quiet_since = time.monotonic()
+                by_client = {"%s:%d" % f.client_addr: f for f in rt.flows}
+                kept, silent = (by_client["%s:%d" % w.get_extra_info("sockname")[:2]] for _, w in opened)
+                sides = [kept.client.transport, kept.target_half.transport]
+                await wait_until(lambda: all(keepalive_options(s)[0] for s in sides),
+                                 "the NLB's keep-alives on both sides", timeout=10)
+                assert [keepalive_options(s) for s in sides] == [(1, 20, 20), (1, 20, 20)]
+                await wait_until(lambda: time.monotonic() - quiet_since >= 3, "three sweeps of the quiet flows")
+                assert [keepalive_options(s)[0] for s in (silent.client.transport, silent.target_half.transport)] \
+                    == [0, 0]
+                for _, w in opened:
+                    w.close()
+    run(main())
+
+
+def test_answers_to_the_nlbs_own_keepalives_do_not_keep_a_flow(tmp_path: Path, certs) -> None:
+    """Once the client stops its keep-alives, the flow expires at the idle timeout even though the
+    NLB's own keep-alives (every 2 s here) are answered by both peers."""
+    async def main() -> None:
+        async with Server(echo) as t:
+            listener = tls_listener("tg", certs["listener_pem"])
+            cfg = nlb_config(tmp_path, [listener], [target_group("tg", [("t-1", t.port, "a")])])
+            async with running(cfg) as app:
+                await wait_healthy(app, "tg", ["t-1"])
+                rt = app.listeners[0]
+                rt.idle_timeout, rt.keepalive_seconds = IDLE, 2.0
+                r, w = await asyncio.open_connection(LO, listener["port"], ssl=certs["client_ctx"],
+                                                     server_hostname="www.lab.test")
+                w.write(b"hello")
+                assert await r.readexactly(5) == b"hello"
+                keep_alive(w)
+                flow = next(iter(rt.flows))
+                nlb_side = flow.client.transport.get_extra_info("socket")
+                await wait_until(lambda: keepalive_options(flow.client.transport)[0] == 1,
+                                 "the NLB's keep-alives", timeout=10)
+                keep_alive(w, on=False)
+                stopped = time.monotonic()
+                segs_in = tcp_info_fields(nlb_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144))
+                client = "%s:%d" % w.get_extra_info("sockname")[:2]
+                await wait_until(lambda: closes(cfg).get(client) == "idle timeout", "the idle timeout",
+                                 timeout=IDLE + 20)
+                # Answers to the NLB's probes did arrive meanwhile, and did not count.
+                after = tcp_info_fields(nlb_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144))
+                assert segs_in is not None and after is not None and after[0] > segs_in[0]
+                # The last client probe was seen at the sweep that turned the NLB's keep-alives on,
+                # just before `stopped`, or at the next one.
+                assert time.monotonic() - stopped >= IDLE - 0.05
+                w.close()
     run(main())
