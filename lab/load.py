@@ -1,5 +1,5 @@
-"""Topology YAML -> lab.model.Topology. All validation lives here (and in the simulators' own
-config loaders, which this module runs on the rendered configs so a bad rule fails at load time).
+"""Topology YAML -> lab.model.Topology. All validation lives here, with the ELBv2 vocabulary
+(services.elbv2) and the ALB's own rule checks (services.alb_sim.config) called with YAML key paths.
 
 Every error names the key path, the offending value, the file and what is allowed:
     nlb.listeners[1].port: 70000 is not a valid port (1-65535) in topologies/default.yaml
@@ -17,6 +17,7 @@ import yaml
 
 from lab import model as m
 from lab.errors import LabError, TopologyError
+from services.alb_sim import config as alb_config
 from services.elbv2 import attributes, health_checks
 from services.elbv2.errors import ApiError
 from services.elbv2.security_policies import DEFAULT_SSL_POLICY, check_ssl_policy
@@ -689,9 +690,15 @@ class _Loader:
                 ssl_policy = self._ssl_policy(ls.get("ssl_policy", DEFAULT_SSL_POLICY))
             else:
                 _no_certificates(ls, "HTTPS")
-            # Lists of mappings here; their contents are validated by the ALB's own config loader.
-            rules = tuple(item.mapping().node.value for item in ls.get("rules", []).items())
-            actions = tuple(item.mapping().node.value for item in ls["default_actions"].items())
+            # The ALB's own rule checks, with this file's key paths: the rules the ALB will run.
+            context = alb_config.Context(self.source)
+            rules_node, actions_node = ls.get("rules", []), ls["default_actions"]
+            try:
+                rules = alb_config.listener_rules(rules_node.value, rules_node.path, protocol, set(groups), context)
+                actions = alb_config.default_actions(actions_node.value, actions_node.path, protocol, set(groups),
+                                                     context)
+            except alb_config.ConfigError as exc:  # already "<key path>: <AWS's words> in <file>"
+                raise TopologyError(str(exc)) from None
             listeners.append(m.AlbListener(protocol=protocol, port=ls["port"].port(), certificate=certificate,
                                            ssl_policy=ssl_policy, rules=rules, default_actions=actions,
                                            certificates=listed))
@@ -758,24 +765,15 @@ class _Loader:
             pools=pools)
 
 
-Validator = Callable[[m.Topology], None]
-
-
-def load_topology(name_or_file: str = "default", *, validators: tuple[Validator, ...] | None = None) -> m.Topology:
-    """Load, merge `extends`, validate. `validators` run on the finished model (the simulators'
-    own config loaders by default, so rules and attributes fail here, not at container start)."""
+def load_topology(name_or_file: str = "default") -> m.Topology:
+    """Load, merge `extends`, validate: every check the simulators' loaders make is made here, with
+    this file's key paths (the rendered configs are plain serialisations of the model)."""
     path = resolve_topology_path(name_or_file)
-    topology = _Loader(read_topology_data(path), _display(path)).load()
-    if validators is None:
-        from lab.render.simulators import validate_simulator_configs
-        validators = (validate_simulator_configs,)
-    for validate in validators:
-        validate(topology)
-    return topology
+    return _Loader(read_topology_data(path), _display(path)).load()
 
 
 def load_topology_text(text: str, source: str = "<text>") -> m.Topology:
-    """For tests: load a topology from YAML text (no `extends`), without simulator validation."""
+    """For tests: load a topology from YAML text (no `extends`)."""
     data = yaml.safe_load(text)
     if not isinstance(data, dict):
         raise TopologyError(f"{source}: the top level must be a mapping")

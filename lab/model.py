@@ -12,6 +12,8 @@ from ipaddress import IPv4Address, IPv4Network
 from types import MappingProxyType
 from typing import Mapping
 
+from services.alb_sim.model import Action, Rule
+
 NLB_SERVICE = "nlb"
 ALB_SERVICE = "alb"
 DNS_SERVICE = "dns"
@@ -170,8 +172,8 @@ class AlbListener:
     port: int
     certificate: Certificate | None
     ssl_policy: str | None
-    rules: tuple[Mapping, ...]  # AWS-shaped rules; validated by services.alb_sim.config
-    default_actions: tuple[Mapping, ...]
+    rules: tuple[Rule, ...]  # by priority; checked and typed by services.alb_sim.config, as the ALB reads them
+    default_actions: tuple[Action, ...]
     certificates: tuple[Certificate, ...] = ()  # the listener's certificate list (SNI), besides the default
 
 

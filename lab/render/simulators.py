@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from lab import model as m
+from services.alb_sim.config import action_document, rule_document
 from lab.errors import TopologyError
 
 CERT_DIR = "/lab/certs"  # where certs/ is mounted in every container
@@ -88,7 +89,8 @@ def alb_config(topology: m.Topology) -> dict[str, Any]:
         if ls.certificate is not None:
             entry.update(certificate=_certificate(ls.certificate), **_certificate_list(ls.certificates),
                          ssl_policy=ls.ssl_policy)
-        entry.update(rules=[dict(r) for r in ls.rules], default_actions=[dict(a) for a in ls.default_actions])
+        entry.update(rules=[rule_document(r) for r in ls.rules],
+                     default_actions=[action_document(a) for a in ls.default_actions])
         listeners.append(entry)
     return {
         "name": alb.name,

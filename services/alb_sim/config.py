@@ -85,8 +85,9 @@ _REDIRECT_PLACEHOLDERS = {
 _PLACEHOLDER = re.compile(r"#\{([a-z]*)\}")
 
 
-class _Ctx:
-    """Carries the source name so every error says where the value came from."""
+class Context:
+    """Carries the source name so every error says where the value came from (a config file, or
+    the topology file when lab.load checks a listener's rules with this module)."""
 
     def __init__(self, source: str | None) -> None:
         self.source = source
@@ -133,6 +134,9 @@ class _Ctx:
             return str(ipaddress.ip_address(value))
         except (TypeError, ValueError):
             raise self.fail(path, f"{value!r} is not a valid IP address") from None
+
+
+_Ctx = Context
 
 
 def load_config(source: str | Path | Mapping[str, Any]) -> AlbConfig:
@@ -357,18 +361,62 @@ def _listener(d: dict[str, Any], path: str, tg_names: set[str], ctx: _Ctx) -> Li
             raise ctx.fail(f"{path}.ssl_policy", str(exc)) from None
     elif d.get("ssl_policy") is not None:
         raise ctx.fail(f"{path}.ssl_policy", "ValidationError: only HTTPS listeners take an ssl_policy")
-    rules = []
-    for i, r in enumerate(ctx.lst(d.get("rules", []), f"{path}.rules")):
-        rules.append(_rule(ctx.obj(r, f"{path}.rules[{i}]"), f"{path}.rules[{i}]", protocol, tg_names, ctx))
+    rules = listener_rules(d.get("rules", []), f"{path}.rules", protocol, tg_names, ctx)
+    defaults = default_actions(ctx.req(d, "default_actions", path), f"{path}.default_actions", protocol, tg_names, ctx)
+    return Listener(protocol=protocol, port=port, rules=rules, default_actions=defaults, certificate=cert,
+                    ssl_policy=ssl_policy, certificates=tuple(extra))
+
+
+def listener_rules(raw: Any, path: str, protocol: str, tg_names: set[str], ctx: _Ctx) -> tuple[Rule, ...]:
+    """A listener's rules (CreateRule's shape, topology-spelled), by priority. ``path`` names where
+    they came from (``listeners[0].rules`` in a config, ``alb.listeners[0].rules`` in a topology)."""
+    rules = [_rule(ctx.obj(r, f"{path}[{i}]"), f"{path}[{i}]", protocol, tg_names, ctx)
+             for i, r in enumerate(ctx.lst(raw, path))]
     seen: set[int] = set()
     for i, r in enumerate(rules):
         if r.priority in seen:
-            raise ctx.fail(f"{path}.rules[{i}].priority",
-                           f"ValidationError: Priority '{r.priority}' was provided multiple times")
+            raise ctx.fail(f"{path}[{i}].priority", f"ValidationError: Priority '{r.priority}' was provided multiple times")
         seen.add(r.priority)
-    defaults = _actions(ctx.req(d, "default_actions", path), f"{path}.default_actions", protocol, tg_names, ctx)
-    return Listener(protocol=protocol, port=port, rules=tuple(sorted(rules, key=lambda r: r.priority)),
-                    default_actions=defaults, certificate=cert, ssl_policy=ssl_policy, certificates=tuple(extra))
+    return tuple(sorted(rules, key=lambda r: r.priority))
+
+
+def default_actions(raw: Any, path: str, protocol: str, tg_names: set[str], ctx: _Ctx) -> tuple[Action, ...]:
+    """A listener's default actions (one forward, redirect or fixed-response)."""
+    return _actions(raw, path, protocol, tg_names, ctx)
+
+
+def rule_document(rule: Rule) -> dict[str, Any]:
+    """A rule as the topology and the simulator config write it: ``listener_rules`` reads it back
+    to the same Rule (the rendered config is a plain serialisation of the model)."""
+    return {"priority": rule.priority, "conditions": [_condition_document(c) for c in rule.conditions],
+            "actions": [action_document(a) for a in rule.actions]}
+
+
+def _condition_document(c: Condition) -> dict[str, Any]:
+    values = [({"key": v.key, "value": v.value} if v.key is not None else {"value": v.value})
+              if isinstance(v, QueryPair) else v for v in c.values]
+    return {"field": c.field, **({"header_name": c.header_name} if c.header_name is not None else {}),
+            "values": values}
+
+
+def action_document(action: Action) -> dict[str, Any]:
+    """An action as the topology writes it (the inverse of ``_actions`` for one action)."""
+    if isinstance(action, ForwardAction):
+        groups = action.target_groups
+        doc: dict[str, Any] = {"type": "forward"}
+        if len(groups) == 1 and groups[0].weight == 1 and not action.stickiness_seconds:
+            doc["target_group"] = groups[0].name
+            return doc
+        doc["target_groups"] = [{"name": g.name, "weight": g.weight} for g in groups]
+        if action.stickiness_seconds:
+            doc["stickiness"] = {"enabled": True, "duration_seconds": action.stickiness_seconds}
+        return doc
+    if isinstance(action, RedirectAction):
+        return {"type": "redirect", "redirect": {
+            "protocol": action.protocol, "port": action.port, "host": action.host, "path": action.path,
+            "query": action.query, "status_code": action.status_code}}
+    return {"type": "fixed-response", "fixed_response": {
+        "status_code": action.status_code, "content_type": action.content_type, "message_body": action.message_body}}
 
 
 def _rule(d: dict[str, Any], path: str, protocol: str, tg_names: set[str], ctx: _Ctx) -> Rule:

@@ -7,8 +7,8 @@ from typing import Any, Collection, Mapping
 
 from services.elbv2.attributes import ALB_LOAD_BALANCER, ALB_TARGET_GROUP, attribute_value
 
-from .config import (Attributes, ConfigError, Listener, Target, TargetGroupAttributes, _Ctx, _rule, attributes_from,
-                     target_group_attribute_values, target_group_attributes_from)
+from .config import (Attributes, ConfigError, Listener, Target, TargetGroupAttributes, _Ctx, attributes_from,
+                     listener_rules, target_group_attribute_values, target_group_attributes_from)
 
 __all__ = ["ConfigError", "parse_attributes", "parse_listener_rules", "parse_target_group_attributes", "parse_targets"]
 
@@ -25,18 +25,10 @@ def _pairs(values: Mapping[str, Any]) -> list[tuple[str, str]]:
 
 def parse_listener_rules(raw: Any, listener: Listener, tg_names: set[str]) -> Listener:
     """Replace a listener's rules (the default rule stays)."""
-    ctx = _Ctx(None)
-    rules = [_rule(ctx.obj(r, f"rules[{i}]"), f"rules[{i}]", listener.protocol, tg_names, ctx)
-             for i, r in enumerate(ctx.lst(raw, "rules"))]
-    seen: set[int] = set()
-    for i, r in enumerate(rules):
-        if r.priority in seen:
-            raise ctx.fail(f"rules[{i}].priority", f"ValidationError: Priority '{r.priority}' was provided multiple times")
-        seen.add(r.priority)
     return Listener(protocol=listener.protocol, port=listener.port,
-                    rules=tuple(sorted(rules, key=lambda r: r.priority)), default_actions=listener.default_actions,
-                    certificate=listener.certificate, ssl_policy=listener.ssl_policy,
-                    certificates=listener.certificates)
+                    rules=listener_rules(raw, "rules", listener.protocol, tg_names, _Ctx(None)),
+                    default_actions=listener.default_actions, certificate=listener.certificate,
+                    ssl_policy=listener.ssl_policy, certificates=listener.certificates)
 
 
 def parse_targets(raw: Any, default_port: int) -> list[Target]:
