@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import ClassVar, Final, Generic, Sequence, TypeVar
+from typing import ClassVar, Generic, Sequence, TypeVar
 
 from services.elbv2.health_checks import APPLICATION, parse_matcher
 from services.elbv2.target_health import (DEREGISTRATION_IN_PROGRESS, DESCRIPTIONS, DRAINING, FAILED_HEALTH_CHECKS,
