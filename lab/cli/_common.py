@@ -102,6 +102,27 @@ def admin_request(client, service: str, url: str, body: Any = None, method: str 
     return int(status), text
 
 
+def simulator_call(client, service: str, url: str, body: Any = None, method: str | None = None, *,
+                   text: bool = False) -> Any:
+    """The one client of both simulators' admin APIs (`lab nlb`, `lab alb`, `lab demo`): the JSON
+    answer (the text with ``text``), or a LabError: AWS's error shape, which both simulators answer
+    with (services.elbv2.errors.error_reply), as `Code: Message`, anything else with its status."""
+    method = method or ("POST" if body is not None else "GET")
+    status, answer = admin_request(client, service, url, body, method)
+    if text and status == 200:
+        return answer
+    try:
+        doc = json.loads(answer)
+    except ValueError:
+        raise LabError(f"{service} admin API {method} {url}: HTTP {status}, not JSON: {answer[:80]!r}") from None
+    if status != 200:
+        error = doc.get("Error") if isinstance(doc, dict) else None
+        if isinstance(error, dict) and "Code" in error:
+            raise LabError(f"{error['Code']}: {error.get('Message', '')}")
+        raise LabError(f"{service} admin API {method} {url}: HTTP {status}: {answer.strip()[:200]}")
+    return doc
+
+
 def admin_get(client, service: str, url: str) -> Any:
     """GET a simulator admin API document; anything but 200 with JSON is a LabError."""
     status, text = admin_request(client, service, url)

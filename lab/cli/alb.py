@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from lab import model as m
-from lab.cli._common import (admin_request, alb_admin_url, current_topology, parse_key_values, require_running,
-                             seconds_arg, target_group_name)
+from lab.cli._common import (alb_admin_url, current_topology, parse_key_values, require_running, seconds_arg,
+                             simulator_call, target_group_name)
 from lab.errors import LabError
 from lab.load import read_yaml_file
 from lab.runtime import docker_client
@@ -30,19 +30,7 @@ def admin_call(method: str, path: str, body: Any = None, *, raw: bool = False) -
     """Call the ALB admin API; an AWS-shaped error becomes a LabError with AWS's code and message."""
     client = docker_client()
     require_running(client)
-    status, text = admin_request(client, m.ALB_SERVICE, f"{alb_admin_url()}{path}", body, method)
-    if raw and status == 200:
-        return text
-    try:
-        doc = json.loads(text)
-    except ValueError:
-        raise LabError(f"alb admin API {path} returned non-JSON: {text[:80]!r}") from None
-    if status != 200:
-        error = doc.get("Error") if isinstance(doc, dict) else None
-        if error:
-            raise LabError(f"{error.get('Code')}: {error.get('Message')}")
-        raise LabError(f"alb admin API {method} {path}: HTTP {status}: {doc}")
-    return doc
+    return simulator_call(client, m.ALB_SERVICE, f"{alb_admin_url()}{path}", body, method, text=raw)
 
 
 def _targets(specs: list[str], default_port: int, az: str | None = None) -> list[dict[str, Any]]:

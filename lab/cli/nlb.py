@@ -22,7 +22,7 @@ from typing import Any
 from urllib.parse import quote
 
 from lab import model as m
-from lab.cli._common import admin_request, current_topology, parse_key_values, require_running, target_group_name
+from lab.cli._common import current_topology, parse_key_values, require_running, simulator_call, target_group_name
 from lab.errors import LabError
 from lab.runtime import docker_client
 from services.elbv2 import health_checks
@@ -110,15 +110,7 @@ def _base(topology: m.Topology) -> str:
 
 
 def _call(client, url: str, body: Any = None) -> Any:
-    status, text = admin_request(client, m.NLB_SERVICE, url, body)
-    try:
-        doc = json.loads(text) if not url.endswith("/metrics") else text
-    except ValueError:
-        raise LabError(f"NLB admin API {url} returned non-JSON: {text[:80]!r}") from None
-    if status != 200:
-        err = doc.get("Error", {}) if isinstance(doc, dict) else {}
-        raise LabError(f"{err.get('Code', status)}: {err.get('Message', text.strip())}")
-    return doc
+    return simulator_call(client, m.NLB_SERVICE, url, body, text=url.endswith("/metrics"))
 
 
 def run(args) -> int:

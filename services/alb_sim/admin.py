@@ -24,6 +24,7 @@ from dataclasses import asdict
 from typing import Any, Callable
 from urllib.parse import parse_qs, urlsplit
 
+from services.admin_http import serve_admin
 from services.elbv2.attributes import attribute_pairs
 from services.elbv2.errors import CLIENT_ERROR_STATUS, ApiError, error_reply
 
@@ -33,7 +34,6 @@ from .config import MAX_DRAIN_SECONDS, described_attributes
 from .nodes import NodeManager, RotationError
 from .runtime import AlbRuntime, TargetGroupRuntime, log_event
 
-MAX_BODY = 1 << 20
 Reply = tuple[int, Any]
 
 
@@ -180,37 +180,8 @@ class AdminApi:
             return 200, group.describe_attributes()
         return 404, {"error": f"no such endpoint POST {path}"}
 
-    async def serve_client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            async with asyncio.timeout(10):
-                head = await reader.readuntil(b"\r\n\r\n")
-                lines = head.decode("latin-1").split("\r\n")
-                parts = lines[0].split()
-                length = 0
-                for line in lines[1:]:
-                    name, _, value = line.partition(":")
-                    if name.strip().lower() == "content-length" and value.strip().isdigit():
-                        length = int(value.strip())
-                body = await reader.readexactly(length) if 0 < length <= MAX_BODY else b""
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ConnectionError):
-            writer.close()
-            return
-        reply: Any  # JSON-able, or a str for the Prometheus text
-        if len(parts) != 3 or length > MAX_BODY:
-            status, reply = 400, {"error": "malformed request"}
-        else:
-            try:
-                status, reply = await self.handle(parts[0], parts[1], body)
-            except Exception as exc:  # the admin API must not take the simulator down
-                log_event("error", where="admin api", error=repr(exc))
-                status, reply = 500, {"error": repr(exc)}
-        text = isinstance(reply, str)
-        payload = reply.encode() if text else json.dumps(reply, default=str).encode()
-        ctype = "text/plain; version=0.0.4" if text else "application/json"
-        writer.write(f"HTTP/1.1 {status} {'OK' if status == 200 else 'Error'}\r\nContent-Type: {ctype}\r\n"
-                     f"Content-Length: {len(payload)}\r\nConnection: close\r\n\r\n".encode() + payload)
-        try:
-            await writer.drain()
-        except ConnectionError:
-            pass
-        writer.close()
+    async def start(self, host: str, port: int) -> asyncio.Server:
+        """Serve this API on (host, port) with the lab's one admin HTTP layer."""
+        return await serve_admin(self.handle, host, port,
+                                 on_crash=lambda target, exc: log_event("error", where="admin api", target=target,
+                                                                        error=repr(exc)))

@@ -50,8 +50,7 @@ class AlbSimulator:
                 await nodes.bind(node)
             if self.config.admin is not None:
                 api = AdminApi(alb, nodes, lambda: self.bound)
-                servers.append(await asyncio.start_server(api.serve_client, self.config.admin.address,
-                                                          self.config.admin.port, reuse_address=True))
+                servers.append(await api.start(self.config.admin.address, self.config.admin.port))
             self.bound = True
             log_event("startup", name=self.config.name, nodes=[n.name for n in self.config.nodes],
                       listeners=[f"{l.protocol}:{l.port}" for l in self.config.listeners], build=native.state())

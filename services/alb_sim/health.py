@@ -15,19 +15,12 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import ClassVar, Final, Generic, Sequence, TypeVar
+from typing import ClassVar, Generic, Sequence, TypeVar
 
 from services.elbv2.health_checks import APPLICATION, parse_matcher
-
-INITIAL, HEALTHY, UNHEALTHY, DRAINING, UNUSED = "initial", "healthy", "unhealthy", "draining", "unused"
-
-REASONS: Final = {
-    "Elb.InitialHealthChecking": "Initial health checks in progress",
-    "Target.FailedHealthChecks": "Health checks failed",
-    "Target.Timeout": "Request timed out",
-    "Target.DeregistrationInProgress": "Target deregistration is in progress",
-    "Target.NotRegistered": "Target is not registered to the target group",
-}
+from services.elbv2.target_health import (DEREGISTRATION_IN_PROGRESS, DESCRIPTIONS, DRAINING, FAILED_HEALTH_CHECKS,
+                                          HEALTHY, INITIAL, INITIAL_HEALTH_CHECKING, NOT_REGISTERED,
+                                          RESPONSE_CODE_MISMATCH, TIMEOUT, UNHEALTHY, UNUSED, response_code_mismatch)
 
 
 @dataclass(frozen=True)
@@ -43,15 +36,15 @@ class CheckResult:
 
     @staticmethod
     def timeout() -> "CheckResult":
-        return CheckResult(False, "Target.Timeout", REASONS["Target.Timeout"])
+        return CheckResult(False, TIMEOUT, DESCRIPTIONS[TIMEOUT])
 
     @staticmethod
     def failed() -> "CheckResult":
-        return CheckResult(False, "Target.FailedHealthChecks", REASONS["Target.FailedHealthChecks"])
+        return CheckResult(False, FAILED_HEALTH_CHECKS, DESCRIPTIONS[FAILED_HEALTH_CHECKS])
 
     @staticmethod
     def code_mismatch(code: int) -> "CheckResult":
-        return CheckResult(False, "Target.ResponseCodeMismatch", f"Health checks failed with these codes: [{code}]")
+        return CheckResult(False, RESPONSE_CODE_MISMATCH, response_code_mismatch(code))
 
 
 class Matcher:
@@ -79,8 +72,8 @@ class TargetHealth:
         self.healthy_threshold = healthy_threshold
         self.unhealthy_threshold = unhealthy_threshold
         self.state = INITIAL
-        self.reason: str | None = "Elb.InitialHealthChecking"
-        self.description: str | None = REASONS["Elb.InitialHealthChecking"]
+        self.reason: str | None = INITIAL_HEALTH_CHECKING
+        self.description: str | None = DESCRIPTIONS[INITIAL_HEALTH_CHECKING]
         self._successes = 0
         self._failures = 0
 
@@ -103,10 +96,10 @@ class TargetHealth:
         return self.state
 
     def deregister(self) -> None:
-        self._set(DRAINING, "Target.DeregistrationInProgress", REASONS["Target.DeregistrationInProgress"])
+        self._set(DRAINING, DEREGISTRATION_IN_PROGRESS, DESCRIPTIONS[DEREGISTRATION_IN_PROGRESS])
 
     def drained(self) -> None:
-        self._set(UNUSED, "Target.NotRegistered", REASONS["Target.NotRegistered"])
+        self._set(UNUSED, NOT_REGISTERED, DESCRIPTIONS[NOT_REGISTERED])
 
     def _set(self, state: str, reason: str | None, description: str | None) -> None:
         self.state, self.reason, self.description = state, reason, description

@@ -13,14 +13,13 @@ import json
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
-from http import HTTPStatus
 from pathlib import Path
 from typing import Any, cast
 from urllib.parse import unquote
 
-import httptools
 from dnslib import AAAA, CNAME, EDNS0, QTYPE, RCODE, RR, SOA, A, DNSHeader, DNSRecord
 
+from services.admin_http import serve_admin
 from services.common import ListenAddressError, format_address, parse_listen  # noqa: F401 (re-exported)
 from services.dns import zone as zonemod
 from services.dns.zone import Overrides, Zone, ZoneError
@@ -239,69 +238,8 @@ def admin_request(state: ZoneState, method: str, target: str, body: bytes, log: 
     return 405, {"error": f"method {method} not allowed on /records/<name> (allowed: GET, PUT, DELETE)"}
 
 
-def _http_response(status: int, doc: dict[str, Any], keep_alive: bool) -> bytes:
-    body = json.dumps(doc).encode() + b"\n"
-    head = f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\nContent-Type: application/json\r\n"
-    head += f"Content-Length: {len(body)}\r\n" + ("" if keep_alive else "Connection: close\r\n")
-    return head.encode("ascii") + b"\r\n" + body
-
-
-class AdminProtocol(asyncio.Protocol):
-    """Plain HTTP/1.1 with JSON bodies; requests are answered in order as they complete."""
-
-    def __init__(self, state: ZoneState, log: Log, connections: set[asyncio.BaseTransport]) -> None:
-        self._state = state
-        self._log = log
-        self._connections = connections
-        self._transport: asyncio.Transport | None = None
-        self._parser = httptools.HttpRequestParser(self)
-        self._url = b""
-        self._body = bytearray()
-        self._too_large = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self._transport = cast(asyncio.Transport, transport)
-        self._connections.add(transport)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._transport is not None:
-            self._connections.discard(self._transport)
-        self._transport = None
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self._parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._finish(400, {"error": "protocol upgrades are not supported"}, keep_alive=False)
-        except httptools.HttpParserError as exc:
-            self._finish(400, {"error": f"malformed HTTP request ({exc})"}, keep_alive=False)
-
-    def on_message_begin(self) -> None:
-        self._url, self._body, self._too_large = b"", bytearray(), False
-
-    def on_url(self, url: bytes) -> None:
-        self._url += url
-
-    def on_body(self, body: bytes) -> None:
-        if len(self._body) + len(body) > ADMIN_MAX_BODY:
-            self._too_large = True
-        else:
-            self._body += body
-
-    def on_message_complete(self) -> None:
-        if self._too_large:
-            self._finish(413, {"error": f"body: larger than {ADMIN_MAX_BODY} bytes"}, keep_alive=False)
-            return
-        method = self._parser.get_method().decode("ascii", "replace")
-        status, doc = admin_request(self._state, method, self._url.decode("latin-1"), bytes(self._body), self._log)
-        self._finish(status, doc, keep_alive=self._parser.should_keep_alive())
-
-    def _finish(self, status: int, doc: dict[str, Any], keep_alive: bool) -> None:
-        if self._transport is None or self._transport.is_closing():
-            return
-        self._transport.write(_http_response(status, doc, keep_alive))
-        if not keep_alive:
-            self._transport.close()
+def _dns_error_doc(status: int, code: str, message: str) -> dict[str, Any]:
+    return {"error": message}
 
 
 # --- DNS transports ---------------------------------------------------------------------------
@@ -398,11 +336,10 @@ class DnsServer:
             for host, port in self._config.listen:
                 self.addresses.append(await self._bind_dns(host, port, answer))
             if self._config.admin is not None:
-                loop = asyncio.get_running_loop()
                 host, port = self._config.admin
-                self._admin = await loop.create_server(
-                    lambda: AdminProtocol(self.state, self._log, self._connections), host, port, reuse_address=True
-                )
+                self._admin = await serve_admin(
+                    lambda method, target, body: admin_request(self.state, method, target, body, self._log),
+                    host, port, error_doc=_dns_error_doc, connections=self._connections, max_body=ADMIN_MAX_BODY)
                 self.admin_address = (host, self._admin.sockets[0].getsockname()[1])
         except BaseException:
             await self.close()

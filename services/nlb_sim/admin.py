@@ -33,6 +33,7 @@ from urllib.parse import parse_qs
 
 import httptools
 
+from services.admin_http import serve_admin
 from services.elbv2.errors import ApiError, error_reply
 
 from . import control
@@ -40,10 +41,6 @@ from .checker import HealthRegistry
 from .config import NlbConfig
 
 log = logging.getLogger("nlb.admin")
-
-_REASONS = {200: "OK", 400: "Bad Request", 404: "Not Found", 405: "Method Not Allowed",
-            503: "Service Unavailable"}
-
 
 _POSTS = ("/register-targets", "/deregister-targets", "/modify-target-group",
           "/modify-target-group-attributes",
@@ -145,70 +142,10 @@ class AdminApi:
         return 200, control.attributes_answer(attrs)
 
     async def start(self) -> asyncio.AbstractServer:
-        loop = asyncio.get_running_loop()
-        return await loop.create_server(lambda: _AdminProtocol(self), self.cfg.admin.address,
-                                        self.cfg.admin.port, reuse_address=True)
+        return await serve_admin(lambda method, target, body: self.handle(method, target.encode("latin-1"), body),
+                                 self.cfg.admin.address, self.cfg.admin.port,
+                                 on_crash=lambda target, exc: log.error("admin request %r failed: %r", target, exc))
 
 
 def _error(code: str, message: str) -> dict[str, Any]:
     return error_reply(ApiError(code, message))[1]
-
-
-class _AdminProtocol(asyncio.Protocol):
-    def __init__(self, api: AdminApi) -> None:
-        self.api = api
-        self.transport: asyncio.Transport | None = None
-        self.parser = httptools.HttpRequestParser(self)
-        self.url = b""
-        self.body = b""
-        self.keep_alive = False
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-
-    def data_received(self, data: bytes) -> None:
-        try:
-            self.parser.feed_data(data)
-        except httptools.HttpParserUpgrade:
-            self._respond(400, _error("BadRequest", "upgrade not supported"), False)
-        except httptools.HttpParserError as exc:
-            self._respond(400, _error("BadRequest", f"malformed request: {exc}"), False)
-
-    # httptools callbacks
-    def on_message_begin(self) -> None:
-        self.url = b""
-        self.body = b""
-
-    def on_body(self, body: bytes) -> None:
-        if len(self.body) + len(body) > 1 << 20:
-            raise httptools.HttpParserError("body over 1 MiB")
-        self.body += body
-
-    def on_url(self, url: bytes) -> None:
-        self.url += url
-
-    def on_headers_complete(self) -> None:
-        self.keep_alive = self.parser.should_keep_alive()  # only valid here (performance.md)
-
-    def on_message_complete(self) -> None:
-        method = self.parser.get_method().decode("latin-1")
-        try:
-            status, body = self.api.handle(method, self.url, self.body)
-        except Exception as exc:  # a bug must not kill the API
-            log.exception("admin request %r failed", self.url)
-            status, body = 500, _error("InternalFailure", str(exc))
-        self._respond(status, body, self.keep_alive, head=method == "HEAD")
-
-    def _respond(self, status: int, body: Any, keep_alive: bool, head: bool = False) -> None:
-        if self.transport is None or self.transport.is_closing():
-            return
-        text = isinstance(body, str)
-        payload = (body if text else json.dumps(body) + "\n").encode()
-        ctype = "text/plain; version=0.0.4" if text else "application/json"
-        head_lines = (f"HTTP/1.1 {status} {_REASONS.get(status, 'Error')}\r\n"
-                      f"Content-Type: {ctype}\r\n"
-                      f"Content-Length: {len(payload)}\r\n"
-                      f"Connection: {'keep-alive' if keep_alive else 'close'}\r\n\r\n")
-        self.transport.write(head_lines.encode("ascii") + (b"" if head else payload))
-        if not keep_alive:
-            self.transport.close()

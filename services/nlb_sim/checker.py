@@ -14,6 +14,7 @@ import logging
 import ssl
 from typing import Any, Callable
 
+from services.elbv2 import target_health
 from services.elbv2.health_checks import parse_matcher
 
 from .config import NlbConfig, Node, Target, TargetGroup
@@ -82,9 +83,10 @@ class HealthRegistry:
             if tg_key == tg.name:
                 out.append({**target_description(tg, t),
                             "HealthCheckPort": str(tg.health_check.port_for(t)),
-                            "TargetHealth": {"State": "draining",
-                                             "Reason": "Target.DeregistrationInProgress",
-                                             "Description": "Target deregistration is in progress"}})
+                            "TargetHealth": {"State": target_health.DRAINING,
+                                             "Reason": target_health.DEREGISTRATION_IN_PROGRESS,
+                                             "Description": target_health.DESCRIPTIONS[
+                                                 target_health.DEREGISTRATION_IN_PROGRESS]}})
         for t in tg.targets:
             views = [self._health[(n, tg.name, t.id)] for n in nodes]
             state = consensus(v.state for v in views)

@@ -14,22 +14,21 @@ import enum
 from dataclasses import dataclass
 from typing import Callable, Iterable
 
-
-class State(enum.StrEnum):
-    INITIAL = "initial"
-    HEALTHY = "healthy"
-    UNHEALTHY = "unhealthy"
-    UNUSED = "unused"
-    DRAINING = "draining"
-    UNAVAILABLE = "unavailable"
+from services.elbv2 import target_health
 
 
-REASON_INITIAL = "Elb.InitialHealthChecking"
-REASON_FAILED = "Target.FailedHealthChecks"
-DESCRIPTIONS = {
-    REASON_INITIAL: "Initial health checks in progress",
-    REASON_FAILED: "Health checks failed",
-}
+class State(enum.StrEnum):  # AWS's states (services.elbv2.target_health), as an enum for the NLB's code
+    INITIAL = target_health.INITIAL
+    HEALTHY = target_health.HEALTHY
+    UNHEALTHY = target_health.UNHEALTHY
+    UNUSED = target_health.UNUSED
+    DRAINING = target_health.DRAINING
+    UNAVAILABLE = target_health.UNAVAILABLE
+
+
+REASON_INITIAL = target_health.INITIAL_HEALTH_CHECKING
+REASON_FAILED = target_health.FAILED_HEALTH_CHECKS
+DESCRIPTIONS = target_health.DESCRIPTIONS
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from lab.errors import LabError
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -482,3 +484,25 @@ def test_demo_proxy_v2_rollout_fails_only_when_a_configured_design_does_not_answ
     configured_fails = ProxyV2Row("ip-proxy-v2", [proxy_v2_state(pp2, True, lost, [], [], 0)])
     assert ProxyV2RolloutDemo.exit_code(None, [changed_fails]) == 0  # type: ignore[arg-type]
     assert ProxyV2RolloutDemo.exit_code(None, [configured_fails]) == 1  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("status, answer, text, expected", [
+    (200, '{"Attributes": []}', False, {"Attributes": []}),
+    (200, "# HELP x\n", True, "# HELP x\n"),
+    (400, '{"Error": {"Code": "TargetGroupNotFound", "Message": "Target group \'x\' not found"}}', False,
+     LabError("TargetGroupNotFound: Target group 'x' not found")),
+    (404, '{"error": "no such endpoint POST /x"}', False,
+     LabError('alb admin API POST http://127.0.0.1:8081/x: HTTP 404: {"error": "no such endpoint POST /x"}')),
+    (502, "<html>", False, LabError("alb admin API POST http://127.0.0.1:8081/x: HTTP 502, not JSON: '<html>'")),
+])
+def test_one_client_reads_both_admin_apis(monkeypatch, status, answer, text, expected):
+    """`lab nlb` and `lab alb` share _common.simulator_call: AWS's error shape becomes `Code: Message`."""
+    from lab.cli import _common
+
+    monkeypatch.setattr(_common, "admin_request", lambda client, service, url, body, method: (status, answer))
+    if isinstance(expected, LabError):
+        with pytest.raises(LabError) as caught:
+            _common.simulator_call(None, "alb", "http://127.0.0.1:8081/x", {}, text=text)
+        assert str(caught.value) == str(expected)
+    else:
+        assert _common.simulator_call(None, "alb", "http://127.0.0.1:8081/x", {}, text=text) == expected
