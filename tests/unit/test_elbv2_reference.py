@@ -1,0 +1,71 @@
+"""Constraints of the ELBv2 API reference and the user guides that services/elbv2 enforces, each
+with the exact value and the exact words (decisions.md #78 lists the page for each)."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.elbv2 import attributes
+from services.elbv2.errors import ApiError
+
+ALB_LB = attributes.ALB_LOAD_BALANCER
+
+
+def _refused(pairs: list[tuple[str, str]]) -> tuple[str, str]:
+    with pytest.raises(ApiError) as caught:
+        ALB_LB.check(pairs, {})
+    return caught.value.code, caught.value.message
+
+
+S3_BUCKET_RULE = ("must be an S3 bucket name: 3 to 63 lowercase letters, digits, '.' and '-', beginning and"
+                  " ending with a letter or digit, no '..', not an IP address, not starting with xn--, sthree- or"
+                  " amzn-s3-demo-, not ending with -s3alias, --ol-s3, .mrap, --x-s3 or --table-s3")
+
+
+# API_LoadBalancerAttribute: access_logs.s3.bucket / connection_logs.s3.bucket "is required if access
+# logs [connection logs] are enabled"; S3 User Guide, General purpose bucket naming rules.
+@pytest.mark.parametrize("pairs, key, message", [
+    ([("access_logs.s3.enabled", "true")], "access_logs.s3.bucket",
+     "'access_logs.s3.bucket' must be specified when 'access_logs.s3.enabled' is 'true'"),
+    ([("connection_logs.s3.enabled", "true")], "connection_logs.s3.bucket",
+     "'connection_logs.s3.bucket' must be specified when 'connection_logs.s3.enabled' is 'true'"),
+])
+def test_enabled_logs_need_a_bucket(pairs: list[tuple[str, str]], key: str, message: str) -> None:
+    with pytest.raises(attributes.RuleViolation) as caught:
+        ALB_LB.check(pairs, {})
+    assert (caught.value.code, caught.value.key, caught.value.message) == ("ValidationError", key, message)
+
+
+def test_enabled_logs_with_a_bucket_load() -> None:
+    values = ALB_LB.check([("access_logs.s3.enabled", "true"), ("access_logs.s3.bucket", "my-logs"),
+                           ("connection_logs.s3.enabled", "true"), ("connection_logs.s3.bucket", "my.logs-2")], {})
+    assert (values["access_logs.s3.bucket"], values["connection_logs.s3.bucket"]) == ("my-logs", "my.logs-2")
+
+
+@pytest.mark.parametrize("bucket", [
+    "ab", "a" * 64, "My-Logs", "my_logs", "-logs", "logs-", "logs.", "my..logs", "192.168.5.4", "xn--logs",
+    "sthree-logs", "amzn-s3-demo-logs", "logs-s3alias", "logs--ol-s3", "logs.mrap", "logs--x-s3", "logs--table-s3",
+    "my logs",
+])
+@pytest.mark.parametrize("key", ["access_logs.s3.bucket", "connection_logs.s3.bucket"])
+def test_bucket_names_follow_s3s_naming_rules(key: str, bucket: str) -> None:
+    assert _refused([(key, bucket)]) == (
+        "ValidationError", f"Load balancer attribute '{key}' value '{bucket}' is not valid: {S3_BUCKET_RULE}")
+
+
+@pytest.mark.parametrize("bucket", ["abc", "a" * 63, "my-logs", "my.logs", "1logs9", "192.168.5.x", "xn-logs"])
+def test_valid_bucket_names_load(bucket: str) -> None:
+    assert ALB_LB.check([("access_logs.s3.bucket", bucket)], {})["access_logs.s3.bucket"] == bucket
+
+
+# Enable access logs for your Application Load Balancer, bucket requirements: "The prefix that you
+# specify must not include AWSLogs."
+@pytest.mark.parametrize("prefix", ["AWSLogs", "prod/AWSLogs", "myAWSLogs/x"])
+def test_access_log_prefix_must_not_include_awslogs(prefix: str) -> None:
+    assert _refused([("access_logs.s3.prefix", prefix)]) == (
+        "ValidationError", f"Load balancer attribute 'access_logs.s3.prefix' value '{prefix}' is not valid:"
+                           " must not include 'AWSLogs'")
+
+
+def test_other_access_log_prefixes_load() -> None:
+    assert ALB_LB.check([("access_logs.s3.prefix", "prod/alb")], {})["access_logs.s3.prefix"] == "prod/alb"
