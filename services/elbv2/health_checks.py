@@ -36,6 +36,11 @@ RANGES: Mapping[str, tuple[int, int]] = {"interval_seconds": (5, 300), "timeout_
 RELAXED_MIN_SECONDS = 0.05
 MAX_PATH = 1024
 INTERVAL_ABOVE_TIMEOUT = "Health check interval must be greater than the timeout."  # AWS's text
+# ALB guide, health check settings: HealthCheckPath, "specify a valid URI (/path?query)". RFC 3986's
+# characters for a path and query (unreserved, sub-delims, ":", "@", "/", "?", %XX), and "#", which the
+# text AWS answers (as reported publicly) also lists; not "[" or "]", which a path cannot hold.
+_URI_PATH = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?#]|%[0-9A-Fa-f]{2})*")
+URI_PATH_RULE = "must be a valid URI (/path?query): letters, digits, -._~:/?#@!$&'()*+,;= and %XX escapes"
 
 
 class HealthCheckProblem(ApiError):
@@ -59,6 +64,7 @@ class HealthCheckRules:
     default_healthy: int = 5
     default_unhealthy: int = 2
     default_interval: int = 30
+    path_is_uri: bool = False  # the path must be a valid URI (ALB); the NLB's guide says only "ping path"
 
     def defaults(self, protocol: str | None = None) -> dict[str, Any]:
         protocol = protocol or self.default_protocol
@@ -70,9 +76,9 @@ class HealthCheckRules:
 # NLB-HC23: TCP (default), HTTP, HTTPS; timeout 6 s for HTTP, 10 s for TCP and HTTPS; matcher 200-599.
 NETWORK = HealthCheckRules("network", ("TCP", "HTTP", "HTTPS"), "TCP", {"TCP": 10, "HTTP": 6, "HTTPS": 10},
                            (200, 599), "200-399")
-# ALB-HC23: HTTP (default) or HTTPS; timeout 5 s; matcher 200-499, default 200.
+# ALB-HC23: HTTP (default) or HTTPS; timeout 5 s; matcher 200-499, default 200; the path a valid URI.
 APPLICATION = HealthCheckRules("application", ("HTTP", "HTTPS"), "HTTP", {"HTTP": 5, "HTTPS": 5},
-                               (200, 499), "200")
+                               (200, 499), "200", path_is_uri=True)
 # NLB-ALBT23: an `alb` target group is checked over HTTP or HTTPS only.
 ALB_TARGET_TCP = ("Health check protocol 'TCP' is not supported for target groups with target type 'alb';"
                   " use HTTP or HTTPS")
@@ -138,6 +144,8 @@ def _setting(rules: HealthCheckRules, setting: str, value: Any, protocol: str, r
             raise constraint(API_NAMES[setting][1], value, f"have length between 1 and {MAX_PATH}")
         if not value.startswith("/"):
             raise validation_error(f"Health check path '{value}' must start with '/'")
+        if rules.path_is_uri and not _URI_PATH.fullmatch(value):
+            raise validation_error(f"Health check path '{value}' is not valid: {URI_PATH_RULE}")
         return value
     if setting == "matcher":
         low, high = rules.matcher_codes

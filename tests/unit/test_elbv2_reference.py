@@ -3,9 +3,11 @@ with the exact value and the exact words (decisions.md #78 lists the page for ea
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from services.elbv2 import attributes
+from services.elbv2 import attributes, health_checks
 from services.elbv2.errors import ApiError
 
 ALB_LB = attributes.ALB_LOAD_BALANCER
@@ -69,3 +71,29 @@ def test_access_log_prefix_must_not_include_awslogs(prefix: str) -> None:
 
 def test_other_access_log_prefixes_load() -> None:
     assert ALB_LB.check([("access_logs.s3.prefix", "prod/alb")], {})["access_logs.s3.prefix"] == "prod/alb"
+
+
+ALB_PATH_RULE = "must be a valid URI (/path?query): letters, digits, -._~:/?#@!$&'()*+,;= and %XX escapes"
+
+
+# Health checks for Application Load Balancer target groups, HealthCheckPath: "specify a valid URI
+# (/path?query)".
+@pytest.mark.parametrize("path", ["/health check", "/?query={__typename}", "/a\"b", "/a<b>", "/a\\b", "/a|b",
+                                  "/a^b", "/a`b", "/a[b]", "/caf\u00e9", "/a%", "/a%2", "/a%zz", "/a\tb"])
+def test_alb_health_check_path_is_a_valid_uri(path: str) -> None:
+    with pytest.raises(health_checks.HealthCheckProblem) as caught:
+        health_checks.check(health_checks.APPLICATION, {"path": path})
+    assert (caught.value.setting, caught.value.code, caught.value.message) == (
+        "path", "ValidationError", f"Health check path '{path}' is not valid: {ALB_PATH_RULE}")
+
+
+@pytest.mark.parametrize("path", ["/", "/healthz", "/health-check", "/a/b.html?x=1&y=%7B2%7D", "/AWS.ALB/healthcheck",
+                                  "/~u/_p+q:r@s!$'()*,;=#frag"])
+def test_valid_alb_health_check_paths_load(path: str) -> None:
+    assert health_checks.check(health_checks.APPLICATION, {"path": path})["path"] == path
+
+
+def test_nlb_health_check_path_keeps_its_rules() -> None:
+    """The NLB guide says only "the ping path" (docs silent on its characters): unchanged."""
+    given: dict[str, Any] = {"protocol": "HTTP", "path": "/a b"}
+    assert health_checks.check(health_checks.NETWORK, given)["path"] == "/a b"
