@@ -79,6 +79,10 @@ NETWORK = HealthCheckRules("network", ("TCP", "HTTP", "HTTPS"), "TCP", {"TCP": 1
 # ALB-HC23: HTTP (default) or HTTPS; timeout 5 s; matcher 200-499, default 200; the path a valid URI.
 APPLICATION = HealthCheckRules("application", ("HTTP", "HTTPS"), "HTTP", {"HTTP": 5, "HTTPS": 5},
                                (200, 499), "200", path_is_uri=True)
+# API reference, CreateTargetGroup / ModifyTargetGroup, HealthCheckEnabled: "If the target type is
+# instance, ip, or alb, health checks are always enabled and can't be disabled."
+ALWAYS_ENABLED = ("Health checks are always enabled for target groups with target type '{target_type}' and can't be"
+                  " disabled")
 # NLB-ALBT23: an `alb` target group is checked over HTTP or HTTPS only.
 ALB_TARGET_TCP = ("Health check protocol 'TCP' is not supported for target groups with target type 'alb';"
                   " use HTTP or HTTPS")
@@ -201,8 +205,16 @@ def check_api(rules: HealthCheckRules, body: Mapping[str, Any], current: Mapping
     ``{"HttpCode": ...}``) over ``current``: the complete settings, as ``check``."""
     by_parameter = {api: setting for setting, (api, _) in API_NAMES.items()}
     given: dict[str, Any] = {}
+    enabled = False
     for key, value in body.items():
         if key == "TargetGroupName" or key == "TargetGroupArn":
+            continue
+        if key == "HealthCheckEnabled":  # always on for instance, ip and alb targets (API reference)
+            if not isinstance(value, bool):
+                raise validation_error(f"HealthCheckEnabled {value!r} must be true or false")
+            if not value:
+                raise validation_error(ALWAYS_ENABLED.format(target_type=target_type or "instance"))
+            enabled = True
             continue
         if key not in by_parameter:
             raise validation_error(f"Unknown parameter '{key}'; ModifyTargetGroup takes"
@@ -213,7 +225,7 @@ def check_api(rules: HealthCheckRules, body: Mapping[str, Any], current: Mapping
                                        ' {"HttpCode": "200-399"}')
             value = value["HttpCode"]
         given[by_parameter[key]] = value
-    if not given:
+    if not given and not enabled:
         raise validation_error(f"Nothing to modify: give at least one of {', '.join(by_parameter)}")
     return check(rules, given, current, target_type=target_type, relaxed=relaxed)
 

@@ -97,3 +97,30 @@ def test_nlb_health_check_path_keeps_its_rules() -> None:
     """The NLB guide says only "the ping path" (docs silent on its characters): unchanged."""
     given: dict[str, Any] = {"protocol": "HTTP", "path": "/a b"}
     assert health_checks.check(health_checks.NETWORK, given)["path"] == "/a b"
+
+
+# API reference, ModifyTargetGroup / CreateTargetGroup, HealthCheckEnabled: "If the target type is
+# instance, ip, or alb, health checks are always enabled and can't be disabled."
+@pytest.mark.parametrize("target_type", ["instance", "ip", "alb"])
+def test_health_checks_cannot_be_disabled(target_type: str) -> None:
+    current = health_checks.NETWORK.defaults("HTTPS" if target_type == "alb" else None)
+    with pytest.raises(ApiError) as caught:
+        health_checks.check_api(health_checks.NETWORK, {"HealthCheckEnabled": False}, current, target_type=target_type)
+    assert (caught.value.code, caught.value.message) == (
+        "ValidationError", f"Health checks are always enabled for target groups with target type '{target_type}'"
+                           " and can't be disabled")
+
+
+def test_health_check_enabled_true_changes_nothing() -> None:
+    current = health_checks.NETWORK.defaults()
+    assert health_checks.check_api(health_checks.NETWORK, {"HealthCheckEnabled": True}, current,
+                                   target_type="ip") == current
+    assert health_checks.check_api(health_checks.NETWORK, {"HealthCheckEnabled": True, "HealthyThresholdCount": 3},
+                                   current, target_type="ip")["healthy_threshold"] == 3
+
+
+def test_health_check_enabled_must_be_a_boolean() -> None:
+    with pytest.raises(ApiError) as caught:
+        health_checks.check_api(health_checks.NETWORK, {"HealthCheckEnabled": "yes"}, health_checks.NETWORK.defaults(),
+                                target_type="ip")
+    assert caught.value.message == "HealthCheckEnabled 'yes' must be true or false"
