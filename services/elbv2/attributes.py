@@ -12,6 +12,7 @@ default where nothing set it. Wording (decisions #21, #49, #72): unknown keys in
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -166,6 +167,30 @@ _COOKIE_NAME = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")  # an RFC 6265 cookie-
 RESERVED_COOKIE_PREFIXES = ("AWSALB", "AWSALBAPP", "AWSALBTG")
 
 
+# S3 User Guide, "General purpose bucket naming rules"
+# (docs.aws.amazon.com/AmazonS3/latest/userguide/bucketnamingrules.html).
+_BUCKET = re.compile(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]")
+_BUCKET_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_BUCKET_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
+S3_BUCKET_RULE = ("must be an S3 bucket name: 3 to 63 lowercase letters, digits, '.' and '-', beginning and ending"
+                  " with a letter or digit, no '..', not an IP address, not starting with xn--, sthree- or"
+                  " amzn-s3-demo-, not ending with -s3alias, --ol-s3, .mrap, --x-s3 or --table-s3")
+
+
+def _s3_bucket(value: str) -> str | None:
+    """An S3 bucket name, or "" (not set: AWS's default)."""
+    if not value:
+        return None
+    ok = _BUCKET.fullmatch(value) and ".." not in value and not re.fullmatch(r"\d+\.\d+\.\d+\.\d+", value) \
+        and not value.startswith(_BUCKET_PREFIXES) and not value.endswith(_BUCKET_SUFFIXES)
+    return None if ok else S3_BUCKET_RULE
+
+
+def _access_log_prefix(value: str) -> str | None:
+    """ALB guide, "Enable access logs", bucket requirements: the prefix must not include AWSLogs."""
+    return "must not include 'AWSLogs'" if "AWSLogs" in value else _any_text(value)
+
+
 def _cookie_name(value: str) -> str | None:
     if value and not _COOKIE_NAME.fullmatch(value):
         return "must be a cookie name: letters, digits and !#$%&'*+.^_`|~-"
@@ -225,11 +250,19 @@ def nlb_target_group_attributes(pairs: Iterable[tuple[str, str]], current: Mappi
 
 
 # --- Application Load Balancer ---------------------------------------------------------------------
+def _logs_bucket(values: Mapping[str, str], logs: str) -> tuple[str, str] | None:
+    """API reference, LoadBalancerAttribute: the bucket "is required if access logs [connection logs]
+    are enabled"."""
+    if values[f"{logs}.s3.enabled"] == "true" and not values[f"{logs}.s3.bucket"]:
+        return (f"{logs}.s3.bucket", f"'{logs}.s3.bucket' must be specified when '{logs}.s3.enabled' is 'true'")
+    return None
+
+
 ALB_LOAD_BALANCER = Table("Load balancer", (
-    _bool("access_logs.s3.enabled"), Attribute("access_logs.s3.bucket", "", text=_any_text),
-    Attribute("access_logs.s3.prefix", "", text=_any_text),
+    _bool("access_logs.s3.enabled"), Attribute("access_logs.s3.bucket", "", text=_s3_bucket),
+    Attribute("access_logs.s3.prefix", "", text=_access_log_prefix),
     _seconds("client_keep_alive.seconds", 3600, 60, 604800),
-    _bool("connection_logs.s3.enabled"), Attribute("connection_logs.s3.bucket", "", text=_any_text),
+    _bool("connection_logs.s3.enabled"), Attribute("connection_logs.s3.bucket", "", text=_s3_bucket),
     Attribute("connection_logs.s3.prefix", "", text=_any_text),
     _bool("deletion_protection.enabled"),
     _seconds("idle_timeout.timeout_seconds", 60, 1, 4000),
@@ -242,7 +275,7 @@ ALB_LOAD_BALANCER = Table("Load balancer", (
     _bool("routing.http2.enabled", "true"),
     _bool("waf.fail_open.enabled"),
     _bool("zonal_shift.config.enabled"),
-))
+), rules=(functools.partial(_logs_bucket, logs="access_logs"), functools.partial(_logs_bucket, logs="connection_logs")))
 
 
 def _anomaly_mitigation(values: Mapping[str, str]) -> tuple[str, str] | None:

@@ -36,6 +36,11 @@ RANGES: Mapping[str, tuple[int, int]] = {"interval_seconds": (5, 300), "timeout_
 RELAXED_MIN_SECONDS = 0.05
 MAX_PATH = 1024
 INTERVAL_ABOVE_TIMEOUT = "Health check interval must be greater than the timeout."  # AWS's text
+# ALB guide, health check settings: HealthCheckPath, "specify a valid URI (/path?query)". RFC 3986's
+# characters for a path and query (unreserved, sub-delims, ":", "@", "/", "?", %XX), and "#", which the
+# text AWS answers (as reported publicly) also lists; not "[" or "]", which a path cannot hold.
+_URI_PATH = re.compile(r"(?:[A-Za-z0-9\-._~!$&'()*+,;=:@/?#]|%[0-9A-Fa-f]{2})*")
+URI_PATH_RULE = "must be a valid URI (/path?query): letters, digits, -._~:/?#@!$&'()*+,;= and %XX escapes"
 
 
 class HealthCheckProblem(ApiError):
@@ -59,6 +64,7 @@ class HealthCheckRules:
     default_healthy: int = 5
     default_unhealthy: int = 2
     default_interval: int = 30
+    path_is_uri: bool = False  # the path must be a valid URI (ALB); the NLB's guide says only "ping path"
 
     def defaults(self, protocol: str | None = None) -> dict[str, Any]:
         protocol = protocol or self.default_protocol
@@ -70,9 +76,13 @@ class HealthCheckRules:
 # NLB-HC23: TCP (default), HTTP, HTTPS; timeout 6 s for HTTP, 10 s for TCP and HTTPS; matcher 200-599.
 NETWORK = HealthCheckRules("network", ("TCP", "HTTP", "HTTPS"), "TCP", {"TCP": 10, "HTTP": 6, "HTTPS": 10},
                            (200, 599), "200-399")
-# ALB-HC23: HTTP (default) or HTTPS; timeout 5 s; matcher 200-499, default 200.
+# ALB-HC23: HTTP (default) or HTTPS; timeout 5 s; matcher 200-499, default 200; the path a valid URI.
 APPLICATION = HealthCheckRules("application", ("HTTP", "HTTPS"), "HTTP", {"HTTP": 5, "HTTPS": 5},
-                               (200, 499), "200")
+                               (200, 499), "200", path_is_uri=True)
+# API reference, CreateTargetGroup / ModifyTargetGroup, HealthCheckEnabled: "If the target type is
+# instance, ip, or alb, health checks are always enabled and can't be disabled."
+ALWAYS_ENABLED = ("Health checks are always enabled for target groups with target type '{target_type}' and can't be"
+                  " disabled")
 # NLB-ALBT23: an `alb` target group is checked over HTTP or HTTPS only.
 ALB_TARGET_TCP = ("Health check protocol 'TCP' is not supported for target groups with target type 'alb';"
                   " use HTTP or HTTPS")
@@ -138,6 +148,8 @@ def _setting(rules: HealthCheckRules, setting: str, value: Any, protocol: str, r
             raise constraint(API_NAMES[setting][1], value, f"have length between 1 and {MAX_PATH}")
         if not value.startswith("/"):
             raise validation_error(f"Health check path '{value}' must start with '/'")
+        if rules.path_is_uri and not _URI_PATH.fullmatch(value):
+            raise validation_error(f"Health check path '{value}' is not valid: {URI_PATH_RULE}")
         return value
     if setting == "matcher":
         low, high = rules.matcher_codes
@@ -193,8 +205,16 @@ def check_api(rules: HealthCheckRules, body: Mapping[str, Any], current: Mapping
     ``{"HttpCode": ...}``) over ``current``: the complete settings, as ``check``."""
     by_parameter = {api: setting for setting, (api, _) in API_NAMES.items()}
     given: dict[str, Any] = {}
+    enabled = False
     for key, value in body.items():
         if key == "TargetGroupName" or key == "TargetGroupArn":
+            continue
+        if key == "HealthCheckEnabled":  # always on for instance, ip and alb targets (API reference)
+            if not isinstance(value, bool):
+                raise validation_error(f"HealthCheckEnabled {value!r} must be true or false")
+            if not value:
+                raise validation_error(ALWAYS_ENABLED.format(target_type=target_type or "instance"))
+            enabled = True
             continue
         if key not in by_parameter:
             raise validation_error(f"Unknown parameter '{key}'; ModifyTargetGroup takes"
@@ -205,7 +225,7 @@ def check_api(rules: HealthCheckRules, body: Mapping[str, Any], current: Mapping
                                        ' {"HttpCode": "200-399"}')
             value = value["HttpCode"]
         given[by_parameter[key]] = value
-    if not given:
+    if not given and not enabled:
         raise validation_error(f"Nothing to modify: give at least one of {', '.join(by_parameter)}")
     return check(rules, given, current, target_type=target_type, relaxed=relaxed)
 
