@@ -4,11 +4,12 @@ live, idle-timeout expiry, metrics endpoint. Helpers shared with test_nlb_relay.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import struct
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, AsyncIterator
 
 import httpx
 import pytest
@@ -476,37 +477,47 @@ def test_client_keepalives_keep_an_idle_flow_open(tmp_path: Path, splice: bool) 
     run(main())
 
 
+@contextlib.asynccontextmanager
+async def tls_nlb(tmp_path: Path, certs: dict[str, Any]) -> AsyncIterator[tuple[Any, Any, dict[str, Any]]]:
+    """An in-process NLB with one TLS listener in front of one healthy echo target: (app, the
+    listener's runtime, the NLB's config)."""
+    async with Server(echo) as t:
+        listener = tls_listener("tg", certs["listener_pem"])
+        cfg = nlb_config(tmp_path, [listener], [target_group("tg", [("t-1", t.port, "a")])])
+        async with running(cfg) as app:
+            await wait_healthy(app, "tg", ["t-1"])
+            yield app, app.listeners[0], cfg
+
+
+async def tls_hello(cfg: dict[str, Any], certs: dict[str, Any]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A client TLS flow through the NLB's first listener that has moved one round of bytes."""
+    r, w = await asyncio.open_connection(LO, cfg["listeners"][0]["port"], ssl=certs["client_ctx"],
+                                         server_hostname="www.lab.test")
+    w.write(b"hello")
+    assert await r.readexactly(5) == b"hello"
+    return r, w
+
+
 def test_tls_listener_sends_its_own_keepalives_once_a_peer_does(tmp_path: Path, certs) -> None:
     """AWS: on a TLS listener, a keep-alive from the client or the target makes the NLB send
     keep-alives to both, every 20 s. A flow whose peers send none gets none."""
     async def main() -> None:
-        async with Server(echo) as t:
-            listener = tls_listener("tg", certs["listener_pem"])
-            cfg = nlb_config(tmp_path, [listener], [target_group("tg", [("t-1", t.port, "a")])])
-            async with running(cfg) as app:
-                await wait_healthy(app, "tg", ["t-1"])
-                rt = app.listeners[0]
-                assert rt.keepalive_seconds == 20.0
-                opened = []
-                for _ in range(2):
-                    r, w = await asyncio.open_connection(LO, listener["port"], ssl=certs["client_ctx"],
-                                                         server_hostname="www.lab.test")
-                    w.write(b"hello")
-                    assert await r.readexactly(5) == b"hello"
-                    opened.append((r, w))
-                keep_alive(opened[0][1])
-                quiet_since = time.monotonic()
-                by_client = {"%s:%d" % f.client_addr: f for f in rt.flows}
-                kept, silent = (by_client["%s:%d" % w.get_extra_info("sockname")[:2]] for _, w in opened)
-                sides = [kept.client.transport, kept.target_half.transport]
-                await wait_until(lambda: all(keepalive_options(s)[0] for s in sides),
-                                 "the NLB's keep-alives on both sides", timeout=10)
-                assert [keepalive_options(s) for s in sides] == [(1, 20, 20), (1, 20, 20)]
-                await wait_until(lambda: time.monotonic() - quiet_since >= 3, "three sweeps of the quiet flows")
-                assert [keepalive_options(s)[0] for s in (silent.client.transport, silent.target_half.transport)] \
-                    == [0, 0]
-                for _, w in opened:
-                    w.close()
+        async with tls_nlb(tmp_path, certs) as (app, rt, cfg):
+            assert rt.keepalive_seconds == 20.0
+            opened = [await tls_hello(cfg, certs) for _ in range(2)]
+            keep_alive(opened[0][1])
+            quiet_since = time.monotonic()
+            by_client = {"%s:%d" % f.client_addr: f for f in rt.flows}
+            kept, silent = (by_client["%s:%d" % w.get_extra_info("sockname")[:2]] for _, w in opened)
+            sides = [kept.client.transport, kept.target_half.transport]
+            await wait_until(lambda: all(keepalive_options(s)[0] for s in sides),
+                             "the NLB's keep-alives on both sides", timeout=10)
+            assert [keepalive_options(s) for s in sides] == [(1, 20, 20), (1, 20, 20)]
+            await wait_until(lambda: time.monotonic() - quiet_since >= 3, "three sweeps of the quiet flows")
+            assert [keepalive_options(s)[0] for s in (silent.client.transport, silent.target_half.transport)] \
+                == [0, 0]
+            for _, w in opened:
+                w.close()
     run(main())
 
 
@@ -514,33 +525,25 @@ def test_answers_to_the_nlbs_own_keepalives_do_not_keep_a_flow(tmp_path: Path, c
     """Once the client stops its keep-alives, the flow expires at the idle timeout even though the
     NLB's own keep-alives (every 2 s here) are answered by both peers."""
     async def main() -> None:
-        async with Server(echo) as t:
-            listener = tls_listener("tg", certs["listener_pem"])
-            cfg = nlb_config(tmp_path, [listener], [target_group("tg", [("t-1", t.port, "a")])])
-            async with running(cfg) as app:
-                await wait_healthy(app, "tg", ["t-1"])
-                rt = app.listeners[0]
-                rt.idle_timeout, rt.keepalive_seconds = IDLE, 2.0
-                r, w = await asyncio.open_connection(LO, listener["port"], ssl=certs["client_ctx"],
-                                                     server_hostname="www.lab.test")
-                w.write(b"hello")
-                assert await r.readexactly(5) == b"hello"
-                keep_alive(w)
-                flow = next(iter(rt.flows))
-                nlb_side = flow.client.transport.get_extra_info("socket")
-                await wait_until(lambda: keepalive_options(flow.client.transport)[0] == 1,
-                                 "the NLB's keep-alives", timeout=10)
-                keep_alive(w, on=False)
-                stopped = time.monotonic()
-                segs_in = tcp_info_fields(nlb_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144))
-                client = "%s:%d" % w.get_extra_info("sockname")[:2]
-                await wait_until(lambda: closes(cfg).get(client) == "idle timeout", "the idle timeout",
-                                 timeout=IDLE + 20)
-                # Answers to the NLB's probes did arrive meanwhile, and did not count.
-                after = tcp_info_fields(nlb_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144))
-                assert segs_in is not None and after is not None and after[0] > segs_in[0]
-                # The last client probe was seen at the sweep that turned the NLB's keep-alives on,
-                # just before `stopped`, or at the next one.
-                assert time.monotonic() - stopped >= IDLE - 0.05
-                w.close()
+        async with tls_nlb(tmp_path, certs) as (app, rt, cfg):
+            rt.idle_timeout, rt.keepalive_seconds = IDLE, 2.0
+            r, w = await tls_hello(cfg, certs)
+            keep_alive(w)
+            flow = next(iter(rt.flows))
+            nlb_side = flow.client.transport.get_extra_info("socket")
+            await wait_until(lambda: keepalive_options(flow.client.transport)[0] == 1,
+                             "the NLB's keep-alives", timeout=10)
+            keep_alive(w, on=False)
+            stopped = time.monotonic()
+            segs_in = tcp_info_fields(nlb_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144))
+            client = "%s:%d" % w.get_extra_info("sockname")[:2]
+            await wait_until(lambda: closes(cfg).get(client) == "idle timeout", "the idle timeout",
+                             timeout=IDLE + 20)
+            # Answers to the NLB's probes did arrive meanwhile, and did not count.
+            after = tcp_info_fields(nlb_side.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 144))
+            assert segs_in is not None and after is not None and after[0] > segs_in[0]
+            # The last client probe was seen at the sweep that turned the NLB's keep-alives on,
+            # just before `stopped`, or at the next one.
+            assert time.monotonic() - stopped >= IDLE - 0.05
+            w.close()
     run(main())
