@@ -28,7 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qs
 
 import httptools
@@ -37,7 +37,19 @@ from . import control
 from .control import ApiError
 
 if TYPE_CHECKING:
-    from .app import NlbApp
+    from .checker import HealthRegistry
+    from .config import NlbConfig
+
+
+class NlbApp(Protocol):
+    """What the API drives: app.NlbApp (its control calls are looked up by name), which imports this module."""
+
+    cfg: NlbConfig
+    registry: HealthRegistry
+
+    def all_bound(self) -> bool: ...
+
+    def metrics_text(self) -> str: ...
 
 log = logging.getLogger("nlb.admin")
 
