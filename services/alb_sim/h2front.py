@@ -28,7 +28,8 @@ from h2.errors import ErrorCodes
 from . import h2msg, httpmsg
 from .exchange import Exchange
 from .runtime import ListenerRuntime, log_event
-from .server import ClientConnection, idle_timer_expired, tls_fields
+from .frontend import NO_TLS, TlsFields, idle_timer_expired, tls_fields
+from .server import ClientConnection
 
 OUT_BUFFER_LIMIT = 256 * 1024  # response bytes held for one stream before its target is paused
 
@@ -271,10 +272,10 @@ class H2ClientConnection(asyncio.Protocol):
         self.dispatching = False  # inside data_received: one write at the end
         self.goaway_last: int | None = None  # set on GOAWAY: streams above this are refused
         self.last_activity = self.loop.time()
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
         self.client_ip = "-"
         self.client_port = 0
-        self.tls: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
+        self.tls: TlsFields = NO_TLS
 
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -288,7 +289,7 @@ class H2ClientConnection(asyncio.Protocol):
             self.tls = tls_fields(ssl_obj, self.lr)
         self.conn.initiate_connection()
         self.flush()
-        self._arm_idle()
+        self.arm_idle()
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -326,8 +327,8 @@ class H2ClientConnection(asyncio.Protocol):
         self.closing = True
         self.lr.state.connections.discard(self)
         self.alb.metrics.connection_closed()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
         self._end_streams()
 
     def pause_writing(self) -> None:
@@ -447,8 +448,8 @@ class H2ClientConnection(asyncio.Protocol):
         for stream in streams:
             stream.on_reset()
 
-    def _arm_idle(self) -> None:
-        self._idle_timer = self.loop.call_at(self.last_activity + self.idle_timeout, self._idle_check)
+    def arm_idle(self) -> None:
+        self.idle_timer = self.loop.call_at(self.last_activity + self.idle_timeout, self._idle_check)
 
     def _idle_check(self) -> None:
         if idle_timer_expired(self, busy=bool(self.streams)):

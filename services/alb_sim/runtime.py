@@ -144,6 +144,8 @@ class Member:
 
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
+# healthcheck.run_target_checks, passed in: healthcheck builds on this module, not the other way round
+Checker = Callable[["TargetGroupRuntime", Target, TargetHealth], Coroutine[Any, Any, None]]
 
 
 class TargetGroupRuntime:
@@ -168,6 +170,7 @@ class TargetGroupRuntime:
         self.attributes: TargetGroupAttributes = tg.attributes
         self.app_key = f"{tg.name}#app"  # AWSALBAPP values name this, so an AWSALB value is not one
         self.spawn: Spawn | None = None  # set once the simulator's TaskGroup runs
+        self.checker: Checker | None = None  # the health-check loop of one target (healthcheck.py), set with spawn
         self.check_source: Callable[[], str | None] = lambda: None  # health checks connect from this address
         # Deregistration delay over with requests still in flight to the member: they fail (502).
         self.on_drain_over: Callable[[Member], None] | None = None
@@ -271,9 +274,8 @@ class TargetGroupRuntime:
                 self.start_checks(member)
 
     def start_checks(self, member: Member) -> None:
-        from .healthcheck import run_target_checks  # healthcheck imports this module
-        assert self.spawn is not None
-        member.task = self.spawn(run_target_checks(self, member.target, member.health),
+        assert self.spawn is not None and self.checker is not None
+        member.task = self.spawn(self.checker(self, member.target, member.health),
                                  f"health:{self.tg.name}:{member.addr}")
 
     def deregister(self, targets: list[tuple[str, int]]) -> list[str]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import TYPE_CHECKING, Callable, Final
+from typing import Callable, Final
 
 import httptools
 
@@ -26,33 +26,24 @@ from .rules import LatinHeaders, RequestView, host_without_port
 from .runtime import ListenerRuntime, Member, TargetGroupRuntime, log_event
 from .upstream import UpstreamConnection, UpstreamError
 from .exchange import Exchange
+from .fallback import fall_back
+from .frontend import NO_TLS, TlsFields, idle_timer_expired, tls_fields
+from .httpmsg import HEADER_TOO_LARGE, Reject
 from .xff import process_xff
 
-if TYPE_CHECKING:
-    from .h2front import H2ClientConnection
+# The HTTP/2 front end's constructor, passed in (h2front.py builds on this module).
+H2Front = Callable[[ListenerRuntime], asyncio.Protocol]
 
 BODY_BUFFER_LIMIT: Final = 1 << 20  # pause reading the client beyond this much unsent request body
 
-
-HEADER_TOO_LARGE: Final = "Request Header Or Cookie Too Large"  # the ALB's 400 page for oversized headers
-
-
-class Reject(Exception):
-    """Raised inside parser callbacks: answer `status` (its page naming `page` if given) and close."""
-
-    def __init__(self, status: int, reason: str, page: str | None = None,
-                 verdict: desync.Verdict | None = None) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.page = page
-        self.verdict = verdict
 
 
 class ClientConnection(asyncio.Protocol):
     parser: httptools.HttpRequestParser
 
-    def __init__(self, lr: ListenerRuntime, *, parse: bool = True) -> None:
+    def __init__(self, lr: ListenerRuntime, *, parse: bool = True, h2: H2Front | None = None) -> None:
         self.lr = lr
+        self.h2 = h2  # takes over a connection that negotiated h2 in ALPN (h2front.H2ClientConnection)
         self.alb = lr.alb
         self.pool = lr.state.pool  # this node's connections to targets, from its own address
         self.loop = lr.alb.loop
@@ -67,10 +58,10 @@ class ClientConnection(asyncio.Protocol):
         self.first_data = True
         self.reading_paused = False
         self.last_activity = self.now()
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
         self.client_ip = "-"
         self.client_port = 0
-        self.tls: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
+        self.tls: TlsFields = NO_TLS
         self.log_part: ConnectionPart | None = None  # the access-log fields fixed for this connection
         self._ua_raw: str | None = None  # the last User-Agent logged, and its quoted field
         self._ua_field = '"-"'
@@ -86,9 +77,8 @@ class ClientConnection(asyncio.Protocol):
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         ssl_obj = transport.get_extra_info("ssl_object")
-        if ssl_obj is not None and ssl_obj.selected_alpn_protocol() == "h2":
-            from .h2front import H2ClientConnection  # h2front builds on this module
-            h2 = H2ClientConnection(self.lr)
+        if self.h2 is not None and ssl_obj is not None and ssl_obj.selected_alpn_protocol() == "h2":
+            h2 = self.h2(self.lr)
             transport.set_protocol(h2)
             h2.connection_made(transport)
             return
@@ -99,7 +89,7 @@ class ClientConnection(asyncio.Protocol):
         self.client_ip, self.client_port = peer[0], peer[1]
         if ssl_obj is not None:
             self.tls = tls_fields(ssl_obj, self.lr)
-        self._arm_idle()
+        self.arm_idle()
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.now()
@@ -108,34 +98,33 @@ class ClientConnection(asyncio.Protocol):
         if self.first_data:
             self.first_data = False
             if data.startswith(b"PRI * HTTP/2.0"):
-                self._protocol_error(505, "HTTP/2 connection preface on an HTTP/1 connection")
+                self.protocol_error(505, "HTTP/2 connection preface on an HTTP/1 connection")
                 return
         try:
             self.parser.feed_data(data)
         except httptools.HttpParserCallbackError as exc:
             cause = exc.__context__
             if isinstance(cause, Reject):
-                self._protocol_error(cause.status, str(cause), cause.page, cause.verdict)
+                self.protocol_error(cause.status, str(cause), cause.page, cause.verdict)
             else:
                 log_event("error", where="request callback", error=repr(cause))
-                self._protocol_error(400, f"internal error: {cause!r}")
+                self.protocol_error(400, f"internal error: {cause!r}")
         except httptools.HttpParserUpgrade:
             if self.queue:  # upgrade is not supported: answer the request, then close
                 self.queue[-1].keep_alive = False
         except httptools.HttpParserError as exc:  # read it as AWS would (fallback.py, decisions.md #43, #46)
-            from .fallback import fall_back
             fall_back(self, data, exc)
         except Exception as exc:  # bad bytes must never take the process down
             log_event("error", where="data_received", error=repr(exc))
-            self._protocol_error(400, f"internal error: {exc!r}")
+            self.protocol_error(400, f"internal error: {exc!r}")
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closing = True
         self.lr.state.connections.discard(self)
         if self.transport is not None:
             self.alb.metrics.connection_closed()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
         while self.queue:
             ex = self.queue.popleft()
             if ex.upstream is not None:
@@ -616,7 +605,7 @@ class ClientConnection(asyncio.Protocol):
                                  target_status=entry.target_status_code, target_time=entry.target_processing_time,
                                  received=ex.received_bytes, sent=ex.sent_bytes)
 
-    def _protocol_error(self, status: int, detail: str, page: str | None = None,
+    def protocol_error(self, status: int, detail: str, page: str | None = None,
                         verdict: desync.Verdict | None = None) -> None:
         """The client sent bytes we cannot parse: answer (after earlier requests), log, close."""
         if self.closing or self.transport is None:
@@ -677,8 +666,8 @@ class ClientConnection(asyncio.Protocol):
             self.reading_paused = False
             self.transport.resume_reading()
 
-    def _arm_idle(self) -> None:
-        self._idle_timer = self.loop.call_at(self.last_activity + self.idle_timeout, self._idle_check)
+    def arm_idle(self) -> None:
+        self.idle_timer = self.loop.call_at(self.last_activity + self.idle_timeout, self._idle_check)
 
     def _idle_check(self) -> None:
         if not idle_timer_expired(self, busy=bool(self.queue)):
@@ -691,30 +680,6 @@ class ClientConnection(asyncio.Protocol):
             self._write(ex, httpmsg.alb_response(408, date=self.alb.http_date(), body=httpmsg.error_body(408),
                                                  keep_alive=False))
         self._close()
-
-
-def idle_timer_expired(conn: ClientConnection | H2ClientConnection, busy: bool) -> bool:
-    """The idle timer of a client connection went off: True if the connection really was idle for
-    the idle timeout, else the timer is re-armed. A connection with requests in flight counts as
-    active (the upstream side times those requests out)."""
-    conn._idle_timer = None
-    if conn.closing:
-        return False
-    if busy or conn.loop.time() - conn.last_activity < conn.idle_timeout:
-        if busy:
-            conn.last_activity = conn.loop.time()
-        conn._arm_idle()
-        return False
-    return True
-
-
-def tls_fields(ssl_obj: ssl.SSLObject, lr: ListenerRuntime) -> tuple[str | None, str | None, str | None, str | None]:
-    """Access-log ssl_cipher, ssl_protocol, domain_name (SNI) and chosen_cert_arn of a TLS connection."""
-    cipher = ssl_obj.cipher()
-    cert = lr.listener.certificate
-    chosen = "session-reused" if ssl_obj.session_reused else (
-        getattr(ssl_obj, "alb_cert", None) or (cert.arn if cert else None))
-    return cipher[0] if cipher else None, ssl_obj.version(), getattr(ssl_obj, "alb_sni", None), chosen
 
 
 def ssl_error_is_noise(context: dict[str, object]) -> bool:
