@@ -29,6 +29,7 @@ from . import h2msg, httpmsg
 from .exchange import Exchange
 from .runtime import ListenerRuntime, log_event
 from .frontend import NO_TLS, TlsFields, idle_timer_expired, tls_fields
+from .pipeline import Pipeline
 from .server import ClientConnection
 
 OUT_BUFFER_LIMIT = 256 * 1024  # response bytes held for one stream before its target is paused
@@ -48,7 +49,7 @@ class H2Stream(ClientConnection):
     request is logged 460). Replaced: everything that writes to the client or reads from it."""
 
     def __init__(self, front: H2ClientConnection, stream_id: int) -> None:
-        super().__init__(front.lr, parse=False)
+        super().__init__(front.lr, parse=False, pipeline=front.pipeline)
         self.front = front
         self.stream_id = stream_id
         self.client_ip, self.client_port, self.tls = front.client_ip, front.client_port, front.tls
@@ -276,6 +277,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.client_ip = "-"
         self.client_port = 0
         self.tls: TlsFields = NO_TLS
+        self.pipeline = Pipeline(lr.alb, lr, "-", 0)  # shared by this connection's streams
 
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -284,6 +286,7 @@ class H2ClientConnection(asyncio.Protocol):
         self.alb.metrics.connection_opened()
         peer = transport.get_extra_info("peername") or ("-", 0)
         self.client_ip, self.client_port = peer[0], peer[1]
+        self.pipeline.client_ip, self.pipeline.client_port = self.client_ip, self.client_port
         ssl_obj = transport.get_extra_info("ssl_object")
         if ssl_obj is not None:
             self.tls = tls_fields(ssl_obj, self.lr)

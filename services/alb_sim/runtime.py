@@ -19,7 +19,7 @@ from typing import Any, Callable, Coroutine, Final, TextIO
 from services.certselect import CertFacts, read_facts, select_by_sni
 from services.common import PerSecond
 
-from .config import (AlbConfig, Certificate, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup,
+from .config import (AlbConfig, Certificate, ConfigError, Listener, Node, Target, TargetGroup,
                      TargetGroupAttributes)
 from .health import (DRAINING, HEALTHY, UNUSED, LeastOutstanding, Matcher, RoundRobin, TargetHealth, routable,
                      WeightedRandom, slow_start_weight)
@@ -437,20 +437,6 @@ class AlbRuntime:
     def http_date(self) -> str:
         return self._date.of(int(self.clock()))
 
-    def choose_group(self, action: ForwardAction) -> TargetGroupRuntime:
-        groups = action.target_groups
-        if len(groups) == 1:
-            return self.groups[groups[0].name]
-        total = sum(g.weight for g in groups)
-        if total <= 0:
-            return self.groups[groups[0].name]
-        point = self.rng.uniform(0, total)
-        for g in groups:
-            point -= g.weight
-            if point <= 0 and g.weight > 0:
-                return self.groups[g.name]
-        return self.groups[groups[-1].name]
-
     def close(self) -> None:
         for pool in self.pools.values():
             pool.close()
@@ -472,3 +458,8 @@ class ListenerRuntime:
     @property
     def scheme(self) -> str:
         return "https" if self.listener.protocol == "HTTPS" else "http"
+
+    @property
+    def draining(self) -> bool:
+        """This node is retiring: its answers say `Connection: close`."""
+        return self.state.draining

@@ -16,20 +16,18 @@ from typing import Callable, Final
 
 import httptools
 
-from . import desync, httpmsg, stickiness
+from . import desync, httpmsg
 from .access_log import (AccessLogEntry, ConnectionPart, connection_part_of, format_entry,
                          malformed_request_field, quoted, relayed_line, request_field)
-from .config import FixedResponseAction, ForwardAction, RedirectAction
-from .limits import MAX_PIPELINED_REQUESTS, MAX_REQUEST_HEADERS, MAX_REQUEST_LINE, MAX_SINGLE_HEADER
-from .redirect import RedirectRequest, build_location, redirect_status
-from .rules import LatinHeaders, RequestView, host_without_port
-from .runtime import ListenerRuntime, Member, TargetGroupRuntime, log_event
+from .limits import MAX_PIPELINED_REQUESTS
+from .pipeline import ABORT, FORWARD, RESPOND, RETRY, Pipeline, check_header, check_url, screen, upstream_failure
+from .rules import host_without_port
+from .runtime import ListenerRuntime, TargetGroupRuntime, log_event
 from .upstream import UpstreamConnection, UpstreamError
 from .exchange import Exchange
 from .fallback import fall_back
 from .frontend import NO_TLS, TlsFields, idle_timer_expired, tls_fields
-from .httpmsg import HEADER_TOO_LARGE, Reject
-from .xff import process_xff
+from .httpmsg import Reject
 
 # The HTTP/2 front end's constructor, passed in (h2front.py builds on this module).
 H2Front = Callable[[ListenerRuntime], asyncio.Protocol]
@@ -41,7 +39,8 @@ BODY_BUFFER_LIMIT: Final = 1 << 20  # pause reading the client beyond this much 
 class ClientConnection(asyncio.Protocol):
     parser: httptools.HttpRequestParser
 
-    def __init__(self, lr: ListenerRuntime, *, parse: bool = True, h2: H2Front | None = None) -> None:
+    def __init__(self, lr: ListenerRuntime, *, parse: bool = True, h2: H2Front | None = None,
+                 pipeline: Pipeline | None = None) -> None:
         self.lr = lr
         self.h2 = h2  # takes over a connection that negotiated h2 in ALPN (h2front.H2ClientConnection)
         self.alb = lr.alb
@@ -65,11 +64,9 @@ class ClientConnection(asyncio.Protocol):
         self.log_part: ConnectionPart | None = None  # the access-log fields fixed for this connection
         self._ua_raw: str | None = None  # the last User-Agent logged, and its quoted field
         self._ua_field = '"-"'
-        # Host-derived values of this connection's last request: the Host received, sent upstream,
-        # and logged (recomputed whenever the Host or routing.http.preserve_host_header changes).
-        self._host_in: str | None = None
-        self._host_preserved = False
-        self._host_out = ""
+        # What to do with each request (the peer is set on connecting; an HTTP/2 stream shares its connection's).
+        self.pipeline = pipeline if pipeline is not None else Pipeline(lr.alb, lr, "-", 0)
+        # The Host of this connection's last request logged, and its log form.
         self._log_host_in: str | None = None
         self._log_host = ""
         self.log_type = lr.scheme  # access-log `type`: http | https (h2 on HTTP/2 streams)
@@ -87,6 +84,7 @@ class ClientConnection(asyncio.Protocol):
         self.alb.metrics.connection_opened()
         peer = transport.get_extra_info("peername") or ("-", 0)
         self.client_ip, self.client_port = peer[0], peer[1]
+        self.pipeline.client_ip, self.pipeline.client_port = self.client_ip, self.client_port
         if ssl_obj is not None:
             self.tls = tls_fields(ssl_obj, self.lr)
         self.arm_idle()
@@ -155,8 +153,7 @@ class ClientConnection(asyncio.Protocol):
         ex = self.current
         assert ex is not None
         ex.url_len += len(url)
-        if ex.url_len > MAX_REQUEST_LINE:  # the URL is what makes a request line long: 414 (decisions.md #45)
-            raise Reject(414, "request line larger than 16K")
+        check_url(ex.url_len)
         ex.url.append(url)
 
     def on_header(self, name: bytes, value: bytes) -> None:
@@ -164,8 +161,7 @@ class ClientConnection(asyncio.Protocol):
         assert ex is not None
         size = len(name) + len(value) + 4
         ex.header_bytes += size
-        if size > MAX_SINGLE_HEADER or ex.header_bytes > MAX_REQUEST_HEADERS:
-            raise Reject(400, "request header larger than 16K / headers larger than 64K", HEADER_TOO_LARGE)
+        check_header(size, ex.header_bytes)
         ex.headers.append((name, value))
 
     def on_headers_complete(self) -> None:
@@ -175,40 +171,8 @@ class ClientConnection(asyncio.Protocol):
         ex.method = p.get_method()
         ex.version = p.get_http_version()
         ex.keep_alive = p.should_keep_alive()  # only valid inside this callback
-        suspect = False  # worth a desync classification (desync.py); most requests are not
-        te = False
-        for name, value in ex.headers:
-            lname = name.lower()
-            if not value or not value.isascii():
-                suspect = True
-            if lname == b"transfer-encoding":
-                if httpmsg.bad_transfer_encoding(value):
-                    raise Reject(501, f"Transfer-Encoding {value!r} is not supported",
-                                 verdict=desync.verdict("BadTransferEncoding"))
-                te = True
-                ex.chunked_in = ex.chunked_in or b"chunked" in value.lower()
-            elif lname == b"content-length":
-                ex.content_length = value.strip()
-            elif lname == b"host":
-                ex.host = value.decode("latin-1")
-            elif lname == b"user-agent":
-                ex.user_agent = value.decode("latin-1")
-            elif lname == b"x-forwarded-for":
-                ex.xff_lines.append(value.decode("latin-1"))
-            elif lname == b"x-amzn-trace-id" and ex.trace_in is None:
-                ex.trace_in = value.decode("latin-1")
-            elif len(lname) >= 13 and desync.suspicious_name(lname):
-                suspect = True
-        ex.has_body = ex.chunked_in or (ex.content_length not in (None, b"0"))
-        ex.received_bytes = len(ex.method) + ex.url_len + 13 + ex.header_bytes
-        if ex.version not in ("1.0", "1.1"):
-            ex.reject, ex.keep_alive = (505, f"HTTP/{ex.version} on an HTTP/1 listener"), False
-        elif ex.method == b"TRACE":
-            ex.reject = (405, "TRACE is not allowed")
-        elif ex.version == "1.1" and not ex.host:
-            ex.reject, ex.keep_alive = (400, "HTTP/1.1 request without Host"), False
-        if suspect or ((te or ex.content_length is not None) and ex.method in (b"GET", b"HEAD")):
-            self._mitigate_desync(ex)
+        if screen(ex, self.alb.attributes.desync_mode):  # limits, 505/405/400, desync classification
+            self.alb.metrics.desync_noncompliant()
         if self.closing:
             return
         self.queue.append(ex)
@@ -216,20 +180,6 @@ class ClientConnection(asyncio.Protocol):
             self._start(ex)
         elif len(self.queue) >= MAX_PIPELINED_REQUESTS:  # read on as responses catch up (decisions.md #60)
             self._pause_reading()
-
-    def _mitigate_desync(self, ex: Exchange) -> None:
-        """Classify a request the cheap checks flagged; block it or close after it per the mode."""
-        if ex.verdict is not None:  # read by fallback.py, classified (and mitigated) from its raw head
-            return
-        v = ex.verdict = desync.classify(ex.method, ex.headers)
-        if v is None:
-            return
-        self.alb.metrics.desync_noncompliant()
-        action = desync.mitigation(self.alb.attributes.desync_mode, v)
-        if action == desync.BLOCK and ex.reject is None:
-            ex.reject = (400, f"desync mitigation blocked a {v.classification} request ({v.reason})")
-        elif action == desync.CLOSE:  # routed, then client and target connections closed
-            ex.keep_alive, ex.close_target = False, True
 
     def on_body(self, body: bytes) -> None:
         ex = self.current
@@ -265,106 +215,25 @@ class ClientConnection(asyncio.Protocol):
         return False
 
     def _start(self, ex: Exchange) -> None:
-        if self.lr.state.draining:
+        """Do what the pipeline decides for the request at the head of the queue."""
+        d = self.pipeline.decide(ex)
+        if d.close:
             ex.keep_alive = False  # a draining node answers with `Connection: close`
-        url = b"".join(ex.url)
-        target = httpmsg.parse_target(url)
-        ex.uri = target.uri
-        if target.authority:
-            ex.host = target.authority
-        if ex.reject is not None:
-            self._respond_local(ex, ex.reject[0], error=ex.reject[1])
-            return
-        attrs = self.alb.attributes
-        xff = process_xff(ex.xff_lines, mode=attrs.xff_mode, client_ip=self.client_ip,
-                          client_port=self.client_port, client_port_enabled=attrs.xff_client_port)
-        if xff.too_many:
-            self._respond_local(ex, 463, error=f"X-Forwarded-For has {xff.address_count} addresses")
-            return
-        ex.trace = self.alb.trace.process(ex.trace_in)
-        method = ex.method.decode("latin-1")
-        match = self.lr.rules.lookup(method, target.path, ex.host)
-        if match is None:
-            match = self.lr.rules.match(RequestView(method, target.path, target.query, ex.host,
-                                                    LatinHeaders(ex.headers), self.client_ip))
-        ex.priority = match.priority
-        action = match.actions[0]
-        if isinstance(action, RedirectAction):
-            loc = build_location(action, RedirectRequest(self.lr.listener.protocol, host_without_port(ex.host),
-                                                         self.lr.listener.port, target.path, target.query))
-            ex.actions, ex.redirect_url = ("redirect",), loc
-            self._respond_local(ex, redirect_status(action), extra=(("Location", loc),))
-            return
-        if isinstance(action, FixedResponseAction):
-            ex.actions = ("fixed-response",)
-            self._respond_local(ex, int(action.status_code), body=action.message_body.encode(),
-                                content_type=action.content_type)
-            return
-        assert isinstance(action, ForwardAction)
-        ex.actions = ("forward",)
-        group = None
-        if action.stickiness_seconds:  # target group stickiness: AWSALBTG names the group
-            now = self.alb.clock()
-            cookie = stickiness.cookie_value(ex.headers, stickiness.GROUP_COOKIE)
-            name = self.alb.sticky.decode(cookie, "#group", now) if cookie else None
-            if name in {g.name for g in action.target_groups if g.weight > 0}:
-                group = self.alb.groups[name]
-            elif cookie is not None and (name is not None or not self.alb.sticky.authentic(cookie)):
-                ex.error_reason = "AWSALBTGCookieInvalid"  # forged, damaged, URL-encoded or another rule's
-        if group is None:
-            group = self.alb.choose_group(action)
-        if action.stickiness_seconds:
-            ex.cookies = stickiness.set_cookie_headers(
-                self.alb.sticky.encode("#group", group.tg.name, now + action.stickiness_seconds), now,
-                (stickiness.GROUP_COOKIE, stickiness.GROUP_CORS_COOKIE))
-        ex.group = group
-        member = self._sticky_member(ex, group) if group.attributes.stickiness else group.pick()
-        if member is None:
-            self._respond_local(ex, 503, error="target group has no registered targets")
-            return
-        chosen = member.target
-        member.inflight += 1
-        ex.member = member
-        ex.target = member.addr
-        ex.t_pick = self.now()
-        if target.authority is None and ex.host == self._host_in and attrs.preserve_host == self._host_preserved:
-            host = self._host_out  # the same Host as this connection's last request (usual on keep-alive)
-        else:
-            host = httpmsg.upstream_host(ex.host or None, listener_port=self.lr.listener.port,
-                                         preserve=attrs.preserve_host, absolute_authority=target.authority,
-                                         dns_name=self.alb.config.dns_name)
-            if target.authority is None:
-                self._host_in, self._host_preserved, self._host_out = ex.host, attrs.preserve_host, host
-        framing = (b"Transfer-Encoding: chunked" if ex.chunked_in else
-                   httpmsg.content_length_line(ex.content_length) if ex.content_length is not None else None)
-        ex.head = httpmsg.build_upstream_head(ex.method, target.origin_form, ex.headers, host=host, xff=xff.value,
-                                              proto=self.lr.scheme, port=self.lr.listener.port,
-                                              trace_id=ex.trace, framing=framing)
-        self._acquire(ex, (chosen.ip, chosen.port, group.tls), fresh=False)
-
-    def _sticky_member(self, ex: Exchange, group: TargetGroupRuntime) -> Member | None:
-        """Target group stickiness (lb_cookie or app_cookie): the cookie's target if it may still take
-        requests, else the algorithm's pick; queues the ALB's Set-Cookie headers on `ex`."""
-        attrs, codec, now = group.attributes, self.alb.sticky, self.alb.clock()
-        if attrs.stickiness_type == "app_cookie":
-            app = stickiness.cookie_value(ex.headers, attrs.app_cookie_name) is not None
-            cookie = stickiness.cookie_value(ex.headers, stickiness.APP_COOKIES[0]) if app else None
-            stuck = codec.decode(cookie, group.app_key, now) if cookie else None
-            member = group.sticky_member(stuck) or group.pick()
-            if member is None:
-                return None
-            if stuck is not None:  # sticky, or stuck to a new target now: expiry reset on this response
-                ex.cookies = (ex.cookies or []) + stickiness.app_set_cookie_headers(
-                    codec.encode(group.app_key, member.addr, now + attrs.app_cookie_seconds), now)
-            else:  # sticky from the response that sets the application cookie on
-                ex.app_cookie = attrs.app_cookie_name.encode()
-            return member
-        cookie = stickiness.cookie_value(ex.headers, stickiness.COOKIE)
-        member = group.sticky_member(codec.decode(cookie, group.tg.name, now) if cookie else None) or group.pick()
-        if member is not None:  # expiry reset on every request, as AWS does
-            ex.cookies = (ex.cookies or []) + stickiness.set_cookie_headers(
-                codec.encode(group.tg.name, member.addr, now + attrs.stickiness_seconds), now)
-        return member
+        ex.uri, ex.host, ex.trace, ex.priority, ex.actions = d.uri, d.host, d.trace, d.priority, d.actions
+        ex.redirect_url, ex.error_reason, ex.group = d.redirect_url, d.error_reason, d.group
+        ex.cookies, ex.app_cookie = d.cookies, d.app_cookie
+        kind = d.kind
+        if kind == FORWARD:
+            member, group = d.member, d.group
+            assert member is not None and group is not None
+            member.inflight += 1
+            ex.member, ex.target, ex.head = member, member.addr, d.head
+            ex.t_pick = self.now()
+            self._acquire(ex, (member.target.ip, member.target.port, group.tls), fresh=False)
+        elif kind == RESPOND:
+            self._respond_local(ex, d.status, error=d.error)
+        else:  # redirect, fixed-response
+            self._respond_local(ex, d.status, body=d.body, content_type=d.content_type, extra=d.extra)
 
     def _acquire(self, ex: Exchange, key: tuple[str, int, bool], fresh: bool) -> None:
         conn = None if fresh else self.pool.take_idle(key)
@@ -421,10 +290,8 @@ class ClientConnection(asyncio.Protocol):
         if not ex.body_done:
             ex.keep_alive = False  # answered before the request body ended: do not reuse
         ex.response_started = True
-        if ex.app_cookie is not None and ex.group is not None and stickiness.app_cookie_set(headers, ex.app_cookie):
-            group, now = ex.group, self.alb.clock()
-            ex.cookies = (ex.cookies or []) + stickiness.app_set_cookie_headers(self.alb.sticky.encode(
-                group.app_key, ex.target or "", now + group.attributes.app_cookie_seconds), now)
+        if ex.app_cookie is not None:  # app_cookie stickiness may start with this response
+            ex.cookies = self.pipeline.response_cookies(ex, headers)
         # Held back so the head and the first body bytes leave in one TLS record / one send.
         if ex.cookies:
             headers = headers + ex.cookies
@@ -475,12 +342,13 @@ class ClientConnection(asyncio.Protocol):
         if ex.pending_head:
             self._write(ex, ex.pending_head)
             ex.pending_head = b""
-        if ex.response_started:
+        outcome = upstream_failure(ex, error.retryable)
+        if outcome == ABORT:
             ex.elb_status = ex.target_status
             ex.keep_alive = False
             self._finish(ex, abort=True)
             return
-        if error.retryable and ex.reused and not ex.has_body and not ex.retried and ex.group is not None:
+        if outcome == RETRY and ex.group is not None:
             ex.retried = True  # a pooled connection the target had closed: one fresh attempt
             ip, _, port = ex.target.rpartition(":") if ex.target else ("", "", "0")
             self._acquire(ex, (ip, int(port), ex.group.tls), fresh=True)
