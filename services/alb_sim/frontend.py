@@ -23,7 +23,7 @@ from .exchange import Exchange
 from .pipeline import ABORT, FORWARD, RESPOND, RETRY, Pipeline, upstream_failure
 from .rules import host_without_port
 from .runtime import ListenerRuntime, TargetGroupRuntime, log_event
-from .upstream import UpstreamConnection, UpstreamError
+from .upstream import ResponseSink, UpstreamConnection, UpstreamError
 
 BODY_BUFFER_LIMIT: Final = 1 << 20  # pause reading the client beyond this much unsent request body
 
@@ -67,7 +67,7 @@ def tls_fields(ssl_obj: ssl.SSLObject, lr: ListenerRuntime) -> TlsFields:
     return cipher[0] if cipher else None, ssl_obj.version(), getattr(ssl_obj, "alb_sni", None), chosen
 
 
-class FrontEnd(asyncio.Protocol):
+class FrontEnd(ResponseSink):
     """The requests of one client side, answered in order (see the module's docstring)."""
 
     def __init__(self, lr: ListenerRuntime, pipeline: Pipeline | None = None) -> None:
@@ -111,19 +111,6 @@ class FrontEnd(asyncio.Protocol):
         raise NotImplementedError
 
     def _resume_reading(self) -> None:
-        raise NotImplementedError
-
-    def on_upstream_interim(self, status: int, text: bytes) -> None:
-        raise NotImplementedError
-
-    def on_upstream_head(self, status: int, text: bytes, headers: list[tuple[bytes, bytes]],
-                         content_length: bytes | None, chunked: bool) -> None:
-        raise NotImplementedError
-
-    def on_upstream_body(self, data: bytes) -> None:
-        raise NotImplementedError
-
-    def on_upstream_data_end(self) -> None:
         raise NotImplementedError
 
     # --- the request's body, from the client ------------------------------------------------

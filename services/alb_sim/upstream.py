@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import Callable, ClassVar, Protocol
+from typing import Callable, ClassVar
 
 import httptools
 
@@ -30,26 +30,36 @@ class UpstreamError(Exception):
         self.retryable = retryable  # nothing was received: a fresh connection may succeed
 
 
-class ResponseSink(Protocol):
-    """Where a target's response goes: the client side that sent the request (server.py's HTTP/1.1
-    connection, h2front.py's HTTP/2 stream). The seam that keeps this module from importing them."""
+class ResponseSink(asyncio.Protocol):
+    """Where a target's response goes: the base class of the ALB's client sides (frontend.FrontEnd,
+    whose subclasses are server.py's HTTP/1.1 connection and h2front.py's HTTP/2 stream). A base
+    class here rather than a typing.Protocol: the compiled build then calls these methods directly
+    (decisions.md #57) instead of looking them up by name on every response."""
 
-    def on_upstream_interim(self, status: int, text: bytes) -> None: ...
+    def on_upstream_interim(self, status: int, text: bytes) -> None:
+        raise NotImplementedError
 
     def on_upstream_head(self, status: int, text: bytes, headers: list[tuple[bytes, bytes]],
-                         content_length: bytes | None, chunked: bool) -> None: ...
+                         content_length: bytes | None, chunked: bool) -> None:
+        raise NotImplementedError
 
-    def on_upstream_body(self, data: bytes) -> None: ...
+    def on_upstream_body(self, data: bytes) -> None:
+        raise NotImplementedError
 
-    def on_upstream_data_end(self) -> None: ...
+    def on_upstream_data_end(self) -> None:
+        raise NotImplementedError
 
-    def on_upstream_complete(self, reusable: bool) -> None: ...
+    def on_upstream_complete(self, reusable: bool) -> None:
+        raise NotImplementedError
 
-    def on_upstream_error(self, error: UpstreamError) -> None: ...
+    def on_upstream_error(self, error: UpstreamError) -> None:
+        raise NotImplementedError
 
-    def on_upstream_pause_writing(self) -> None: ...
+    def on_upstream_pause_writing(self) -> None:
+        raise NotImplementedError
 
-    def on_upstream_resume_writing(self) -> None: ...
+    def on_upstream_resume_writing(self) -> None:
+        raise NotImplementedError
 
 
 def client_tls_context() -> ssl.SSLContext:

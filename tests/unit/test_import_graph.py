@@ -3,7 +3,7 @@
 Every import counts: at module level, under `if TYPE_CHECKING:` and inside functions (a
 function-level import that hides a circle is still the circle). A lower layer that must call back
 into a higher one gets a `typing.Protocol` instead (STYLE.md; services/nlb_sim/relay.py
-`FlowContext`, services/alb_sim/upstream.py `ResponseSink`)."""
+`FlowContext`, services/alb_sim/fallback.py `Connection`)."""
 
 from __future__ import annotations
 
