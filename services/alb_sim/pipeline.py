@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from random import Random
 
     from .exchange import Exchange
-    from .model import AlbConfig, Attributes, Listener, Node
+    from .model import AlbConfig, Attributes, Listener
     from .runtime import Member, TargetGroupRuntime
     from .trace_id import TraceIdGenerator
     from .stickiness import StickyCodec
