@@ -26,7 +26,8 @@ from pathlib import Path
 # the HTTP/1 fallback reader.
 MODULES = ("common", *(f"alb_sim/{m}" for m in (
     "limits", "exchange", "xff", "trace_id", "httpmsg", "access_log", "metrics", "health", "desync", "redirect",
-    "stickiness", "rules", "runtime", "upstream", "server", "h2msg", "h2front", "model", "config", "config_changes")))
+    "stickiness", "rules", "runtime", "upstream", "pipeline", "frontend", "server", "h2msg", "h2front", "model",
+    "config", "config_changes")))
 MANIFEST = "manifest.json"
 
 SOURCE_DIR = Path(__file__).resolve().parent  # services/

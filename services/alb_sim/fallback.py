@@ -16,30 +16,55 @@ and, per `routing.http.desync_mitigation_mode`:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+from typing import TYPE_CHECKING, Protocol
 
 import httptools
 
 from . import desync, httpmsg, lenient
 from .exchange import Exchange
+from .httpmsg import HEADER_TOO_LARGE, Reject
+from .runtime import log_event
 
 if TYPE_CHECKING:
-    from .server import ClientConnection
+    from .runtime import AlbRuntime
 
 
-def fall_back(conn: ClientConnection, data: bytes, exc: Exception) -> None:
+class Connection(Protocol):
+    """The HTTP/1.1 client connection a lenient read stands in for (server.ClientConnection): its
+    parser's place, the request being read, and the callbacks httptools would call."""
+
+    parser: httptools.HttpRequestParser
+    current: Exchange | None
+    closing: bool
+    last_activity: float
+    alb: AlbRuntime
+    loop: asyncio.AbstractEventLoop
+
+    def data_received(self, data: bytes) -> None: ...
+
+    def on_headers_complete(self) -> None: ...
+
+    def on_body(self, body: bytes) -> None: ...
+
+    def on_message_complete(self) -> None: ...
+
+    def protocol_error(self, status: int, detail: str, page: str | None = None,
+                       verdict: desync.Verdict | None = None) -> None: ...
+
+
+def fall_back(conn: Connection, data: bytes, exc: Exception) -> None:
     """llhttp raised `exc` on `data`: read the request leniently, or answer 400 as before."""
-    from . import server  # server imports this module lazily; log_event looked up at call time (tests patch it)
     try:
         if not starts_here(conn, data):
-            conn._protocol_error(400, f"malformed request: {exc}", verdict=desync.classify_head(data))
+            conn.protocol_error(400, f"malformed request: {exc}", verdict=desync.classify_head(data))
             return
         feeder = LenientParser(conn)
         conn.parser = feeder  # type: ignore[assignment]  # until this request's body has been read
         feeder.feed_data(data)
     except Exception as err:  # bad bytes must never take the process down
-        server.log_event("error", where="lenient fallback", error=repr(err))
-        conn._protocol_error(400, f"internal error: {err!r}")
+        log_event("error", where="lenient fallback", error=repr(err))
+        conn.protocol_error(400, f"internal error: {err!r}")
 
 
 class _Replay:
@@ -64,7 +89,7 @@ class _Replay:
         self.completed += 1
 
 
-def starts_here(conn: ClientConnection, data: bytes) -> bool:
+def starts_here(conn: Connection, data: bytes) -> bool:
     """True if the refused request begins at data[0]: its head is still being read, it began in
     this read, and a fresh parser fed `data` fails on its first message having reported exactly
     what the connection's parser reported (URL, headers, method). A request pipelined behind
@@ -100,7 +125,7 @@ class LenientParser:
     request's body. `on_headers_complete` reads the request through the three methods httptools
     offers (get_method, get_http_version, should_keep_alive)."""
 
-    def __init__(self, conn: ClientConnection) -> None:
+    def __init__(self, conn: Connection) -> None:
         self.conn = conn
         self.buf = b""
         self.head: lenient.Head | None = None
@@ -130,7 +155,6 @@ class LenientParser:
             try:
                 head = lenient.parse_head(self.buf)
             except lenient.HeadError as exc:
-                from .server import HEADER_TOO_LARGE
                 self._refuse(exc.status, str(exc), HEADER_TOO_LARGE if exc.too_large else None,
                              desync.classify_head(self.buf))
                 return
@@ -143,11 +167,10 @@ class LenientParser:
 
     def _refuse(self, status: int, detail: str, page: str | None, verdict: desync.Verdict | None) -> None:
         self.done = True
-        self.conn._protocol_error(status, detail, page, verdict)
+        self.conn.protocol_error(status, detail, page, verdict)
 
     def _begin(self, head: lenient.Head) -> bool:
         """Classify, then block or hand the request to the pipeline. True if its body follows."""
-        from .server import Reject
         conn = self.conn
         self.head = head
         v = desync.classify_head(head.raw)

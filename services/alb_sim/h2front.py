@@ -3,13 +3,13 @@
 A thin adapter. The `h2` library is the protocol core (bytes in, events out, bytes to send:
 framing, HPACK, flow-control accounting, RFC 9113 validation, GOAWAY / RST_STREAM on bad input).
 `H2ClientConnection` feeds it and writes what it produces; each request stream becomes an
-`H2Stream`, which IS the HTTP/1.1 request pipeline (`server.ClientConnection`) with one request
-and its output side replaced: rules, X-Forwarded-*, X-Amzn-Trace-Id, stickiness, target choice,
-the upstream pool (HTTP/1.1 to targets), metrics and the access log run the same code as for
-HTTP/1.1, and the log says type `h2`, request `GET https://host:443/path HTTP/2.0`.
+`H2Stream`, a `frontend.FrontEnd` with one request, as an HTTP/1.1 connection (server.py) is one
+with many: the pipeline's decisions (rules, X-Forwarded-*, X-Amzn-Trace-Id, stickiness, target
+choice), the upstream pool (HTTP/1.1 to targets), metrics and the access log run the same code
+as for HTTP/1.1, and the log says type `h2`, request `GET https://host:443/path HTTP/2.0`.
 
 Flow control both ways: request DATA is handed back to the client's window only as it is sent
-on to the target (or buffered up to server.BODY_BUFFER_LIMIT before a target is connected);
+on to the target (or buffered up to frontend.BODY_BUFFER_LIMIT before a target is connected);
 response bytes wait for the client's window, and the target is paused while more than
 OUT_BUFFER_LIMIT waits. What the lab chooses where AWS is silent: docs/decisions.md #50-#54.
 """
@@ -27,8 +27,9 @@ from h2.errors import ErrorCodes
 
 from . import h2msg, httpmsg
 from .exchange import Exchange
+from .frontend import NO_TLS, FrontEnd, TlsFields, idle_timer_expired, tls_fields
+from .pipeline import Pipeline
 from .runtime import ListenerRuntime, log_event
-from .server import ClientConnection, idle_timer_expired, tls_fields
 
 OUT_BUFFER_LIMIT = 256 * 1024  # response bytes held for one stream before its target is paused
 
@@ -38,16 +39,13 @@ _CONFIG = h2.config.H2Configuration(client_side=False, header_encoding=None, val
 _STREAM_GONE = (h2.exceptions.StreamClosedError, h2.exceptions.ProtocolError)
 
 
-class H2Stream(ClientConnection):
-    """One HTTP/2 request stream, seen by the HTTP/1.1 pipeline as a connection with one request.
-
-    Inherited unchanged: `_start` (limits, 463, rules, actions, stickiness, target choice, upstream
-    head), `_acquire`/`_dispatch`, `_upstream_failed` (retry, 502/504), `on_upstream_complete`,
-    `_respond_local`, `_finish`'s bookkeeping, `_log`, and `connection_lost` (an unanswered
-    request is logged 460). Replaced: everything that writes to the client or reads from it."""
+class H2Stream(FrontEnd):
+    """One HTTP/2 request stream: a front end with one request (frontend.FrontEnd carries out the
+    pipeline's decision, relays to the target, logs; an unanswered request is logged 460). Its
+    own: reading the request from h2's events and writing the answer as HEADERS and DATA frames."""
 
     def __init__(self, front: H2ClientConnection, stream_id: int) -> None:
-        super().__init__(front.lr, parse=False)
+        super().__init__(front.lr, front.pipeline)
         self.front = front
         self.stream_id = stream_id
         self.client_ip, self.client_port, self.tls = front.client_ip, front.client_port, front.tls
@@ -99,7 +97,8 @@ class H2Stream(ClientConnection):
         """RST_STREAM from the client, or the connection is gone."""
         self.ended = True
         self.out.clear()
-        self.connection_lost(None)
+        self.closing = True
+        self._abandon()
 
     # --- the target's response -------------------------------------------------------------
     def on_upstream_interim(self, status: int, text: bytes) -> None:
@@ -133,7 +132,7 @@ class H2Stream(ClientConnection):
     def resume_writing(self) -> None:
         self._throttle()
 
-    # --- the pipeline's output hooks ---------------------------------------------------------
+    # --- the hooks frontend.FrontEnd calls -----------------------------------------------------
     def _send_local(self, ex: Exchange, status: int, body: bytes, content_type: str,
                     extra: tuple[tuple[str, str], ...]) -> None:
         fields = h2msg.local_response_fields(status, date=self.alb.http_date(), content_type=content_type,
@@ -144,8 +143,14 @@ class H2Stream(ClientConnection):
             ex.sent_bytes += len(body)
             self.out += body  # leaves with END_STREAM when _finish ends the stream
 
-    def _finish(self, ex: Exchange, abort: bool = False) -> None:
-        super()._finish(ex, abort)
+    def _write(self, ex: Exchange, data: bytes) -> None:
+        """Never called with bytes to send: a response relayed over HTTP/2 holds back no head and
+        is not chunked (on_upstream_head sends HEADERS at once); counted, as before."""
+        ex.sent_bytes += len(data)
+
+    def _finished(self, ex: Exchange, abort: bool) -> None:
+        if ex.keep_alive:  # the request's window back before the stream's last frames, as HTTP/1.1 resumes reading
+            self._resume_reading()
         if abort:  # the target failed mid-response: the client must not take it as complete
             self._reset(ErrorCodes.INTERNAL_ERROR)
         else:
@@ -155,9 +160,6 @@ class H2Stream(ClientConnection):
         if self.lr.state.draining:
             self.front.close_if_idle()
         self.front.flush()
-
-    def _close(self) -> None:
-        """A stream ends in _finish; the connection outlives an error on one stream."""
 
     def _pause_reading(self) -> None:
         self.reading_paused = True
@@ -271,10 +273,11 @@ class H2ClientConnection(asyncio.Protocol):
         self.dispatching = False  # inside data_received: one write at the end
         self.goaway_last: int | None = None  # set on GOAWAY: streams above this are refused
         self.last_activity = self.loop.time()
-        self._idle_timer: asyncio.TimerHandle | None = None
+        self.idle_timer: asyncio.TimerHandle | None = None
         self.client_ip = "-"
         self.client_port = 0
-        self.tls: tuple[str | None, str | None, str | None, str | None] = (None, None, None, None)
+        self.tls: TlsFields = NO_TLS
+        self.pipeline = Pipeline(lr.alb, lr, "-", 0)  # shared by this connection's streams
 
     # --- asyncio.Protocol ---------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -283,12 +286,13 @@ class H2ClientConnection(asyncio.Protocol):
         self.alb.metrics.connection_opened()
         peer = transport.get_extra_info("peername") or ("-", 0)
         self.client_ip, self.client_port = peer[0], peer[1]
+        self.pipeline.client_ip, self.pipeline.client_port = self.client_ip, self.client_port
         ssl_obj = transport.get_extra_info("ssl_object")
         if ssl_obj is not None:
             self.tls = tls_fields(ssl_obj, self.lr)
         self.conn.initiate_connection()
         self.flush()
-        self._arm_idle()
+        self.arm_idle()
 
     def data_received(self, data: bytes) -> None:
         self.last_activity = self.loop.time()
@@ -326,8 +330,8 @@ class H2ClientConnection(asyncio.Protocol):
         self.closing = True
         self.lr.state.connections.discard(self)
         self.alb.metrics.connection_closed()
-        if self._idle_timer is not None:
-            self._idle_timer.cancel()
+        if self.idle_timer is not None:
+            self.idle_timer.cancel()
         self._end_streams()
 
     def pause_writing(self) -> None:
@@ -447,8 +451,8 @@ class H2ClientConnection(asyncio.Protocol):
         for stream in streams:
             stream.on_reset()
 
-    def _arm_idle(self) -> None:
-        self._idle_timer = self.loop.call_at(self.last_activity + self.idle_timeout, self._idle_check)
+    def arm_idle(self) -> None:
+        self.idle_timer = self.loop.call_at(self.last_activity + self.idle_timeout, self._idle_check)
 
     def _idle_check(self) -> None:
         if idle_timer_expired(self, busy=bool(self.streams)):

@@ -73,6 +73,7 @@ def start_health_checks(tg: asyncio.TaskGroup, groups: dict[str, TargetGroupRunt
 
     for group in groups.values():
         group.spawn = spawn
+        group.checker = run_target_checks
         group.check_source = source
         for member in group.members:
             group.start_checks(member)

@@ -9,9 +9,25 @@
 
 from __future__ import annotations
 
-from typing import Final, Iterable, Sequence
+from typing import TYPE_CHECKING, Final, Iterable, Sequence
+
+if TYPE_CHECKING:
+    from .desync import Verdict
 
 Headers = Sequence[tuple[bytes, bytes]]
+
+HEADER_TOO_LARGE: Final = "Request Header Or Cookie Too Large"  # the ALB's 400 page for oversized headers
+
+
+class Reject(Exception):
+    """A request head the ALB refuses (raised inside parser callbacks): answer `status` (its page
+    naming `page` if given) and close; `verdict` is its desync classification, if it has one."""
+
+    def __init__(self, status: int, reason: str, page: str | None = None, verdict: Verdict | None = None) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.page = page
+        self.verdict = verdict
 
 REASONS: Final[dict[int, str]] = {
     100: "Continue", 200: "OK", 201: "Created", 202: "Accepted", 204: "No Content",

@@ -22,6 +22,7 @@ from typing import Callable, Mapping, Protocol, Sequence
 
 from .config import Node, Rotation
 from .runtime import AlbRuntime, NodeState, log_event
+from .h2front import H2ClientConnection
 from .server import ClientConnection
 
 RETIRE_GRACE_SECONDS = 10.0  # busy connections on a retiring node get this long to finish
@@ -133,7 +134,7 @@ class NodeManager:
         try:
             for lr in self.alb.listener_runtimes(state):
                 state.servers.append(await loop.create_server(
-                    lambda lr=lr: ClientConnection(lr), node.address, lr.listener.port,
+                    lambda lr=lr: ClientConnection(lr, h2=H2ClientConnection), node.address, lr.listener.port,
                     ssl=lr.ssl_context, backlog=1024, reuse_address=True,
                     ssl_handshake_timeout=10.0 if lr.ssl_context else None))
         except OSError:

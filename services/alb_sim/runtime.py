@@ -19,7 +19,7 @@ from typing import Any, Callable, Coroutine, Final, TextIO
 from services.certselect import CertFacts, read_facts, select_by_sni
 from services.common import PerSecond
 
-from .config import (AlbConfig, Certificate, ConfigError, ForwardAction, Listener, Node, Target, TargetGroup,
+from .config import (AlbConfig, Certificate, ConfigError, Listener, Node, Target, TargetGroup,
                      TargetGroupAttributes)
 from .health import (DRAINING, HEALTHY, UNUSED, LeastOutstanding, Matcher, RoundRobin, TargetHealth, routable,
                      WeightedRandom, slow_start_weight)
@@ -144,6 +144,8 @@ class Member:
 
 
 Spawn = Callable[[Coroutine[Any, Any, None], str], "asyncio.Task[None]"]
+# healthcheck.run_target_checks, passed in: healthcheck builds on this module, not the other way round
+Checker = Callable[["TargetGroupRuntime", Target, TargetHealth], Coroutine[Any, Any, None]]
 
 
 class TargetGroupRuntime:
@@ -168,6 +170,7 @@ class TargetGroupRuntime:
         self.attributes: TargetGroupAttributes = tg.attributes
         self.app_key = f"{tg.name}#app"  # AWSALBAPP values name this, so an AWSALB value is not one
         self.spawn: Spawn | None = None  # set once the simulator's TaskGroup runs
+        self.checker: Checker | None = None  # the health-check loop of one target (healthcheck.py), set with spawn
         self.check_source: Callable[[], str | None] = lambda: None  # health checks connect from this address
         # Deregistration delay over with requests still in flight to the member: they fail (502).
         self.on_drain_over: Callable[[Member], None] | None = None
@@ -271,9 +274,8 @@ class TargetGroupRuntime:
                 self.start_checks(member)
 
     def start_checks(self, member: Member) -> None:
-        from .healthcheck import run_target_checks  # healthcheck imports this module
-        assert self.spawn is not None
-        member.task = self.spawn(run_target_checks(self, member.target, member.health),
+        assert self.spawn is not None and self.checker is not None
+        member.task = self.spawn(self.checker(self, member.target, member.health),
                                  f"health:{self.tg.name}:{member.addr}")
 
     def deregister(self, targets: list[tuple[str, int]]) -> list[str]:
@@ -435,20 +437,6 @@ class AlbRuntime:
     def http_date(self) -> str:
         return self._date.of(int(self.clock()))
 
-    def choose_group(self, action: ForwardAction) -> TargetGroupRuntime:
-        groups = action.target_groups
-        if len(groups) == 1:
-            return self.groups[groups[0].name]
-        total = sum(g.weight for g in groups)
-        if total <= 0:
-            return self.groups[groups[0].name]
-        point = self.rng.uniform(0, total)
-        for g in groups:
-            point -= g.weight
-            if point <= 0 and g.weight > 0:
-                return self.groups[g.name]
-        return self.groups[groups[-1].name]
-
     def close(self) -> None:
         for pool in self.pools.values():
             pool.close()
@@ -470,3 +458,8 @@ class ListenerRuntime:
     @property
     def scheme(self) -> str:
         return "https" if self.listener.protocol == "HTTPS" else "http"
+
+    @property
+    def draining(self) -> bool:
+        """This node is retiring: its answers say `Connection: close`."""
+        return self.state.draining

@@ -11,14 +11,11 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections import deque
-from typing import TYPE_CHECKING, Callable, ClassVar
+from typing import Callable, ClassVar
 
 import httptools
 
 from .limits import MAX_RESPONSE_HEADERS, TARGET_CONNECT_TIMEOUT
-
-if TYPE_CHECKING:  # the client side calls on_upstream_*(); typed so the compiled build calls it directly
-    from .server import ClientConnection
 
 PoolKey = tuple[str, int, bool]  # (ip, port, tls)
 
@@ -31,6 +28,38 @@ class UpstreamError(Exception):
         self.kind = kind
         self.status = status
         self.retryable = retryable  # nothing was received: a fresh connection may succeed
+
+
+class ResponseSink(asyncio.Protocol):
+    """Where a target's response goes: the base class of the ALB's client sides (frontend.FrontEnd,
+    whose subclasses are server.py's HTTP/1.1 connection and h2front.py's HTTP/2 stream). A base
+    class here rather than a typing.Protocol: the compiled build then calls these methods directly
+    (decisions.md #57) instead of looking them up by name on every response."""
+
+    def on_upstream_interim(self, status: int, text: bytes) -> None:
+        raise NotImplementedError
+
+    def on_upstream_head(self, status: int, text: bytes, headers: list[tuple[bytes, bytes]],
+                         content_length: bytes | None, chunked: bool) -> None:
+        raise NotImplementedError
+
+    def on_upstream_body(self, data: bytes) -> None:
+        raise NotImplementedError
+
+    def on_upstream_data_end(self) -> None:
+        raise NotImplementedError
+
+    def on_upstream_complete(self, reusable: bool) -> None:
+        raise NotImplementedError
+
+    def on_upstream_error(self, error: UpstreamError) -> None:
+        raise NotImplementedError
+
+    def on_upstream_pause_writing(self) -> None:
+        raise NotImplementedError
+
+    def on_upstream_resume_writing(self) -> None:
+        raise NotImplementedError
 
 
 def client_tls_context() -> ssl.SSLContext:
@@ -49,7 +78,7 @@ class UpstreamConnection(asyncio.Protocol):
         self.now: Callable[[], float] = self.loop.time  # bound once: called on every response
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
-        self.handler: ClientConnection | None = None  # the client side the response goes to
+        self.handler: ResponseSink | None = None  # the client side the response goes to
         self.closed = False
         self.last_activity = 0.0
         self.idle_since = 0.0
@@ -168,7 +197,7 @@ class UpstreamConnection(asyncio.Protocol):
             self._complete(reusable=self._keep_alive)
 
     # --- used by the ALB request path ------------------------------------------------
-    def current_handler(self) -> ClientConnection | None:
+    def current_handler(self) -> ResponseSink | None:
         """`self.handler` read afresh. After a call that may have changed it, use this: the compiled
         build keeps mypy's narrowing of `self.handler` across calls and would reject a None."""
         return self.handler
@@ -177,7 +206,7 @@ class UpstreamConnection(asyncio.Protocol):
     def usable(self) -> bool:
         return not self.closed and self.transport is not None and not self.transport.is_closing()
 
-    def start(self, handler: ClientConnection, head: bytes, *, head_only: bool, now: float) -> None:
+    def start(self, handler: ResponseSink, head: bytes, *, head_only: bool, now: float) -> None:
         assert self.transport is not None
         self.handler = handler
         self._reset_message()

@@ -21,7 +21,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from services.alb_sim import app, h2front, server
+from services.alb_sim import app, fallback, frontend, h2front, server
 
 from .test_alb_h2 import H2ClientContext
 from .test_alb_server import Lab
@@ -45,7 +45,7 @@ class Recorder:
 def fuzz_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Lab, Recorder]]:
     rec = Recorder()
     mp = pytest.MonkeyPatch()
-    for module in (app, server, h2front):  # app's loop exception handler logs `where="event loop"`
+    for module in (app, server, h2front, fallback, frontend):  # app's loop exception handler logs `where="event loop"`
         mp.setattr(module, "log_event", rec.log_event)
     lab = Lab(tmp_path_factory.mktemp("albfuzz"))
     lab.start()
