@@ -18,9 +18,10 @@ from typing import Any, Callable, Coroutine, Final, TextIO
 
 from services.certselect import CertFacts, read_facts, select_by_sni
 from services.common import PerSecond
+from services.elbv2.attributes import answer as attributes_answer
 
 from .config import (AlbConfig, Certificate, ConfigError, Listener, Node, Target, TargetGroup,
-                     TargetGroupAttributes)
+                     TargetGroupAttributes, target_group_attribute_values)
 from .health import (DRAINING, HEALTHY, UNUSED, LeastOutstanding, Matcher, RoundRobin, TargetHealth, routable,
                      WeightedRandom, slow_start_weight)
 from .metrics import Metrics
@@ -238,17 +239,8 @@ class TargetGroupRuntime:
         return None
 
     def describe_attributes(self) -> dict[str, list[dict[str, str]]]:
-        a = self.attributes
-        return {"Attributes": [
-            {"Key": "deregistration_delay.timeout_seconds", "Value": str(int(a.deregistration_delay))},
-            {"Key": "load_balancing.algorithm.type", "Value": a.algorithm},
-            {"Key": "load_balancing.algorithm.anomaly_mitigation", "Value": "on" if a.anomaly_mitigation else "off"},
-            {"Key": "stickiness.enabled", "Value": "true" if a.stickiness else "false"},
-            {"Key": "stickiness.type", "Value": a.stickiness_type},
-            {"Key": "stickiness.lb_cookie.duration_seconds", "Value": str(a.stickiness_seconds)},
-            {"Key": "stickiness.app_cookie.cookie_name", "Value": a.app_cookie_name},
-            {"Key": "stickiness.app_cookie.duration_seconds", "Value": str(a.app_cookie_seconds)},
-            {"Key": "slow_start.duration_seconds", "Value": str(a.slow_start)}]}
+        """DescribeTargetGroupAttributes: every key of the ALB target-group table (services.elbv2)."""
+        return attributes_answer(target_group_attribute_values(self.attributes))
 
     def health_port(self, target: Target) -> int:
         port = self.tg.health_check.port
