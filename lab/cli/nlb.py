@@ -83,7 +83,8 @@ def parse_attributes(items: list[str]) -> list[dict[str, str]]:
     return parse_key_values(items, "deregistration_delay.timeout_seconds=30")
 
 
-HEALTH_CHECK_PARAMETERS = tuple(api for api, _ in health_checks.API_NAMES.values())
+# ModifyTargetGroup's health-check parameters, and HealthCheckEnabled (always true here; false is refused).
+HEALTH_CHECK_PARAMETERS = (*(api for api, _ in health_checks.API_NAMES.values()), "HealthCheckEnabled")
 
 
 def parse_health_check(items: list[str]) -> dict[str, Any]:
@@ -95,7 +96,12 @@ def parse_health_check(items: list[str]) -> dict[str, Any]:
         if key not in HEALTH_CHECK_PARAMETERS:
             raise LabError(f"ValidationError: {key!r} is not a ModifyTargetGroup health check"
                            f" parameter; use one of {', '.join(HEALTH_CHECK_PARAMETERS)}")
-        out[key] = {"HttpCode": value} if key == "Matcher" else value
+        if key == "Matcher":
+            out[key] = {"HttpCode": value}
+        elif key == "HealthCheckEnabled" and value in ("true", "false"):  # a boolean in the API, as AWS's
+            out[key] = value == "true"
+        else:
+            out[key] = value
     return out
 
 

@@ -253,7 +253,7 @@ def test_nlb_modify_target_group_argument_errors_are_one_line():
     assert one_line_error(lab("nlb", "modify-target-group", "--target-group", "haproxy-http", "Interval=5")) == (
         "lab nlb: error: ValidationError: 'Interval' is not a ModifyTargetGroup health check parameter;"
         " use one of HealthCheckProtocol, HealthCheckPort, HealthCheckPath, HealthCheckIntervalSeconds,"
-        " HealthCheckTimeoutSeconds, HealthyThresholdCount, UnhealthyThresholdCount, Matcher")
+        " HealthCheckTimeoutSeconds, HealthyThresholdCount, UnhealthyThresholdCount, Matcher, HealthCheckEnabled")
     assert one_line_error(lab("nlb", "modify-target-group", "--target-group", "haproxy-http", "HealthCheckPort")) == (
         "lab nlb: error: attribute 'HealthCheckPort' is not KEY=VALUE, e.g. HealthCheckIntervalSeconds=10")
 
@@ -506,3 +506,15 @@ def test_one_client_reads_both_admin_apis(monkeypatch, status, answer, text, exp
         assert str(caught.value) == str(expected)
     else:
         assert _common.simulator_call(None, "alb", "http://127.0.0.1:8081/x", {}, text=text) == expected
+
+
+@pytest.mark.parametrize("items, expected", [
+    (["HealthCheckIntervalSeconds=10", "Matcher=200-299"], {"HealthCheckIntervalSeconds": "10",
+                                                            "Matcher": {"HttpCode": "200-299"}}),
+    (["HealthCheckEnabled=false"], {"HealthCheckEnabled": False}),  # the NLB answers AWS's refusal
+    (["HealthCheckEnabled=yes"], {"HealthCheckEnabled": "yes"}),  # not a boolean: the NLB says so
+])
+def test_lab_nlb_modify_target_group_passes_what_the_api_takes(items, expected):
+    from lab.cli.nlb import parse_health_check
+
+    assert parse_health_check(items) == expected
