@@ -96,31 +96,45 @@ def test_register_deregister_drain_and_attributes_over_the_admin_api(tmp_path: P
     run(main())
 
 
+Running = tuple[Any, Any, dict[str, Any]]  # (app, the listener's runtime, the NLB's config)
+
+
+@contextlib.asynccontextmanager
+async def one_target_nlb(tmp_path: Path, listener: dict[str, Any], splice: bool = True) -> AsyncIterator[Running]:
+    """An in-process NLB with ``listener`` in front of one healthy echo target: (app, the listener's
+    runtime, the NLB's config)."""
+    async with Server(echo) as t:
+        cfg = nlb_config(tmp_path, [listener], [target_group("tg", [("t-1", t.port, "a")])])
+        cfg["splice"] = splice
+        async with running(cfg) as app:
+            await wait_healthy(app, "tg", ["t-1"])
+            yield app, app.listeners[0], cfg
+
+
+def tls_nlb(tmp_path: Path, certs: dict[str, Any]) -> contextlib.AbstractAsyncContextManager[Running]:
+    return one_target_nlb(tmp_path, tls_listener("tg", certs["listener_pem"]))
+
+
 @pytest.mark.parametrize("splice", [True, False], ids=["splice relay", "protocol relay"])
 def test_idle_expired_flow_answers_the_next_speaker_with_a_reset(tmp_path: Path, splice: bool) -> None:
     async def main() -> None:
-        async with Server(echo) as t:
-            cfg = nlb_config(tmp_path, [tcp_listener("tg")], [target_group("tg", [("t-1", t.port, "a")])])
-            cfg["splice"] = splice
-            async with running(cfg) as app:
-                await wait_healthy(app, "tg", ["t-1"])
-                r, w = await asyncio.open_connection(LO, cfg["listeners"][0]["port"])
-                w.write(b"hello")
-                assert await r.readexactly(5) == b"hello"
-                rt = app.listeners[0]
-                flow = next(iter(rt.flows))
-                assert type(flow).__name__ == ("SpliceFlow" if splice else "Flow")
-                loop = asyncio.get_running_loop()
-                assert flow.idle_check(loop.time(), 350.0) is False  # bytes moved since the last look
-                assert flow.idle_check(loop.time() + 349, 350.0) is False
-                assert flow.idle_check(loop.time() + 351, 350.0) is True  # 350 s without a byte
-                await wait_until(lambda: [x["end"] for x in flow_lines(cfg) if x["event"] == "close"]
-                                 == ["idle timeout"], "the flow's close record")
-                w.write(b"late")
-                with pytest.raises(ConnectionResetError):  # a RST, not the echo and not a FIN
-                    await asyncio.wait_for(r.read(10), 5)
-                assert app.metrics["nlb-a"].counts["TCP_ELB_Reset_Count"] >= 1
-                w.close()
+        async with one_target_nlb(tmp_path, tcp_listener("tg"), splice) as (app, rt, cfg):
+            r, w = await asyncio.open_connection(LO, cfg["listeners"][0]["port"])
+            w.write(b"hello")
+            assert await r.readexactly(5) == b"hello"
+            flow = next(iter(rt.flows))
+            assert type(flow).__name__ == ("SpliceFlow" if splice else "Flow")
+            loop = asyncio.get_running_loop()
+            assert flow.idle_check(loop.time(), 350.0) is False  # bytes moved since the last look
+            assert flow.idle_check(loop.time() + 349, 350.0) is False
+            assert flow.idle_check(loop.time() + 351, 350.0) is True  # 350 s without a byte
+            await wait_until(lambda: [x["end"] for x in flow_lines(cfg) if x["event"] == "close"]
+                             == ["idle timeout"], "the flow's close record")
+            w.write(b"late")
+            with pytest.raises(ConnectionResetError):  # a RST, not the echo and not a FIN
+                await asyncio.wait_for(r.read(10), 5)
+            assert app.metrics["nlb-a"].counts["TCP_ELB_Reset_Count"] >= 1
+            w.close()
     run(main())
 
 
@@ -446,47 +460,33 @@ def test_client_keepalives_keep_an_idle_flow_open(tmp_path: Path, splice: bool) 
     """Two flows go quiet together; only one client sends TCP keep-alives. The other flow expires at
     the idle timeout as before; the one kept alive outlives it and still relays."""
     async def main() -> None:
-        async with Server(echo) as t:
-            cfg = nlb_config(tmp_path, [tcp_listener("tg")], [target_group("tg", [("t-1", t.port, "a")])])
-            cfg["splice"] = splice
-            async with running(cfg) as app:
-                await wait_healthy(app, "tg", ["t-1"])
-                app.listeners[0].idle_timeout = IDLE
-                port = cfg["listeners"][0]["port"]
-                r1, w1 = await asyncio.open_connection(LO, port)
-                keep_alive(w1)
-                r2, w2 = await asyncio.open_connection(LO, port)
-                for r, w in ((r1, w1), (r2, w2)):
-                    w.write(b"hello")
-                    assert await r.readexactly(5) == b"hello"
-                quiet_since = time.monotonic()
-                silent = "%s:%d" % w2.get_extra_info("sockname")[:2]
-                await wait_until(lambda: silent in closes(cfg), "the silent flow's idle timeout", timeout=IDLE + 15)
-                # (The event loop's clock counts whole milliseconds: a few may separate its reading
-                # at the last sweep that saw bytes from quiet_since.)
-                assert time.monotonic() - quiet_since >= IDLE - 0.05
-                # The flow kept alive went quiet first: without its keep-alives it would have
-                # expired in the same sweep or before. Two more sweeps, then it must still be open.
-                await wait_until(lambda: time.monotonic() - quiet_since >= IDLE + 2, "two more sweeps")
-                assert closes(cfg) == {silent: "idle timeout"}
-                w1.write(b"still here")
-                assert await r1.readexactly(10) == b"still here"
-                assert app.metrics["nlb-a"].counts["IdleTimeoutFlowCount"] == 1
-                for w in (w1, w2):
-                    w.close()
+        async with one_target_nlb(tmp_path, tcp_listener("tg"), splice) as (app, rt, cfg):
+            rt.idle_timeout = IDLE
+            port = cfg["listeners"][0]["port"]
+            r1, w1 = await asyncio.open_connection(LO, port)
+            keep_alive(w1)
+            r2, w2 = await asyncio.open_connection(LO, port)
+            for r, w in ((r1, w1), (r2, w2)):
+                w.write(b"hello")
+                assert await r.readexactly(5) == b"hello"
+            quiet_since = time.monotonic()
+            silent = "%s:%d" % w2.get_extra_info("sockname")[:2]
+            await wait_until(lambda: silent in closes(cfg), "the silent flow's idle timeout", timeout=IDLE + 15)
+            # (The event loop's clock counts whole milliseconds: a few may separate its reading
+            # at the last sweep that saw bytes from quiet_since.)
+            assert time.monotonic() - quiet_since >= IDLE - 0.05
+            # The flow kept alive went quiet first: without its keep-alives it would have
+            # expired in the same sweep or before. Two more sweeps, then it must still be open.
+            await wait_until(lambda: time.monotonic() - quiet_since >= IDLE + 2, "two more sweeps")
+            assert closes(cfg) == {silent: "idle timeout"}
+            w1.write(b"still here")
+            assert await r1.readexactly(10) == b"still here"
+            assert app.metrics["nlb-a"].counts["IdleTimeoutFlowCount"] == 1
+            for w in (w1, w2):
+                w.close()
     run(main())
 
 
-@contextlib.asynccontextmanager
-async def tls_nlb(tmp_path: Path, certs: dict[str, Any]) -> AsyncIterator[tuple[Any, Any, dict[str, Any]]]:
-    """An in-process NLB with one TLS listener in front of one healthy echo target: (app, the
-    listener's runtime, the NLB's config)."""
-    async with Server(echo) as t:
-        listener = tls_listener("tg", certs["listener_pem"])
-        cfg = nlb_config(tmp_path, [listener], [target_group("tg", [("t-1", t.port, "a")])])
-        async with running(cfg) as app:
-            await wait_healthy(app, "tg", ["t-1"])
-            yield app, app.listeners[0], cfg
 
 
 async def tls_hello(cfg: dict[str, Any], certs: dict[str, Any]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
