@@ -248,21 +248,13 @@ def _shown(value: Any) -> str:
 def _attributes(node: _Node, table: attributes.Table, target_type: str | None = None,
                 check: Callable[[list[tuple[str, str]]], dict[str, str]] | None = None) -> Mapping[str, str]:
     """An `attributes:` mapping, checked with the ELBv2 table as a Modify*Attributes call is (the same
-    words): every key of the table, AWS's defaults filled in. A bad key or value is reported at its
-    own key; a rule across attributes (or ``check``'s, which gets the pairs) at `attributes`."""
-    pairs = []
-    for raw_key in node.mapping().keys():
-        key = str(raw_key)
-        item = node.child(key, node.value[raw_key])
-        value = attributes.attribute_value(item.value)
-        try:
-            table.check_value(key, value)
-        except ApiError as exc:
-            raise item.fail(str(exc)) from None
-        pairs.append((key, value))
+    words): every key of the table, AWS's defaults filled in. A problem with one key (its value, or a
+    rule across attributes about it) is reported at that key; the rest (``check``'s, which gets the
+    pairs) at `attributes`."""
+    pairs = [(str(key), attributes.attribute_value(value)) for key, value in node.mapping().node.value.items()]
     try:
         values = check(pairs) if check is not None else table.check(pairs, {}, target_type)
-    except attributes.RuleViolation as exc:
+    except attributes.AttributeProblem as exc:
         raise node.child(exc.key, None).fail(str(exc)) from None
     except ApiError as exc:
         raise node.fail(str(exc)) from None

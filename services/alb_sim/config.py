@@ -15,7 +15,7 @@ from typing import Any, Mapping
 
 from services.certselect import DEFAULT_KEY_ALGORITHM, KEY_ALGORITHMS
 from services.elbv2 import health_checks
-from services.elbv2.attributes import ALB_LOAD_BALANCER, ALB_TARGET_GROUP, RuleViolation, Table, attribute_value
+from services.elbv2.attributes import ALB_LOAD_BALANCER, ALB_TARGET_GROUP, AttributeProblem, Table, attribute_value
 from services.elbv2.errors import ApiError
 from services.elbv2.security_policies import DEFAULT_SSL_POLICY, check_ssl_policy
 
@@ -53,17 +53,9 @@ def _checked(table: Table, d: Mapping[str, Any], path: str, ctx: "_Ctx",
              current: Mapping[str, str]) -> dict[str, str]:
     """``d`` over ``current``, checked with the ELBv2 table: every key, AWS's defaults filled in. A
     bad key or value is reported at its key, as is the key a rule across attributes names."""
-    pairs = []
-    for key, value in d.items():
-        text = attribute_value(value)
-        try:
-            table.check_value(str(key), text)
-        except ApiError as exc:
-            raise ctx.fail(f"{path}.{key}", str(exc)) from None
-        pairs.append((str(key), text))
     try:
-        return table.check(pairs, current)
-    except RuleViolation as exc:
+        return table.check([(str(key), attribute_value(value)) for key, value in d.items()], current)
+    except AttributeProblem as exc:
         raise ctx.fail(f"{path}.{exc.key}", str(exc)) from None
     except ApiError as exc:
         raise ctx.fail(path, str(exc)) from None

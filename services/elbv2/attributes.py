@@ -62,12 +62,17 @@ class Attribute:
         return Attribute(self.key, self.default, lo=lo, hi=hi, also=self.also)
 
 
-class RuleViolation(ApiError):
-    """Attributes that contradict each other; ``key`` is the one the message is about."""
+class AttributeProblem(ApiError):
+    """A ValidationError about one attribute; ``key`` is the one the message is about, so a caller
+    can say where it came from (a YAML key path, a JSON path)."""
 
     def __init__(self, key: str, message: str) -> None:
         super().__init__("ValidationError", message)
         self.key = key
+
+
+class RuleViolation(AttributeProblem):
+    """Attributes that contradict each other."""
 
 
 # A rule across attributes: given every value (set or default), None or (the key at fault, AWS's words).
@@ -106,12 +111,12 @@ class Table:
                      self.rules)
 
     def check_value(self, key: str, value: str) -> str:
-        """One key and value: the value, or ApiError ValidationError in AWS's words."""
+        """One key and value: the value, or AttributeProblem (ValidationError) in AWS's words."""
         if key not in self:
-            raise validation_error(f"{self.what} attribute key '{key}' is not recognized")
+            raise AttributeProblem(key, f"{self.what} attribute key '{key}' is not recognized")
         problem = self[key].problem(value)
         if problem is not None:
-            raise validation_error(f"{self.what} attribute '{key}' value '{value}' is not valid: {problem}")
+            raise AttributeProblem(key, f"{self.what} attribute '{key}' value '{value}' is not valid: {problem}")
         return value
 
     def check(self, pairs: Iterable[tuple[str, str]], current: Mapping[str, str],
@@ -229,8 +234,8 @@ def nlb_listener_attributes(protocol: str, pairs: Iterable[tuple[str, str]], cur
     table = NLB_TCP_LISTENER_RELAXED if relaxed else NLB_TCP_LISTENER
     if protocol == "TCP":
         return table.check(pairs, current)
-    for key, value in pairs:
-        table.check_value(key, value)
+    pairs = [(key, table.check_value(key, value)) for key, value in pairs]
+    for key, _ in pairs:
         raise validation_error(f"Listener attribute '{key}' is only supported on TCP listeners, not {protocol}")
     return {}
 

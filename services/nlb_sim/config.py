@@ -305,13 +305,9 @@ class _Loader:
             if not isinstance(v, str):
                 raise self.err(f"{p}.{k}", f"{json.dumps(v)} must be a string (AWS attribute values"
                                            " are strings, e.g. \"true\")")
-            try:
-                table.check_value(k, v)
-            except ApiError as exc:
-                raise self.err(f"{p}.{k}", str(exc)) from None
         try:
             return table.check(value.items(), {}, target_type)
-        except elbv2_attributes.RuleViolation as exc:
+        except elbv2_attributes.AttributeProblem as exc:
             raise self.err(f"{p}.{exc.key}", str(exc)) from None
         except ApiError as exc:
             raise self.err(p, str(exc)) from None
